@@ -1,0 +1,49 @@
+# intentsite: `make demo` runs the service, `make test` runs the suite. Both install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+PORT   ?= 8000
+
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v 0
+	$(BIN)/python manage.py load_intent_catalog
+	$(BIN)/python manage.py create_demo_user
+	@echo ""
+	@echo "  API      http://127.0.0.1:$(PORT)/api/intent/detect   (docs: http://127.0.0.1:$(PORT)/api/docs/)"
+	@echo "  Admin    http://127.0.0.1:$(PORT)/admin/"
+	@echo "  Try it   curl -s -H 'Authorization: Token <token above>' -H 'Content-Type: application/json' \\"
+	@echo "             -d '{\"message\": \"move 100 dollars to savings\"}' http://127.0.0.1:$(PORT)/api/intent/detect"
+	@echo "  Stop     Ctrl-C"
+	@echo ""
+	@bash -c 'trap "kill 0" EXIT; \
+		$(BIN)/celery -A intentsite worker --beat --loglevel INFO --concurrency 2 & \
+		$(BIN)/gunicorn intentsite.wsgi --bind 0.0.0.0:$(PORT) --workers 2 --threads 4 --access-logfile - ; '
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/local_model.py
+
+clean:
+	rm -rf $(VENV) var db.sqlite3 mlflow.db mlruns

@@ -1,0 +1,89 @@
+"""HTTP interface of intent detection: validate, call one service, serialize."""
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .program.errors import ERROR_CATEGORIES
+from .services import intent_detect
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is a 400 instead of being silently ignored."""
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
+
+
+class IntentDetectApi(APIView):
+    class InputSerializer(StrictSerializer):
+        message = serializers.CharField(min_length=1, max_length=4000)
+        user_role = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        current_module = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        current_tab = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    class OutputSerializer(serializers.Serializer):
+        request_id = serializers.UUIDField()
+        intent = serializers.CharField(help_text="A catalog intent, or `out_of_scope`.")
+        confidence = serializers.FloatField(min_value=0, max_value=1)
+        requires_workflow = serializers.BooleanField()
+        workflow_template = serializers.CharField(allow_null=True)
+        agent_template = serializers.CharField(allow_null=True)
+        reasoning = serializers.CharField()
+        model_name = serializers.CharField()
+        prompt_version = serializers.CharField()
+        category_source = serializers.ChoiceField(choices=["database", "fallback"])
+        fallback_used = serializers.BooleanField(help_text="True when the LM failed and the local backend answered.")
+        error_category = serializers.ChoiceField(choices=ERROR_CATEGORIES, allow_null=True)
+        response_time_ms = serializers.FloatField()
+
+    @extend_schema(
+        operation_id="intent_detect",
+        summary="Detect the intent of a chat message",
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Request",
+                request_only=True,
+                value={"message": "move 200 dollars to my savings account", "user_role": "customer",
+                       "current_module": "banking", "current_tab": "accounts"},
+            ),
+            OpenApiExample(
+                "Response",
+                response_only=True,
+                value={"request_id": "6f1c3e0a-8d3b-4c1e-9a57-2d1f0b7a9c11", "intent": "transfer",
+                       "confidence": 0.91, "requires_workflow": True, "workflow_template": "money_transfer",
+                       "agent_template": None, "reasoning": "Closest catalog intent by TF-IDF n-grams ...",
+                       "model_name": "local/tfidf-linear", "prompt_version": "3fa2c81d09be",
+                       "category_source": "database", "fallback_used": False, "error_category": None,
+                       "response_time_ms": 0.84},
+            ),
+        ],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = intent_detect(**serializer.validated_data)
+        detection = result.detection
+        data = {
+            "request_id": result.request_id,
+            "intent": detection.intent,
+            "confidence": detection.confidence,
+            "requires_workflow": detection.requires_workflow,
+            "workflow_template": detection.workflow_template,
+            "agent_template": detection.agent_template,
+            "reasoning": detection.reasoning,
+            "model_name": detection.model_name,
+            "prompt_version": detection.prompt_version,
+            "category_source": detection.category_source,
+            "fallback_used": detection.fallback_used,
+            "error_category": detection.error_category,
+            "response_time_ms": detection.response_time_ms,
+        }
+        return Response(self.OutputSerializer(data).data, status=status.HTTP_200_OK)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class IntentConfig(AppConfig):
+    name = "intent"
+    verbose_name = "Intent detection"

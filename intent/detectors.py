@@ -1,0 +1,143 @@
+"""The process-wide detector: built once per catalog version and backend, reused by every request.
+
+Building means fitting the local model, which takes seconds, so fitted models are cached on disk
+(keyed by catalog version and training config) and in memory. Each process checks at most every
+`INTENT_CATALOG_REFRESH_S` seconds whether the catalog changed in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from .program import Catalog, IntentDetector, LMSettings
+from .program.local_model import LocalIntentModel, LocalModelConfig
+from .program.versioning import version_hash
+from .selectors import catalog_fingerprint, catalog_get
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+
+
+@dataclass
+class _Current:
+    key: tuple
+    detector: IntentDetector
+    checked_at: float
+
+
+_current: _Current | None = None
+_models: dict[str, LocalIntentModel] = {}
+
+
+def detector_get() -> IntentDetector:
+    global _current
+    current = _current
+    now = time.monotonic()
+    if current is not None and now - current.checked_at < settings.INTENT_CATALOG_REFRESH_S:
+        return current.detector
+    key = (catalog_fingerprint(), *_backend_key())
+    if current is not None and current.key == key:
+        current.checked_at = now
+        return current.detector
+    with _lock:
+        if _current is not None and _current.key == key:
+            return _current.detector
+        catalog = catalog_get()
+        detector = IntentDetector(
+            catalog=catalog,
+            local_model=local_model_get(catalog=catalog),
+            lm_settings=_lm_settings(),
+        )
+        logger.info(
+            "Detector ready: model=%s catalog=%s (%s intents, %s) prompt_version=%s",
+            detector.model_name, catalog.version, len(catalog.intents), catalog.source, detector.prompt_version,
+        )
+        _prompt_version_register(detector)
+        _current = _Current(key=key, detector=detector, checked_at=time.monotonic())
+        return detector
+
+
+def _prompt_version_register(detector: IntentDetector) -> None:
+    """Keep what a new prompt version stands for; a worker records it in MLflow once."""
+    from .models import PromptVersion
+
+    PromptVersion.objects.get_or_create(
+        version=detector.prompt_version,
+        defaults={"model_name": detector.model_name, "description": detector.version_description},
+    )
+
+
+def detector_reset() -> None:
+    """Forget the cached detector (tests, and after settings change at run time)."""
+    global _current
+    with _lock:
+        _current = None
+
+
+def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None) -> LocalIntentModel:
+    """The local model fitted on this catalog: from memory, from the disk cache, or fitted now."""
+    config = config or LocalModelConfig()
+    cache_key = f"{catalog.version}-{version_hash(config.as_dict())}"
+    model = _models.get(cache_key)
+    if model is not None:
+        return model
+    path = Path(settings.INTENT_MODEL_CACHE_DIR) / f"local-{cache_key}.joblib"
+    if path.exists():
+        try:
+            model = LocalIntentModel.load(path)
+        except Exception:  # a corrupt or incompatible cache file is refitted, not fatal
+            logger.warning("Could not load %s; refitting", path, exc_info=True)
+    if model is None:
+        started = time.perf_counter()
+        texts, labels = catalog.training_data()
+        model = LocalIntentModel.fit(texts, labels, config)
+        logger.info("Fitted local model on %s utterances in %.1f s", len(texts), time.perf_counter() - started)
+        _save_atomically(model, path)
+    _models.clear()  # keep one catalog's model in memory per process
+    _models[cache_key] = model
+    return model
+
+
+def _save_atomically(model: LocalIntentModel, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _backend_key() -> tuple:
+    return (
+        settings.INTENT_LM,
+        settings.INTENT_LM_API_BASE,
+        settings.INTENT_LM_API_KEY,
+        settings.INTENT_LM_TIMEOUT_S,
+        settings.INTENT_LM_ENGINE,
+    )
+
+
+def _lm_settings() -> LMSettings | None:
+    if settings.INTENT_LM in ("", "local"):
+        return None
+    return LMSettings(
+        model=settings.INTENT_LM,
+        api_base=settings.INTENT_LM_API_BASE,
+        api_key=settings.INTENT_LM_API_KEY,
+        timeout_s=settings.INTENT_LM_TIMEOUT_S,
+        max_tokens=settings.INTENT_LM_MAX_TOKENS,
+        num_retries=settings.INTENT_LM_NUM_RETRIES,
+        engine=settings.INTENT_LM_ENGINE,
+    )

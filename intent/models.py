@@ -1,0 +1,119 @@
+"""The intent catalog: categories with example utterances, and the workflow and agent templates
+that a detected intent selects."""
+
+from django.db import models
+
+
+class TimestampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        abstract = True
+
+
+class IntentCategory(TimestampedModel):
+    name = models.SlugField(max_length=100, unique=True, help_text="Stable slug, e.g. `transfer`.")
+    description = models.TextField(blank=True)
+    module = models.SlugField(max_length=100, db_index=True, help_text="Product module (CLINC150 domain).")
+    requires_workflow = models.BooleanField(
+        default=False, help_text="Default for detections of this intent: does it start a workflow?"
+    )
+    is_active = models.BooleanField(default=True, db_index=True)
+
+    class Meta:
+        ordering = ["module", "name"]
+        verbose_name_plural = "intent categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IntentExample(TimestampedModel):
+    category = models.ForeignKey(IntentCategory, related_name="examples", on_delete=models.CASCADE)
+    text = models.CharField(max_length=1000)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Template(TimestampedModel):
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    module = models.SlugField(max_length=100, db_index=True, blank=True)
+    intents = models.ManyToManyField(
+        IntentCategory, blank=True, related_name="%(class)ss", help_text="Detected intents that select it.")
+    trigger_examples = models.JSONField(
+        default=list, blank=True, help_text="Example requests that should select this template (a JSON list)."
+    )
+    is_active = models.BooleanField(default=True, db_index=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["module", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkflowTemplate(Template):
+    """A multi-step workflow the product can start for an intent."""
+
+
+class AgentTemplate(Template):
+    """An agent (a tool-using assistant persona) the product can hand an intent to."""
+
+
+class DetectionRecord(models.Model):
+    """The outbox of tracking: one row per detection, written with the request, logged to MLflow by a
+    worker. A row stays until its run is logged; what keeps failing becomes a dead letter."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        LOGGED = "logged"
+        DEAD = "dead"
+
+    request_id = models.UUIDField(unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    payload = models.JSONField(help_text="The run: tags, params, metrics, start/end time and status.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker owns the row until then.")
+    mlflow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+    logged_at = models.DateTimeField(null=True, blank=True)
+    replayed_at = models.DateTimeField(null=True, blank=True, help_text="Replayed from the dead letters then.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.state})"
+
+
+class DeadLetter(DetectionRecord):
+    """Detections whose MLflow run could not be logged within the retry window (admin view)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "tracking dead letter"
+
+
+class PromptVersion(models.Model):
+    """Every prompt version a detector reported, with what its hash stands for."""
+
+    version = models.CharField(max_length=32, unique=True)
+    model_name = models.CharField(max_length=200)
+    description = models.JSONField(help_text="Everything the hash covers: signature, demos, adapter, model, ...")
+    first_seen = models.DateTimeField(auto_now_add=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True, help_text="Run holding its state as an artifact.")
+
+    class Meta:
+        ordering = ["-first_seen"]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.model_name})"

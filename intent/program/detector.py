@@ -1,0 +1,205 @@
+"""IntentDetector: one call answers one message, whatever the backend, and never raises.
+
+The LM backend runs `LMIntentDetector` under `dspy.context` (DSPy's settings are thread-bound, so
+nothing is configured globally); when it fails, the local backend answers and the failure is
+reported as data (`fallback_used`, `error_category`), not as an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import dspy
+
+from . import errors
+from .catalog import Catalog
+from .lm_detector import LMIntentDetector
+from .local_detector import LocalIntentDetector
+from .local_model import LocalIntentModel
+from .versioning import program_state, version_hash
+
+logger = logging.getLogger(__name__)
+
+LOCAL_MODEL_NAME = "local/tfidf-linear"
+
+
+@dataclass(frozen=True)
+class DetectionInput:
+    message: str
+    user_role: str = ""
+    current_module: str = ""
+    current_tab: str = ""
+
+
+@dataclass(frozen=True)
+class Detection:
+    intent: str
+    confidence: float
+    requires_workflow: bool
+    workflow_template: str | None
+    agent_template: str | None
+    reasoning: str
+    model_name: str
+    prompt_version: str
+    category_source: str
+    fallback_used: bool
+    response_time_ms: float
+    status: str = "success"  # "success" or "error"
+    error_category: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    available_workflow_templates: int = 0
+    available_agent_templates: int = 0
+    lm_usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LMSettings:
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 10.0
+    max_tokens: int = 1000
+    num_retries: int = 0
+    engine: str = "auto"
+
+    def build(self) -> dspy.LM:
+        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.api_key:
+            kwargs["api_key"] = self.api_key
+        return dspy.LM(
+            self.model,
+            cache=False,
+            num_retries=self.num_retries,
+            max_tokens=self.max_tokens,
+            engine=self.engine,
+            **kwargs,
+        )
+
+
+class IntentDetector:
+    """Detects intents over one catalog with one backend (`lm_settings=None` means local only)."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        local_model: LocalIntentModel,
+        lm_settings: LMSettings | None = None,
+        adapter: dspy.Adapter | None = None,
+        program: LMIntentDetector | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.local = LocalIntentDetector(local_model)
+        self.lm_settings = lm_settings
+        self.lm = lm_settings.build() if lm_settings else None
+        self.adapter = adapter or dspy.ChatAdapter()
+        self.program = program or LMIntentDetector()
+
+    @property
+    def model_name(self) -> str:
+        return self.lm_settings.model if self.lm_settings else LOCAL_MODEL_NAME
+
+    @cached_property
+    def version_description(self) -> dict[str, Any]:
+        """What `prompt_version` hashes; recorded in full so a hash can always be explained."""
+        if self.lm is None:
+            return {
+                "backend": "local",
+                "model": LOCAL_MODEL_NAME,
+                "config": self.local.model.config.as_dict(),
+                "catalog_version": self.catalog.version,
+            }
+        return {
+            "backend": "lm",
+            "model": self.model_name,
+            "adapter": type(self.adapter).__name__,
+            "program": program_state(self.program),
+        }
+
+    @cached_property
+    def prompt_version(self) -> str:
+        return version_hash(self.version_description)
+
+    def detect(self, request: DetectionInput) -> Detection:
+        started = time.perf_counter()
+        kwargs = {
+            "message": request.message,
+            "catalog": self.catalog,
+            "user_role": request.user_role,
+            "current_module": request.current_module,
+            "current_tab": request.current_tab,
+        }
+        failure: BaseException | None = None
+        fallback_used = False
+        prediction: dspy.Prediction | None = None
+        if self.lm is not None:
+            try:
+                with dspy.context(lm=self.lm, adapter=self.adapter, track_usage=True):
+                    prediction = self.program(**kwargs)
+            except Exception as exc:  # the user always gets an answer: the local backend steps in
+                logger.warning("LM %s failed (%s: %s); local fallback answers", self.model_name,
+                               type(exc).__name__, exc)
+                failure = exc
+        if prediction is None:
+            fallback_used = failure is not None
+            try:
+                prediction = self.local(**kwargs)
+            except Exception as exc:  # pragma: no cover - the local model failing is a bug
+                logger.exception("Local intent model failed")
+                failure = failure or exc
+                prediction = _empty_prediction()
+
+        error_category = errors.error_category(failure) if failure is not None else None
+        if failure is None and prediction.get("invalid_output"):
+            error_category = errors.INVALID_OUTPUT
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return Detection(
+            intent=prediction.intent,
+            confidence=float(prediction.confidence),
+            requires_workflow=bool(prediction.requires_workflow),
+            workflow_template=prediction.workflow_template,
+            agent_template=prediction.agent_template,
+            reasoning=prediction.reasoning,
+            model_name=self.model_name,
+            prompt_version=self.prompt_version,
+            category_source=self.catalog.source,
+            fallback_used=fallback_used,
+            response_time_ms=round(elapsed_ms, 3),
+            status="error" if error_category else "success",
+            error_category=error_category,
+            error_type=type(failure).__name__ if failure is not None else (
+                "InvalidOutputError" if error_category else None),
+            error_message=str(failure)[:500] if failure is not None else (
+                f"LM answered intent {prediction.get('raw_intent')!r}, not in the catalog" if error_category else None
+            ),
+            available_workflow_templates=len(self.catalog.workflow_templates),
+            available_agent_templates=len(self.catalog.agent_templates),
+            lm_usage=_usage(prediction),
+        )
+
+
+def _empty_prediction() -> dspy.Prediction:
+    from .catalog import OUT_OF_SCOPE
+
+    return dspy.Prediction(intent=OUT_OF_SCOPE, confidence=0.0, requires_workflow=False, workflow_template=None,
+                           agent_template=None, reasoning="The detector failed; see error_category.")
+
+
+def _usage(prediction: dspy.Prediction) -> dict[str, Any]:
+    usage = prediction.get_lm_usage() if hasattr(prediction, "get_lm_usage") else None
+    if not usage:
+        return {}
+    totals: dict[str, float] = {}
+    for per_model in usage.values():
+        for key in ("prompt_tokens", "completion_tokens"):
+            value = per_model.get(key) if isinstance(per_model, dict) else None
+            if isinstance(value, (int, float)):
+                totals[key] = totals.get(key, 0) + value
+    return totals

@@ -1,0 +1,47 @@
+"""The offline backend as a DSPy module: same outputs as DetectIntent, answered by LocalIntentModel."""
+
+from __future__ import annotations
+
+import dspy
+
+from .catalog import OUT_OF_SCOPE, Catalog
+from .local_model import LocalIntentModel
+
+
+class LocalIntentDetector(dspy.Module):
+    def __init__(self, model: LocalIntentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        *,
+        message: str,
+        catalog: Catalog,
+        user_role: str = "",
+        current_module: str = "",
+        current_tab: str = "",
+    ) -> dspy.Prediction:
+        prediction = self.model.predict(message)
+        intent = prediction.intent
+        spec = catalog.get(intent)
+        workflow_template, agent_template = (
+            catalog.templates_for(intent, module=current_module) if spec else (None, None)
+        )
+        ranked = ", ".join(f"{c.intent} {c.probability:.2f}" for c in prediction.candidates)
+        if intent == OUT_OF_SCOPE:
+            reasoning = (
+                f"No intent reached the out-of-scope threshold {self.model.config.oos_threshold:.2f} "
+                f"(best: {ranked})."
+            )
+        else:
+            reasoning = f"Closest catalog intent by TF-IDF n-grams (top: {ranked})."
+        return dspy.Prediction(
+            intent=intent,
+            confidence=float(prediction.confidence),
+            requires_workflow=bool(spec.requires_workflow) if spec else False,
+            workflow_template=workflow_template,
+            agent_template=agent_template,
+            reasoning=reasoning,
+            invalid_output=False,
+        )

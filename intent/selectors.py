@@ -1,0 +1,64 @@
+"""Reads of the intent catalog."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Max, Prefetch
+
+from .models import AgentTemplate, IntentCategory, IntentExample, WorkflowTemplate
+from .program import FALLBACK_CATALOG, Catalog, IntentSpec, TemplateSpec
+
+
+def catalog_fingerprint() -> tuple:
+    """A cheap value that changes whenever the catalog tables change (4 small aggregate queries)."""
+    parts: list = []
+    for queryset in (
+        IntentCategory.objects.all(),
+        IntentExample.objects.all(),
+        WorkflowTemplate.objects.all(),
+        AgentTemplate.objects.all(),
+    ):
+        row = queryset.aggregate(n=Count("id"), changed=Max("updated_at"))
+        parts.extend((row["n"], row["changed"]))
+    parts.append(IntentCategory.objects.filter(is_active=True).count())
+    return tuple(parts)
+
+
+def catalog_get() -> Catalog:
+    """The active catalog from the database, or the built-in fallback when it holds none."""
+    categories = list(
+        IntentCategory.objects.filter(is_active=True).prefetch_related(
+            Prefetch("examples", queryset=IntentExample.objects.order_by("id").only("category_id", "text"))
+        )
+    )
+    if not categories:
+        return FALLBACK_CATALOG
+    active_names = {category.name for category in categories}
+    return Catalog(
+        source="database",
+        intents=tuple(
+            IntentSpec(
+                name=category.name,
+                description=category.description,
+                module=category.module,
+                requires_workflow=category.requires_workflow,
+                examples=tuple(example.text for example in category.examples.all()),
+            )
+            for category in categories
+        ),
+        workflow_templates=_templates(WorkflowTemplate, active_names),
+        agent_templates=_templates(AgentTemplate, active_names),
+    )
+
+
+def _templates(model, active_names: set[str]) -> tuple[TemplateSpec, ...]:
+    templates = model.objects.filter(is_active=True).prefetch_related("intents")
+    return tuple(
+        TemplateSpec(
+            name=template.name,
+            description=template.description,
+            module=template.module,
+            intents=tuple(sorted(i.name for i in template.intents.all() if i.name in active_names)),
+            trigger_examples=tuple(template.trigger_examples or ()),
+        )
+        for template in templates
+    )

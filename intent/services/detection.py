@@ -1,0 +1,58 @@
+"""Detecting an intent, and handing its record to tracking without waiting for MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..detectors import detector_get
+from ..models import DetectionRecord
+from ..program import Detection, DetectionInput
+from ..tracking import run_payload_build
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    request_id: uuid.UUID
+    detection: Detection
+
+
+def intent_detect(
+    *, message: str, user_role: str = "", current_module: str = "", current_tab: str = ""
+) -> DetectionResult:
+    started_at_ms = int(time.time() * 1000)
+    request = DetectionInput(message=message, user_role=user_role, current_module=current_module,
+                             current_tab=current_tab)
+    detection = detector_get().detect(request)
+    request_id = uuid.uuid4()
+    if settings.INTENT_TRACKING_ENABLED:
+        detection_record_create(
+            request_id=request_id,
+            payload=run_payload_build(request_id=str(request_id), request=request, detection=detection,
+                                      started_at_ms=started_at_ms),
+        )
+    return DetectionResult(request_id=request_id, detection=detection)
+
+
+def detection_record_create(*, request_id: uuid.UUID, payload: dict) -> DetectionRecord:
+    """Write the record (the outbox row) and, once committed, hand it to a worker.
+
+    If the broker refuses the message, the row stays pending and the periodic flush sends it later:
+    a record is never lost and the request never waits on the broker.
+    """
+    from ..tasks import detections_track
+
+    with transaction.atomic():
+        record = DetectionRecord.objects.create(request_id=request_id, created_at=timezone.now(), payload=payload)
+        transaction.on_commit(
+            lambda: detections_track.apply_async(args=[[str(request_id)]], retry=False), robust=True
+        )
+    return record

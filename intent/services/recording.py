@@ -1,0 +1,138 @@
+"""Turning detection records into MLflow runs: exactly one run per record, retried, never dropped.
+
+A worker claims a record with a lease (an atomic conditional UPDATE, so two workers never log the
+same record at once on any database), logs its run, and marks it logged. A failure releases the
+lease for a retry; past the retry window the record becomes a dead letter, kept for replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .. import tracking
+from ..models import DetectionRecord, PromptVersion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordingOutcome:
+    logged: list[str] = field(default_factory=list)
+    retry: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    last_error: str = ""
+
+
+def detection_records_log(*, request_ids: list[str]) -> RecordingOutcome:
+    outcome = RecordingOutcome()
+    try:
+        prompt_versions_log()
+    except Exception as exc:  # the detections matter more; versions are retried with the next batch
+        logger.warning("Could not record prompt versions yet: %s", exc)
+    for request_id in request_ids:
+        state, error = detection_record_log(request_id=request_id)
+        getattr(outcome, state).append(request_id)
+        outcome.last_error = error or outcome.last_error
+    return outcome
+
+
+def detection_record_log(*, request_id: str) -> tuple[str, str]:
+    """Log one record's run. Returns (`logged` | `retry` | `dead` | `skipped`, error text)."""
+    now = timezone.now()
+    claimed = (
+        DetectionRecord.objects.filter(request_id=request_id, state=DetectionRecord.State.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), attempts=F("attempts") + 1)
+    )
+    if not claimed:  # already logged, dead, or being logged by another worker right now
+        return "skipped", ""
+    record = DetectionRecord.objects.get(request_id=request_id)
+
+    def run_created(run_id: str) -> None:
+        DetectionRecord.objects.filter(pk=record.pk).update(mlflow_run_id=run_id)
+
+    try:
+        logged = tracking.run_log(
+            payload=record.payload,
+            known_run_id=record.mlflow_run_id,
+            search_first=record.attempts > 1,  # an earlier attempt may have died after creating the run
+            on_created=run_created,
+        )
+    except tracking.TrackingPermanentError as exc:
+        _dead(record, f"MLflow refused the run: {exc}")
+        return "dead", str(exc)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        window_start = record.replayed_at or record.created_at
+        if timezone.now() - window_start > timedelta(seconds=settings.TRACKING_RETRY_WINDOW_S):
+            _dead(record, error)
+            return "dead", error
+        DetectionRecord.objects.filter(pk=record.pk).update(lease_until=None, last_error=error)
+        return "retry", error
+    DetectionRecord.objects.filter(pk=record.pk).update(
+        state=DetectionRecord.State.LOGGED, mlflow_run_id=logged.run_id, logged_at=timezone.now(),
+        lease_until=None, last_error="",
+    )
+    return "logged", ""
+
+
+def _dead(record: DetectionRecord, error: str) -> None:
+    logger.error("Detection %s is a dead letter after %s attempts: %s", record.request_id, record.attempts, error)
+    DetectionRecord.objects.filter(pk=record.pk).update(
+        state=DetectionRecord.State.DEAD, lease_until=None, last_error=error
+    )
+
+
+def detection_records_flush(*, older_than_s: float | None = None, batch_size: int = 200) -> int:
+    """Send pending records that no worker holds (a lost message, a broker that was down) again,
+    and forget logged records past their retention. Returns how many were sent."""
+    from ..tasks import detections_track
+
+    now = timezone.now()
+    older_than = timedelta(seconds=settings.TRACKING_FLUSH_AFTER_S if older_than_s is None else older_than_s)
+    pending = list(
+        DetectionRecord.objects.filter(state=DetectionRecord.State.PENDING, created_at__lt=now - older_than)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .order_by("created_at")
+        .values_list("request_id", flat=True)[: batch_size * 50]
+    )
+    for start in range(0, len(pending), batch_size):
+        detections_track.delay([str(request_id) for request_id in pending[start : start + batch_size]])
+    retention = timedelta(days=settings.TRACKING_RECORD_RETENTION_DAYS)
+    DetectionRecord.objects.filter(state=DetectionRecord.State.LOGGED, logged_at__lt=now - retention).delete()
+    return len(pending)
+
+
+def dead_letters_replay(*, request_ids: list[str] | None = None) -> int:
+    """Put dead letters back in the queue, with a fresh retry window."""
+    from ..tasks import detections_track
+
+    dead = DetectionRecord.objects.filter(state=DetectionRecord.State.DEAD)
+    if request_ids:
+        dead = dead.filter(request_id__in=request_ids)
+    ids = [str(request_id) for request_id in dead.values_list("request_id", flat=True)]
+    dead.filter(request_id__in=ids).update(
+        state=DetectionRecord.State.PENDING, replayed_at=timezone.now(), lease_until=None
+    )
+    for start in range(0, len(ids), 200):
+        detections_track.delay(ids[start : start + 200])
+    return len(ids)
+
+
+def prompt_versions_log() -> int:
+    """Record each prompt version not yet in MLflow (its full description as an artifact)."""
+    count = 0
+    for version in PromptVersion.objects.filter(mlflow_run_id=""):
+        run_id = tracking.prompt_version_log(
+            version=version.version, model_name=version.model_name, description=version.description
+        )
+        PromptVersion.objects.filter(pk=version.pk).update(mlflow_run_id=run_id)
+        count += 1
+    return count

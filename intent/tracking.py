@@ -1,0 +1,316 @@
+"""MLflow tracking of detections: the contract's names, and the one module of `intent` that talks to MLflow.
+
+To add a metric, tag or param: add a constant below and one line in `run_payload_build`. The payload
+is plain JSON (it waits in the outbox table); `run_log` turns it into one MLflow run with
+`MlflowClient` and explicit run ids (never the fluent, thread-local API).
+
+`mlflow` itself is imported lazily, inside the functions that do I/O: web and Celery parent
+processes import this module but never touch MLflow before they fork.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import dspy
+from django.conf import settings
+
+from .program import Detection, DetectionInput
+from .redaction import message_redact
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+# --- The tracking contract (names are exact: dashboards and the mirror depend on them) ------------
+# Metrics
+CONFIDENCE_SCORE = "confidence_score"
+RESPONSE_TIME_MS = "response_time_ms"
+TEMPLATE_MATCH_RATE = "template_match_rate"
+AVAILABLE_WORKFLOW_TEMPLATES = "available_workflow_templates"
+AVAILABLE_AGENT_TEMPLATES = "available_agent_templates"
+PROMPT_TOKENS = "prompt_tokens"
+COMPLETION_TOKENS = "completion_tokens"
+COST_USD = "cost_usd"
+# Tags
+USER_ROLE = "user_role"
+CURRENT_MODULE = "current_module"
+CURRENT_TAB = "current_tab"
+DETECTED_INTENT = "detected_intent"
+DSPY_VERSION = "dspy_version"
+PROMPT_VERSION = "prompt_version"
+REQUEST_ID = "request_id"
+STATUS = "status"
+FALLBACK_USED = "fallback_used"
+ERROR_CATEGORY = "error_category"
+ERROR_TYPE = "error_type"
+MESSAGE = "message"  # only with INTENT_LOG_MESSAGES=1, redacted
+# Params
+MODEL_NAME = "model_name"
+MESSAGE_LENGTH = "message_length"
+MESSAGE_WORD_COUNT = "message_word_count"
+REQUIRES_WORKFLOW = "requires_workflow"
+CATEGORY_SOURCE = "category_source"
+
+RUN_FINISHED = "FINISHED"
+RUN_FAILED = "FAILED"
+PROMPT_VERSIONS_EXPERIMENT = "intent_prompt_versions"
+PROMPT_STATE_ARTIFACT = "prompt_version.json"
+
+
+def run_payload_build(
+    *,
+    request_id: str,
+    request: DetectionInput,
+    detection: Detection,
+    started_at_ms: int,
+) -> dict[str, Any]:
+    """The MLflow run of one detection, as plain JSON."""
+    tags = {
+        USER_ROLE: request.user_role,
+        CURRENT_MODULE: request.current_module,
+        CURRENT_TAB: request.current_tab,
+        DETECTED_INTENT: detection.intent,
+        DSPY_VERSION: dspy.__version__,
+        PROMPT_VERSION: detection.prompt_version,
+        REQUEST_ID: request_id,
+        STATUS: detection.status,
+        FALLBACK_USED: str(detection.fallback_used).lower(),
+    }
+    if detection.error_category:
+        tags[ERROR_CATEGORY] = detection.error_category
+        tags[ERROR_TYPE] = detection.error_type or ""
+    if settings.INTENT_LOG_MESSAGES:
+        tags[MESSAGE] = message_redact(request.message)
+    metrics = {
+        CONFIDENCE_SCORE: detection.confidence,
+        RESPONSE_TIME_MS: detection.response_time_ms,
+        TEMPLATE_MATCH_RATE: 1.0 if (detection.workflow_template or detection.agent_template) else 0.0,
+        AVAILABLE_WORKFLOW_TEMPLATES: float(detection.available_workflow_templates),
+        AVAILABLE_AGENT_TEMPLATES: float(detection.available_agent_templates),
+    }
+    for key, name in (("prompt_tokens", PROMPT_TOKENS), ("completion_tokens", COMPLETION_TOKENS),
+                      ("cost_usd", COST_USD)):
+        if key in detection.lm_usage:
+            metrics[name] = float(detection.lm_usage[key])
+    params = {
+        MODEL_NAME: detection.model_name,
+        MESSAGE_LENGTH: str(len(request.message)),
+        MESSAGE_WORD_COUNT: str(len(request.message.split())),
+        REQUIRES_WORKFLOW: str(detection.requires_workflow).lower(),
+        CATEGORY_SOURCE: detection.category_source,
+    }
+    return {
+        "start_time": started_at_ms,
+        "end_time": started_at_ms + max(1, round(detection.response_time_ms)),
+        "status": RUN_FINISHED if detection.status == "success" else RUN_FAILED,
+        "tags": tags,
+        "params": params,
+        "metrics": metrics,
+    }
+
+
+# --- Talking to MLflow ---------------------------------------------------------------------------
+
+
+class TrackingPermanentError(Exception):
+    """MLflow refused the payload itself: retrying cannot help."""
+
+
+def tracking_uri_display(uri: str | None = None) -> str:
+    """The tracking URI with any credentials removed."""
+    uri = uri or settings.MLFLOW_TRACKING_URI
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    return None
+
+
+@functools.cache
+def _sqlite_tuned() -> None:
+    """WAL and synchronous=NORMAL for every SQLite connection SQLAlchemy opens in this process
+    (MLflow's store, kombu's broker): a commit stops costing an fsync, and readers never block."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # pragma: no cover - exercised through MLflow
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+
+_clients: dict[tuple[int, str], MlflowClient] = {}
+_clients_lock = threading.Lock()
+
+
+def tracking_client(uri: str | None = None) -> MlflowClient:
+    """One MlflowClient per process and URI, created after fork, on first use.
+
+    A fresh SQLite store is created under an exclusive file lock: several processes running MLflow's
+    migrations on one new file at once corrupt it.
+    """
+    uri = uri or settings.MLFLOW_TRACKING_URI
+    key = (os.getpid(), uri)
+    client = _clients.get(key)
+    if client is not None:
+        return client
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            from mlflow.tracking import MlflowClient
+
+            path = _sqlite_path(uri)
+            if path is not None:
+                _sqlite_tuned()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(f"{path}.init.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    client = MlflowClient(tracking_uri=uri)
+                    client.search_experiments(max_results=1)  # creates/migrates the schema, under the lock
+            else:
+                client = MlflowClient(tracking_uri=uri)
+            _clients[key] = client
+    return client
+
+
+@functools.cache
+def _experiment_ids() -> dict[tuple[str, str], str]:
+    return {}
+
+
+def experiment_id_get(name: str | None = None, *, uri: str | None = None) -> str:
+    """The experiment's id, creating it (or restoring it, if deleted) on first use."""
+    from mlflow.exceptions import MlflowException
+
+    name = name or settings.MLFLOW_EXPERIMENT_NAME
+    uri = uri or settings.MLFLOW_TRACKING_URI
+    cache = _experiment_ids()
+    if (uri, name) in cache:
+        return cache[(uri, name)]
+    client = tracking_client(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+        except MlflowException:  # another process created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    cache[(uri, name)] = experiment_id
+    return experiment_id
+
+
+def experiment_cache_clear() -> None:
+    _experiment_ids().clear()
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """Local stores keep artifacts under MLFLOW_ARTIFACT_ROOT (not `./mlruns` of whatever the cwd is);
+    a tracking server decides for itself."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    root = Path(settings.MLFLOW_ARTIFACT_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    return (root / name).resolve().as_uri()
+
+
+def store_init(*, uri: str | None = None) -> str:
+    """Create (or migrate) the store and the detection experiment: run once, before workers start."""
+    return experiment_id_get(uri=uri)
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    created: bool  # False when an earlier attempt had already made the run
+
+
+def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bool = False,
+            on_created=None) -> LoggedRun:
+    """Log one detection as one MLflow run, idempotently.
+
+    `known_run_id` (saved by an earlier attempt) or, with `search_first`, a search on the
+    `request_id` tag finds a run an interrupted attempt left behind, so a retry completes that run
+    instead of making a second one. `on_created(run_id)` is called as soon as the run exists, so the
+    caller can save its id before anything else can fail.
+    """
+    from mlflow.entities import Metric, Param, RunStatus, ViewType
+    from mlflow.exceptions import MlflowException
+
+    client = tracking_client()
+    experiment_id = experiment_id_get()
+    request_id = payload["tags"][REQUEST_ID]
+    run_id = known_run_id
+    if not run_id and search_first:
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.{REQUEST_ID} = '{request_id}'",
+            run_view_type=ViewType.ALL, max_results=1,
+        )
+        run_id = found[0].info.run_id if found else ""
+    created = False
+    try:
+        if run_id:
+            run = client.get_run(run_id)
+            if RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
+                return LoggedRun(run_id=run_id, created=False)
+        else:
+            run = client.create_run(experiment_id, start_time=payload["start_time"], tags=payload["tags"])
+            run_id, created = run.info.run_id, True
+            if on_created is not None:
+                on_created(run_id)
+        timestamp = payload["end_time"]
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), timestamp, 0) for key, value in payload["metrics"].items()],
+            params=[Param(key, str(value)) for key, value in payload["params"].items()],
+        )
+        client.set_terminated(run_id, status=payload["status"], end_time=payload["end_time"])
+    except MlflowException as exc:
+        if exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise TrackingPermanentError(str(exc)) from exc
+        raise
+    return LoggedRun(run_id=run_id, created=created)
+
+
+def prompt_version_log(*, version: str, model_name: str, description: dict[str, Any]) -> str:
+    """Record a prompt version once: a run in `intent_prompt_versions` with its full state as JSON."""
+    from mlflow.entities import ViewType
+
+    client = tracking_client()
+    experiment_id = experiment_id_get(PROMPT_VERSIONS_EXPERIMENT)
+    found = client.search_runs([experiment_id], filter_string=f"tags.{PROMPT_VERSION} = '{version}'",
+                               run_view_type=ViewType.ALL, max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"prompt-{version}",
+                            tags={PROMPT_VERSION: version, MODEL_NAME: model_name,
+                                  "backend": str(description.get("backend", ""))})
+    client.log_dict(run.info.run_id, description, PROMPT_STATE_ARTIFACT)
+    client.set_terminated(run.info.run_id, status=RUN_FINISHED)
+    return run.info.run_id

@@ -1,0 +1,232 @@
+"""Settings for intentsite: every knob is an environment variable with an embedded default.
+
+The defaults need no server (SQLite database, SQLite-backed Celery broker, MLflow on SQLite);
+point `DATABASE_URL`, `CELERY_BROKER_URL` and `MLFLOW_TRACKING_URI` at real servers for the
+distributed setup. There are no production-only branches.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("INTENTSITE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# Nothing may leave the machine: litellm's price list and MLflow's telemetry stay local.
+# These must be set before dspy, litellm or mlflow are imported anywhere.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("DSPY_CACHEDIR", str(VAR_DIR / "dspy_cache"))
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key-change-me-" + "x" * 24)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "intent",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "intentsite.urls"
+WSGI_APPLICATION = "intentsite.wsgi.application"
+ASGI_APPLICATION = "intentsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server, the worker and beat read while one of them writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve static files from the apps' folders too, so `runserver` and tests need no collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+# A detection request is small; anything past this is refused with 413 before parsing.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(64 * 1024)))
+
+# --- REST API ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first so that anonymous requests get 401 with a WWW-Authenticate header.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["intentsite.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "intentsite.exceptions.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "intentsite API",
+    "DESCRIPTION": "Intent detection with DSPy, tracked in MLflow, with analytics.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI's assets are served from the sidecar package: no CDN, no network.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Intent detection -------------------------------------------------------------------------
+# `local` = the offline classifier; anything else is a litellm model name (`openai/gpt-4o-mini`).
+INTENT_LM = os.environ.get("INTENT_LM", "local")
+INTENT_LM_API_BASE = os.environ.get("INTENT_LM_API_BASE") or None
+INTENT_LM_API_KEY = os.environ.get("INTENT_LM_API_KEY") or None
+INTENT_LM_TIMEOUT_S = float(os.environ.get("INTENT_LM_TIMEOUT_S", "10"))
+INTENT_LM_MAX_TOKENS = int(os.environ.get("INTENT_LM_MAX_TOKENS", "1000"))
+# Retries of a failed LM call before the local backend answers instead (0: fall back at once).
+INTENT_LM_NUM_RETRIES = int(os.environ.get("INTENT_LM_NUM_RETRIES", "0"))
+# DSPy's engine for the LM: auto (native client where it can), litellm, or lm15.
+INTENT_LM_ENGINE = os.environ.get("INTENT_LM_ENGINE", "auto")
+INTENT_MODEL_CACHE_DIR = Path(os.environ.get("INTENT_MODEL_CACHE_DIR", VAR_DIR / "models"))
+# How often (seconds) a process checks whether the catalog changed in the database.
+INTENT_CATALOG_REFRESH_S = float(os.environ.get("INTENT_CATALOG_REFRESH_S", "5"))
+INTENT_CATALOG_PATH = Path(
+    os.environ.get("INTENT_CATALOG_PATH", BASE_DIR / "intent" / "data" / "clinc150" / "data_full.json")
+)
+
+# --- MLflow tracking --------------------------------------------------------------------------
+MLFLOW_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{BASE_DIR / 'mlflow.db'}")
+MLFLOW_EXPERIMENT_NAME = os.environ.get("MLFLOW_EXPERIMENT_NAME", "intent_detection")
+# Where runs of a local store (sqlite, path) keep artifacts; a tracking server decides for itself.
+MLFLOW_ARTIFACT_ROOT = Path(os.environ.get("MLFLOW_ARTIFACT_ROOT", BASE_DIR / "mlartifacts"))
+MLFLOW_UI_URL = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
+# Fail fast on a dead tracking server: our own retries (with backoff, in the worker) take over.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+INTENT_TRACKING_ENABLED = env_bool("INTENT_TRACKING_ENABLED", True)
+# Log the (redacted) message text as a run tag. Off by default: messages are personal data.
+INTENT_LOG_MESSAGES = env_bool("INTENT_LOG_MESSAGES", False)
+# A record whose run cannot be logged is retried with backoff for this long, then dead-lettered.
+TRACKING_RETRY_WINDOW_S = float(os.environ.get("TRACKING_RETRY_WINDOW_S", "900"))
+# The flush re-sends pending records older than this that no worker holds (lost messages).
+TRACKING_FLUSH_AFTER_S = float(os.environ.get("TRACKING_FLUSH_AFTER_S", "60"))
+TRACKING_FLUSH_INTERVAL_S = float(os.environ.get("TRACKING_FLUSH_INTERVAL_S", "30"))
+TRACKING_RECORD_RETENTION_DAYS = int(os.environ.get("TRACKING_RECORD_RETENTION_DAYS", "7"))
+# A worker owns a record it is logging for this long; a killed worker's records are free again after.
+TRACKING_LEASE_S = float(os.environ.get("TRACKING_LEASE_S", "120"))
+TRACKING_RETRY_BACKOFF_MAX_S = float(os.environ.get("TRACKING_RETRY_BACKOFF_MAX_S", "60"))
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite'}")
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Messages a worker process may hold beyond the one it runs: a polling broker (the embedded SQLite
+# one) then hands over a batch per poll instead of one message per poll. Nothing depends on these
+# messages for durability: the outbox table does.
+CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "16"))
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "tracking-flush": {
+        "task": "intent.tasks.detections_flush",
+        "schedule": TRACKING_FLUSH_INTERVAL_S,
+        "options": {"expires": TRACKING_FLUSH_INTERVAL_S},
+    },
+}
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    # An unacknowledged message (its worker died) is delivered again after this long.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "600"))}
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "LiteLLM": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "alembic": {"level": "WARNING"},
+    },
+}

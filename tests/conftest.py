@@ -1,0 +1,276 @@
+"""Shared fixtures: users and API clients, a small real catalog from CLINC150, an isolated detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from intent.detectors import detector_reset
+
+CLINC150 = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "data_full.json"
+DOMAINS = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "domains.json"
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(autouse=True)
+def isolated_detector(settings, model_cache_dir):
+    settings.INTENT_MODEL_CACHE_DIR = model_cache_dir
+    settings.INTENT_CATALOG_REFRESH_S = 0
+    settings.INTENT_LM = "local"
+    detector_reset()
+    yield
+    detector_reset()
+
+
+@pytest.fixture(scope="session")
+def clinc150() -> dict:
+    return json.loads(CLINC150.read_text())
+
+
+@pytest.fixture(scope="session")
+def clinc_domains() -> dict[str, list[str]]:
+    return json.loads(DOMAINS.read_text())
+
+
+@pytest.fixture
+def small_catalog(db, clinc150, clinc_domains) -> dict:
+    """Two CLINC150 domains (30 intents, all their training utterances) plus two templates, loaded."""
+    from intent.services import catalog_load
+
+    wanted = {intent: domain for domain in ("banking", "travel") for intent in clinc_domains[domain]}
+    examples: dict[str, list[str]] = {}
+    for text, intent in clinc150["train"]:
+        if intent in wanted:
+            examples.setdefault(intent, []).append(text)
+    catalog = {
+        "intents": [
+            {"name": name, "module": wanted[name], "description": name.replace("_", " "), "examples": texts}
+            for name, texts in sorted(examples.items())
+        ],
+        "workflow_templates": [
+            {"name": "money_transfer", "module": "banking", "description": "Moves money.",
+             "intents": ["transfer", "pay_bill"]},
+        ],
+        "agent_templates": [
+            {"name": "travel_concierge", "module": "travel", "description": "Answers travel questions.",
+             "intents": ["international_visa", "exchange_rate", "plug_type"]},
+        ],
+    }
+    catalog_load(catalog=catalog)
+    return catalog
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def api_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def anonymous_client() -> APIClient:
+    return APIClient()
+
+
+# --- Real MLflow, real Celery ------------------------------------------------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from django.db import connection  # noqa: E402
+
+REPO = Path(django_settings.BASE_DIR)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """A SQLite test database lives in a file, so that worker processes can open it too."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory) -> str:
+    """The session's broker: the configured Redis/RabbitMQ (emptied first), or a SQLite file of its own."""
+    from intentsite.celery import app
+
+    url = django_settings.CELERY_BROKER_URL
+    if url.startswith("sqla+sqlite"):
+        url = f"sqla+sqlite:///{tmp_path_factory.mktemp('broker') / 'broker.sqlite'}"
+    app.conf.CELERY_BROKER_URL = url  # the app reads Django settings under the CELERY_ namespace
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+        if url.startswith(("redis://", "amqp://", "pyamqp://")):
+            with conn.channel() as channel:
+                try:
+                    channel.queue_purge("celery")
+                except Exception:  # noqa: BLE001 - the queue may not exist yet
+                    pass
+    return url
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, settings) -> str:
+    """A real, empty MLflow store (SQLite) in a temporary folder, initialised once."""
+    from intent import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings.MLFLOW_TRACKING_URI = uri
+    settings.MLFLOW_ARTIFACT_ROOT = tmp_path / "artifacts"
+    tracking.experiment_cache_clear()
+    tracking.store_init()
+    yield uri
+    tracking.experiment_cache_clear()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.25, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
+
+
+class Process:
+    """A child process started with its own process group, its output in a log file."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.popen.wait(timeout=5)
+        self._log.close()
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """Environment for a worker or beat process that shares this test's database and settings."""
+    db = connection.settings_dict
+    env = dict(os.environ)
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        user = db.get("USER") or ""
+        auth = f"{user}:{db.get('PASSWORD')}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
+        env["DATABASE_URL"] = f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "intentsite.settings",
+        "MLFLOW_TRACKING_URI": django_settings.MLFLOW_TRACKING_URI,
+        "MLFLOW_ARTIFACT_ROOT": str(django_settings.MLFLOW_ARTIFACT_ROOT),
+        "INTENT_MODEL_CACHE_DIR": str(django_settings.INTENT_MODEL_CACHE_DIR),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path, broker_url):
+    """Start real `celery worker` processes (prefork) on the session's broker; stopped after the test."""
+    started: list[Process] = []
+
+    def start(*, name: str = "worker", concurrency: int = 1, beat: bool = False, **env: str) -> Process:
+        args = [sys.executable, "-m", "celery", "-A", "intentsite", "worker", "--pool", "prefork",
+                "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                "--hostname", f"{name}-{len(started)}@%h"]
+        if beat:
+            args += ["--beat", "--schedule", str(tmp_path / "beat-schedule")]
+        process = Process(args, env=child_env(CELERY_BROKER_URL=broker_url, **env),
+                          log_path=tmp_path / f"{name}-{len(started)}.log")
+        started.append(process)
+        wait_for(lambda: "ready." in process.log() or process.popen.poll() is not None, timeout=60,
+                 message=f"celery worker {name} to be ready")
+        assert process.popen.poll() is None, process.log()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 at a free port; `.stop()` and `.start()` it at will."""
+
+    class Server:
+        def __init__(self) -> None:
+            self.port = free_port()
+            self.uri = f"http://127.0.0.1:{self.port}"
+            self.process: Process | None = None
+            self.starts = 0
+
+        def start(self) -> None:
+            self.starts += 1
+            self.process = Process(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--backend-store-uri", f"sqlite:///{tmp_path / 'server-mlflow.db'}",
+                 "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                env=child_env(), log_path=tmp_path / f"mlflow-server-{self.starts}.log",
+            )
+            wait_for(self.healthy, timeout=90, interval=0.5, message="mlflow server to answer /health")
+
+        def healthy(self) -> bool:
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        def stop(self) -> None:
+            if self.process is not None:
+                self.process.stop()
+                self.process = None
+
+    server = Server()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,85 @@
+"""The offline backend really classifies: CLINC150 accuracy floor, small catalogs, the DSPy module."""
+
+from __future__ import annotations
+
+import pytest
+
+from intent.program import FALLBACK_CATALOG, OUT_OF_SCOPE, DetectionInput, IntentDetector
+from intent.program.evaluation import LabelledExample, evaluate
+from intent.program.local_model import LocalIntentModel, LocalModelConfig
+
+
+@pytest.fixture(scope="module")
+def clinc_model(clinc150) -> LocalIntentModel:
+    texts = [text for text, _ in clinc150["train"]]
+    labels = [label for _, label in clinc150["train"]]
+    return LocalIntentModel.fit(texts, labels)
+
+
+def test_clinc150_test_sample_reaches_the_accuracy_floor(clinc_model, clinc150):
+    # every 3rd in-scope test query and every 3rd out-of-scope one: 1,500 + 334, fixed
+    sample = [LabelledExample(t, i) for t, i in clinc150["test"][::3]]
+    sample += [LabelledExample(t, OUT_OF_SCOPE) for t, _ in clinc150["oos_test"][::3]]
+    report = evaluate(lambda message: clinc_model.predict(message).intent, sample)
+    assert report.in_scope_accuracy >= 0.90, report.summary()
+    assert report.oos_recall >= 0.50, report.summary()
+    assert report.macro_f1 >= 0.85, report.summary()
+
+
+def test_predict_many_agrees_with_predict(clinc_model, clinc150):
+    texts = [t for t, _ in clinc150["val"][:200]]
+    batch = clinc_model.predict_many(texts)
+    assert [p.intent for p in batch] == [clinc_model.predict(t).intent for t in texts]
+
+
+def test_threshold_trades_in_scope_for_out_of_scope(clinc_model, clinc150):
+    texts = [t for t, _ in clinc150["oos_val"]]
+    rejected = [
+        sum(p.intent == OUT_OF_SCOPE for p in clinc_model.with_threshold(threshold).predict_many(texts))
+        for threshold in (0.0, 0.2, 0.5, 0.9)
+    ]
+    assert rejected[0] == 0
+    assert rejected == sorted(rejected)
+    assert rejected[-1] >= 0.9 * len(texts) > rejected[1]
+
+
+def test_candidates_are_ranked_probabilities(clinc_model):
+    prediction = clinc_model.predict("what's the exchange rate for dollars to euros")
+    assert prediction.intent == "exchange_rate"
+    probabilities = [c.probability for c in prediction.candidates]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert prediction.candidates[0].intent == "exchange_rate"
+    assert 0.0 < prediction.confidence <= 1.0
+
+
+def test_save_and_load_round_trip(clinc_model, tmp_path):
+    path = tmp_path / "model.joblib"
+    clinc_model.save(path)
+    loaded = LocalIntentModel.load(path)
+    assert loaded.config == clinc_model.config
+    message = "i need to book a flight to paris"
+    assert loaded.predict(message) == clinc_model.predict(message)
+
+
+@pytest.mark.parametrize("intents", [1, 2, 8])
+def test_tiny_catalogs_fit_and_answer(intents):
+    names = [f"intent_{n}" for n in range(intents)]
+    texts = [f"{name} example number {k} about topic {name}" for name in names for k in range(3)]
+    labels = [name for name in names for _ in range(3)]
+    model = LocalIntentModel.fit(texts, labels, LocalModelConfig())
+    prediction = model.predict("example about topic intent_0")
+    assert prediction.intent in set(names) | {OUT_OF_SCOPE}
+    assert 0.0 <= prediction.confidence <= 1.0
+
+
+def test_fallback_catalog_detector_answers_with_templates():
+    texts, labels = FALLBACK_CATALOG.training_data()
+    detector = IntentDetector(catalog=FALLBACK_CATALOG, local_model=LocalIntentModel.fit(texts, labels))
+    detection = detector.detect(DetectionInput(message="please book a meeting with sales on monday",
+                                               current_module="calendar"))
+    assert detection.intent == "schedule_meeting"
+    assert detection.workflow_template == "meeting_scheduler"
+    assert detection.category_source == "fallback"
+    assert detection.status == "success" and detection.fallback_used is False
+    assert detection.available_workflow_templates == 4
+    assert detection.available_agent_templates == 2
