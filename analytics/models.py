@@ -1,1 +1,188 @@
-"""The ORM mirror of MLflow runs and its rollups (filled in by the mirror issue)."""
+"""The ORM mirror of MLflow runs (`MirroredRun`), its daily rollups (`DailyRollup`) and the sync's state.
+
+MLflow stays the system of record: the sync (`analytics.services.runs_sync`) writes these tables, nothing
+else does (except `expected_intent` / `is_correct`, which the sync never touches).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+# Fixed, log-spaced latency bucket edges (ms): 6 per decade from 0.1 ms to 100 s. Bucket 0 holds
+# values below the first edge, bucket i (1..36) holds [edge[i-1], edge[i]), bucket 37 everything from
+# 100 s up. Changing the edges means recomputing every rollup (`sync_mlflow_runs --full`).
+LATENCY_BUCKETS_PER_DECADE = 6
+LATENCY_BUCKET_EDGES_MS: tuple[float, ...] = tuple(
+    float(f"{10 ** (k / LATENCY_BUCKETS_PER_DECADE - 1):.6g}") for k in range(6 * LATENCY_BUCKETS_PER_DECADE + 1)
+)
+LATENCY_BUCKET_COUNT = len(LATENCY_BUCKET_EDGES_MS) + 1
+
+
+def latency_bucket(response_time_ms: float | None) -> int | None:
+    """Index of the histogram bucket of one latency (None for a run without one)."""
+    if response_time_ms is None or math.isnan(response_time_ms):
+        return None
+    return bisect_right(LATENCY_BUCKET_EDGES_MS, response_time_ms)
+
+
+class MirroredRun(models.Model):
+    """One MLflow run of the detection experiment, with every name of the tracking contract typed.
+
+    Tags, params and metrics outside the contract land in `tags`, `params` and `metrics` (JSON), so a
+    metric added to the contract later is mirrored before anyone writes a migration for it.
+    Deleted runs (MLflow lifecycle `deleted`) are not kept: `lifecycle` is always `active` here.
+    """
+
+    run_id = models.CharField(max_length=32)
+    experiment_id = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, help_text="MLflow run status: FINISHED, FAILED, RUNNING, ...")
+    lifecycle = models.CharField(max_length=16, default="active")
+    start_time = models.DateTimeField(db_index=True)
+    end_time = models.DateTimeField(null=True, blank=True, db_index=True)
+    day = models.DateField(help_text="UTC date of start_time: the rollup key.")
+
+    # Tags of the contract
+    detected_intent = models.CharField(max_length=200, blank=True)
+    user_role = models.CharField(max_length=200, blank=True)
+    current_module = models.CharField(max_length=200, blank=True)
+    current_tab = models.CharField(max_length=200, blank=True)
+    prompt_version = models.CharField(max_length=64, blank=True)
+    dspy_version = models.CharField(max_length=32, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    fallback_used = models.BooleanField(null=True, blank=True)
+    error_category = models.CharField(max_length=64, blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    is_error = models.BooleanField(default=False, help_text="Tag status=error, or run status FAILED.")
+    # Params of the contract
+    model_name = models.CharField(max_length=200, blank=True)
+    category_source = models.CharField(max_length=32, blank=True)
+    requires_workflow = models.BooleanField(null=True, blank=True)
+    message_length = models.IntegerField(null=True, blank=True)
+    message_word_count = models.IntegerField(null=True, blank=True)
+    # Metrics of the contract (latest value of each)
+    confidence_score = models.FloatField(null=True, blank=True)
+    response_time_ms = models.FloatField(null=True, blank=True)
+    template_match_rate = models.FloatField(null=True, blank=True)
+    available_workflow_templates = models.IntegerField(null=True, blank=True)
+    available_agent_templates = models.IntegerField(null=True, blank=True)
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    completion_tokens = models.IntegerField(null=True, blank=True)
+    cost_usd = models.FloatField(null=True, blank=True)
+    latency_bucket = models.SmallIntegerField(null=True, blank=True, help_text="Histogram bucket of response_time_ms.")
+
+    # Everything else MLflow holds for the run
+    tags = models.JSONField(default=dict, blank=True, help_text="Tags outside the contract (incl. mlflow.*).")
+    params = models.JSONField(default=dict, blank=True, help_text="Params outside the contract.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Latest value of metrics outside the contract.")
+
+    # Filled by the feedback issue, never by the sync; null = no feedback yet.
+    expected_intent = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    is_correct = models.BooleanField(null=True, blank=True)
+
+    mirrored_at = models.DateTimeField(help_text="When the sync last wrote this row.")
+
+    class Meta:
+        ordering = ["-start_time"]
+        # Every index costs each upsert (measured: 8 indexes double SQLite's insert time against none), so
+        # only what the sync, the admin and the rollups read. start_time and end_time are indexed above.
+        # Declared here, not with db_index/unique, so PostgreSQL gets no `varchar_pattern_ops` copies.
+        constraints = [models.UniqueConstraint(fields=["run_id"], name="mirroredrun_run_id_unique")]
+        indexes = [
+            models.Index(fields=["request_id"], name="mirroredrun_request_id"),
+            # Rollup recomputes read whole days of one experiment; so do day-range drill-downs.
+            models.Index(fields=["experiment_id", "day"], name="mirroredrun_exp_day"),
+            # The few runs the sync must poll again until they end.
+            models.Index(fields=["experiment_id"], name="mirroredrun_unfinished",
+                         condition=models.Q(status__in=["RUNNING", "SCHEDULED"])),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.detected_intent or '?'} ({self.status})"
+
+
+class DailyRollup(models.Model):
+    """Aggregates of one UTC day of one experiment, per dimension value, recomputed by the sync from the
+    raw rows of every day it touched (so they equal an aggregation of `MirroredRun` exactly)."""
+
+    class Dimension(models.TextChoices):
+        ALL = "all"
+        INTENT = "intent"
+        ROLE = "role"
+        MODULE = "module"
+        TAB = "tab"
+        MODEL = "model"
+        PROMPT_VERSION = "prompt_version"
+        ERROR_CATEGORY = "error_category"
+
+    experiment_id = models.CharField(max_length=32)
+    day = models.DateField()
+    dimension = models.CharField(max_length=16, choices=Dimension.choices)
+    value = models.CharField(max_length=200, blank=True, help_text="The dimension's value ('' for all).")
+
+    runs = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    fallbacks = models.PositiveIntegerField(default=0)
+    out_of_scope = models.PositiveIntegerField(default=0)
+    template_matches = models.PositiveIntegerField(default=0)
+    confidence_count = models.PositiveIntegerField(default=0)
+    confidence_sum = models.FloatField(default=0.0)
+    confidence_sumsq = models.FloatField(default=0.0)
+    latency_count = models.PositiveIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0.0)
+    latency_sumsq_ms = models.FloatField(default=0.0)
+    latency_histogram = models.JSONField(default=list, help_text="Counts per LATENCY_BUCKET_EDGES_MS bucket.")
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    first_start_time = models.DateTimeField(null=True, blank=True)
+    last_start_time = models.DateTimeField(null=True, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "dimension", "value"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment_id", "day", "dimension", "value"], name="dailyrollup_unique"),
+        ]
+        indexes = [models.Index(fields=["dimension", "day"], name="dailyrollup_dimension_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.dimension}={self.value!r}: {self.runs} runs"
+
+
+class SyncState(models.Model):
+    """Where the sync of one experiment stands; its row also carries the lease that serialises syncs."""
+
+    experiment_name = models.CharField(max_length=256, unique=True)
+    experiment_id = models.CharField(max_length=32, blank=True)
+    watermark_ms = models.BigIntegerField(
+        null=True, blank=True, help_text="Newest MLflow start_time read (ms); the next sync reads from it minus the overlap.")
+    newest_start_time = models.DateTimeField(null=True, blank=True, help_text="Newest start_time in the mirror.")
+    dirty_days = models.JSONField(default=list, blank=True, help_text="Days whose rollups are still to recompute.")
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_succeeded_at = models.DateTimeField(null=True, blank=True)
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_result = models.JSONField(default=dict, blank=True, help_text="Counts of the last successful sync.")
+    runs_seen = models.BigIntegerField(default=0, help_text="Runs read from MLflow, all syncs together.")
+    mirrored_runs = models.BigIntegerField(default=0, help_text="Rows in the mirror after the last sync.")
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A sync owns the experiment until then.")
+
+    class Meta:
+        ordering = ["experiment_name"]
+
+    def __str__(self) -> str:
+        return self.experiment_name
+
+    @property
+    def lag(self) -> timedelta | None:
+        """How far the mirror is behind now: now minus the newest mirrored start time."""
+        if self.newest_start_time is None:
+            return None
+        return timezone.now() - self.newest_start_time
