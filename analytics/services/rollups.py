@@ -1,0 +1,121 @@
+"""Daily rollups: recomputed wholesale, from the raw mirrored rows, for the days a sync touched.
+
+Recomputing a whole day (delete its rows, insert the new ones, in one transaction) keeps the rollups
+exactly equal to an aggregation of `MirroredRun`, whatever happened to the day's runs: added, updated,
+deleted, moved. The database aggregates: one GROUP BY per dimension over the touched days.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Aggregate, Count, F, FloatField, Max, Min, Q, Sum, TextField
+from django.utils import timezone
+
+from ..mlflow_source import OUT_OF_SCOPE
+from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun
+from .bulk import rows_upsert
+
+# dimension -> MirroredRun column (None: every run of the day)
+DIMENSION_COLUMNS: dict[str, str | None] = {
+    DailyRollup.Dimension.ALL: None,
+    DailyRollup.Dimension.INTENT: "detected_intent",
+    DailyRollup.Dimension.ROLE: "user_role",
+    DailyRollup.Dimension.MODULE: "current_module",
+    DailyRollup.Dimension.TAB: "current_tab",
+    DailyRollup.Dimension.MODEL: "model_name",
+    DailyRollup.Dimension.PROMPT_VERSION: "prompt_version",
+    DailyRollup.Dimension.ERROR_CATEGORY: "error_category",
+}
+
+COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count")
+SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_ms", "prompt_tokens",
+        "completion_tokens", "cost_usd")
+
+
+class LatencyBuckets(Aggregate):
+    """The group's latency buckets as one comma-separated string, counted into the histogram in Python:
+    one GROUP BY per dimension instead of a second one per (value, bucket)."""
+
+    function = "GROUP_CONCAT"
+    output_field = TextField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, function="STRING_AGG",
+                           template="%(function)s((%(expressions)s)::text, ',')", **extra_context)
+
+
+def _aggregates() -> dict[str, Any]:
+    return {
+        "latency_buckets": LatencyBuckets("latency_bucket"),
+        "runs": Count("id"),
+        "errors": Count("id", filter=Q(is_error=True)),
+        "fallbacks": Count("id", filter=Q(fallback_used=True)),
+        "out_of_scope": Count("id", filter=Q(detected_intent=OUT_OF_SCOPE)),
+        "template_matches": Count("id", filter=Q(template_match_rate__gt=0)),
+        "confidence_count": Count("confidence_score"),
+        "latency_count": Count("response_time_ms"),
+        "confidence_sum": Sum("confidence_score"),
+        "confidence_sumsq": Sum(F("confidence_score") * F("confidence_score"), output_field=FloatField()),
+        "latency_sum_ms": Sum("response_time_ms"),
+        "latency_sumsq_ms": Sum(F("response_time_ms") * F("response_time_ms"), output_field=FloatField()),
+        "prompt_tokens": Sum("prompt_tokens"),
+        "completion_tokens": Sum("completion_tokens"),
+        "cost_usd": Sum("cost_usd"),
+        "first_start_time": Min("start_time"),
+        "last_start_time": Max("start_time"),
+    }
+
+
+ROLLUP_FIELDS = ("experiment_id", "day", "dimension", "value", *COUNTS, *SUMS, "latency_histogram",
+                 "first_start_time", "last_start_time", "computed_at")
+INTEGER_SUMS = ("prompt_tokens", "completion_tokens")
+
+
+def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[str, Any]]:
+    """The rollup rows of these days, from the mirrored rows, as dicts of `DailyRollup` fields (not saved).
+
+    One GROUP BY per dimension and day."""
+    days = sorted(set(days))
+    if not days:
+        return []
+    now = timezone.now()
+    rows = MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days)
+    aggregates = _aggregates()
+    result: list[dict[str, Any]] = []
+    for dimension, column in DIMENSION_COLUMNS.items():
+        group = ["day"] + ([column] if column else [])
+        for values in rows.values_list(*group).annotate(**aggregates).order_by():
+            named = dict(zip(aggregates, values[len(group):], strict=True))
+            histogram = [0] * LATENCY_BUCKET_COUNT
+            if named["latency_buckets"]:
+                for bucket, count in Counter(named["latency_buckets"].split(",")).items():
+                    histogram[int(bucket)] = count
+            result.append({
+                "experiment_id": experiment_id, "day": values[0], "dimension": str(dimension),
+                "value": values[1] if column else "",
+                **{name: int(named[name] or 0) for name in COUNTS},
+                **{name: int(named[name] or 0) if name in INTEGER_SUMS else float(named[name] or 0.0)
+                   for name in SUMS},
+                "latency_histogram": histogram,
+                "first_start_time": named["first_start_time"], "last_start_time": named["last_start_time"],
+                "computed_at": now,
+            })
+    return result
+
+
+def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
+    """Replace the rollups of these days with freshly computed ones, in one transaction; returns the rows
+    written."""
+    days = sorted(set(days))
+    if not days:
+        return 0
+    with transaction.atomic():
+        computed = rollups_compute(experiment_id=experiment_id, days=days)
+        DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days).delete()
+        rows_upsert(model=DailyRollup, rows=computed, fields=ROLLUP_FIELDS)
+    return len(computed)

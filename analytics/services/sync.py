@@ -1,0 +1,454 @@
+"""The sync: keeps `MirroredRun` and `DailyRollup` in step with MLflow, incrementally and exactly once.
+
+MLflow has no "updated since" (runs carry start, end and deleted times only; tags can be added to a
+finished run), so one sync:
+
+1. takes the experiment's lease (an atomic conditional UPDATE on its `SyncState` row: one mechanism that
+   works on SQLite and PostgreSQL alike), so two syncs of one experiment never overlap;
+2. reads the runs that started at or after the watermark minus `ANALYTICS_SYNC_OVERLAP_S`, page by page
+   (deleted ones included), and upserts them on `run_id` in bulk, writing only rows that changed;
+   deleted runs leave the mirror. Each page commits with the lease renewal and the set of days it
+   touched (`dirty_days`), so a sync killed halfway leaves nothing inconsistent behind;
+3. polls again the mirrored runs still RUNNING that started before that window;
+4. now and then (`ANALYTICS_RECONCILE_INTERVAL_S`, or with `full`) compares the whole run-id set with
+   MLflow's: runs removed by `mlflow gc` or deleted long ago leave, restored or late runs arrive;
+5. recomputes the rollups of the dirty days from the raw rows, and advances the watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from .. import mlflow_source as contract
+from ..mlflow_source import SourceRun, run_source_get
+from ..models import DailyRollup, MirroredRun, SyncState, latency_bucket
+from .bulk import rows_upsert
+from .rollups import rollups_refresh
+
+logger = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Progress = Callable[[int, int | None], None]
+
+
+class SyncLeaseLost(Exception):
+    """Another sync took the experiment over (this one outlived its lease): its last page was rolled back."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    experiment_name: str
+    experiment_id: str = ""
+    source: str = ""
+    runs_read: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    days_refreshed: int = 0
+    reconciled: bool = False
+    skipped: bool = False  # another sync held the experiment
+    seconds: float = 0.0
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.runs_read / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"{self.experiment_name}: skipped, another sync of this experiment is running"
+        return (f"{self.experiment_name}: {self.added} added, {self.updated} updated, {self.deleted} deleted "
+                f"({self.unchanged} unchanged, {self.runs_read} read via {self.source or '-'}"
+                f"{', reconciled' if self.reconciled else ''}) in {self.seconds:.2f} s, {self.runs_per_s:,.0f} runs/s")
+
+
+# --- From an MLflow run to a mirrored row ------------------------------------------------------------
+
+def _max_length(column: str) -> int:
+    return MirroredRun._meta.get_field(column).max_length
+
+
+# Contract names and their columns (the column is named after the contract name). A value that does not
+# fit its column (too long, not a boolean, not an integer) leaves the column empty and stays, as it
+# came, in the JSON column: nothing MLflow holds is lost.
+TEXT_TAGS = tuple((name, _max_length(name)) for name in (
+    contract.DETECTED_INTENT, contract.USER_ROLE, contract.CURRENT_MODULE, contract.CURRENT_TAB,
+    contract.PROMPT_VERSION, contract.DSPY_VERSION, contract.REQUEST_ID, contract.ERROR_CATEGORY,
+    contract.ERROR_TYPE))
+BOOLEAN_TAGS = (contract.FALLBACK_USED,)
+TEXT_PARAMS = tuple((name, _max_length(name)) for name in (contract.MODEL_NAME, contract.CATEGORY_SOURCE))
+BOOLEAN_PARAMS = (contract.REQUIRES_WORKFLOW,)
+INTEGER_PARAMS = (contract.MESSAGE_LENGTH, contract.MESSAGE_WORD_COUNT)
+REAL_METRICS = (contract.CONFIDENCE_SCORE, contract.RESPONSE_TIME_MS, contract.TEMPLATE_MATCH_RATE, contract.COST_USD)
+WHOLE_METRICS = (contract.AVAILABLE_WORKFLOW_TEMPLATES, contract.AVAILABLE_AGENT_TEMPLATES, contract.PROMPT_TOKENS,
+                 contract.COMPLETION_TOKENS)
+BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
+
+# What the sync writes and compares; `expected_intent` / `is_correct` belong to the feedback issue.
+SYNCED_FIELDS = tuple(
+    f.name for f in MirroredRun._meta.concrete_fields
+    if f.name not in {"id", "mirrored_at", "expected_intent", "is_correct"}
+)
+WRITTEN_FIELDS = (*SYNCED_FIELDS, "mirrored_at")
+UPDATE_FIELDS = [name for name in WRITTEN_FIELDS if name != "run_id"]
+
+
+def _ms_to_datetime(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def _integer(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def mirror_row_build(run: SourceRun) -> dict[str, Any]:
+    """The mirrored row of one MLflow run, as column values (every synced field)."""
+    start = EPOCH + timedelta(milliseconds=run.start_time)
+    tags, params, metrics = dict(run.tags), dict(run.params), dict(run.metrics)
+    row: dict[str, Any] = {
+        "run_id": run.run_id, "experiment_id": run.experiment_id, "status": run.status,
+        "lifecycle": run.lifecycle, "start_time": start,
+        "end_time": None if run.end_time is None else EPOCH + timedelta(milliseconds=run.end_time),
+        "day": start.date(),
+    }
+    for source, texts, booleans in ((tags, TEXT_TAGS, BOOLEAN_TAGS), (params, TEXT_PARAMS, BOOLEAN_PARAMS)):
+        for name, max_length in texts:
+            value = source.pop(name, "")
+            if len(value) > max_length:
+                source[name], value = value, ""
+            row[name] = value
+        for name in booleans:
+            value = source.pop(name, None)
+            row[name] = None if value is None else BOOLEANS.get(value)
+            if value is not None and row[name] is None:
+                source[name] = value
+    for name in INTEGER_PARAMS:
+        value = params.pop(name, None)
+        row[name] = None if value is None else _integer(value)
+        if value is not None and row[name] is None:
+            params[name] = value
+    for name in REAL_METRICS:
+        value = metrics.pop(name, None)
+        row[name] = value if value is None or math.isfinite(value) else None
+        if value is not None and row[name] is None:
+            metrics[name] = value
+    for name in WHOLE_METRICS:
+        value = metrics.pop(name, None)
+        row[name] = int(value) if value is not None and math.isfinite(value) and value == int(value) else None
+        if value is not None and row[name] is None:
+            metrics[name] = value
+    status_tag = tags.pop(contract.STATUS, None)
+    row["is_error"] = status_tag == contract.STATUS_ERROR or run.status == contract.RUN_FAILED
+    if status_tag not in (None, contract.STATUS_ERROR, contract.STATUS_SUCCESS):
+        tags[contract.STATUS] = status_tag
+    row["tags"] = tags
+    row["params"] = params
+    # JSON has no NaN: a NaN metric is mirrored as null.
+    row["metrics"] = {key: value if math.isfinite(value) else None for key, value in metrics.items()}
+    row["latency_bucket"] = latency_bucket(row[contract.RESPONSE_TIME_MS])
+    return row
+
+
+def _rows_build(runs: list[SourceRun]) -> list[dict[str, Any]]:
+    return [mirror_row_build(run) for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
+
+
+# --- The sync --------------------------------------------------------------------------------------
+
+_DONE = object()
+
+
+def _prefetched(pages: Iterator[list[SourceRun]]) -> Iterator[tuple[list[SourceRun], list[dict[str, Any]]]]:
+    """Read and build the next page in a thread while the caller writes this one: the database work on
+    both sides releases the GIL, so a 2-core machine keeps both cores busy. Errors surface in the caller."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                item = (page, _rows_build(page))
+                while not stop.is_set():
+                    try:
+                        handoff.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            handoff.put(exc)
+
+    producer = threading.Thread(target=produce, name="mirror-sync-reader", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join(timeout=30)
+
+
+def _in_chunk() -> int:
+    return 900 if connection.vendor == "sqlite" else 10_000
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Sync:
+    """The state of one running sync (one experiment, one lease)."""
+
+    def __init__(self, state: SyncState, owner: str, progress: Progress | None) -> None:
+        self.state = state
+        self.experiment_id = state.experiment_id
+        self.owner = owner
+        self.progress = progress
+        self.dirty: set[date] = {date.fromisoformat(day) for day in state.dirty_days}
+        self.counts = {"runs_read": 0, "added": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        self.done = 0
+        self.total: int | None = None
+        self.days_refreshed = 0
+
+    def _lease_renew(self, **changes: Any) -> None:
+        """Renew the lease and save `changes`, in the caller's transaction; fails if the lease was lost."""
+        renewed = SyncState.objects.filter(pk=self.state.pk, lease_owner=self.owner).update(
+            lease_until=timezone.now() + timedelta(seconds=settings.ANALYTICS_SYNC_LEASE_S), **changes)
+        if not renewed:
+            raise SyncLeaseLost(f"sync of {self.state.experiment_name!r} lost its lease")
+
+    def _existing(self, run_ids: list[str], *, start_ms: tuple[int, int] | None = None) -> dict[str, tuple]:
+        """The mirrored rows among these run ids, as tuples of SYNCED_FIELDS values. With `start_ms`, the
+        first and last start time of the runs (MLflow never changes a run's start time), one range scan
+        of the (experiment, start time) index finds them, where a list of 10 k ids would take 12 queries
+        on SQLite."""
+        existing: dict[str, tuple] = {}
+        if start_ms is not None:
+            wanted = set(run_ids)
+            for values in MirroredRun.objects.filter(
+                experiment_id=self.experiment_id, start_time__gte=_ms_to_datetime(start_ms[0]),
+                start_time__lte=_ms_to_datetime(start_ms[1]),
+            ).values_list(*SYNCED_FIELDS):
+                if values[0] in wanted:
+                    existing[values[0]] = values
+            return existing
+        for chunk in _chunks(run_ids, _in_chunk()):
+            for values in MirroredRun.objects.filter(run_id__in=chunk).values_list(*SYNCED_FIELDS):
+                existing[values[0]] = values
+        return existing
+
+    def apply(self, runs: list[SourceRun], *, rows: list[dict[str, Any]] | None = None,
+              gone: Iterable[str] = (), time_ordered: bool = False) -> None:
+        """Upsert the active runs (`rows`: their mirrored rows, if built already), remove deleted ones and
+        the `gone` ids; one transaction. A row is written only when it differs from the mirrored one,
+        compared column by column."""
+        if rows is None:
+            rows = _rows_build(runs)
+        removed = {run.run_id for run in runs if run.lifecycle != contract.LIFECYCLE_ACTIVE} | set(gone)
+        if runs and time_ordered:
+            existing = self._existing([run.run_id for run in runs],
+                                      start_ms=(min(run.start_time for run in runs), max(run.start_time for run in runs)))
+            gone_ids = sorted(set(gone) - {run.run_id for run in runs})
+            existing.update(self._existing(gone_ids) if gone_ids else {})
+        else:
+            existing = self._existing([row["run_id"] for row in rows] + sorted(removed))
+        day_index = SYNCED_FIELDS.index("day")
+        now = timezone.now()
+        changed: list[dict[str, Any]] = []
+        touched: set[date] = set()
+        added = updated = 0
+        for row in rows:
+            old = existing.get(row["run_id"])
+            if old is None:
+                added += 1
+            elif old == tuple(row[name] for name in SYNCED_FIELDS):
+                continue
+            else:
+                updated += 1
+                touched.add(old[day_index])
+            touched.add(row["day"])
+            row["mirrored_at"] = now
+            changed.append(row)
+        removed_ids = sorted(run_id for run_id in removed if run_id in existing)
+        touched.update(existing[run_id][day_index] for run_id in removed_ids)
+        with transaction.atomic():
+            rows_upsert(model=MirroredRun, rows=changed, fields=WRITTEN_FIELDS, conflict="run_id",
+                        update=UPDATE_FIELDS)
+            for chunk in _chunks(removed_ids, _in_chunk()):
+                MirroredRun.objects.filter(run_id__in=chunk).delete()
+            self.dirty |= touched
+            self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty),
+                              mirrored_runs=F("mirrored_runs") + added - len(removed_ids),
+                              runs_seen=F("runs_seen") + len(runs))
+        self.counts["runs_read"] += len(runs)
+        self.counts["added"] += added
+        self.counts["updated"] += updated
+        self.counts["unchanged"] += len(rows) - added - updated
+        self.counts["deleted"] += len(removed_ids)
+        self.done += len(runs)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def rollups_refresh(self, experiment_id: str, *, before: date | None = None) -> int:
+        """Recompute the dirty days (those `before` a day, if given), a month per transaction; each day
+        leaves `dirty_days` in the transaction that recomputes it."""
+        done = 0
+        due = sorted(day for day in self.dirty if before is None or day < before)
+        for chunk in _chunks(due, 31):
+            with transaction.atomic():
+                rollups_refresh(experiment_id=experiment_id, days=chunk)
+                self.dirty -= set(chunk)
+                self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty))
+            done += len(chunk)
+        self.days_refreshed += done
+        return done
+
+
+def _lease_take(state: SyncState, owner: str) -> bool:
+    now = timezone.now()
+    return bool(
+        SyncState.objects.filter(pk=state.pk)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_owner=owner, lease_until=now + timedelta(seconds=settings.ANALYTICS_SYNC_LEASE_S),
+                last_started_at=now)
+    )
+
+
+def runs_sync(*, experiment_name: str | None = None, full: bool = False, progress: Progress | None = None) -> SyncResult:
+    """Bring the mirror of one experiment up to date with MLflow (see the module's docstring).
+
+    `full` reads every run (not only the window behind the watermark), reconciles the run-id set and
+    recomputes every rollup. `progress(done, total)` is called after each page (total may be None).
+    Returns a `SyncResult` with `skipped=True`, and changes nothing, while another sync holds the experiment.
+    """
+    name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
+    started = time.monotonic()
+    state, _ = SyncState.objects.get_or_create(experiment_name=name)
+    owner = uuid.uuid4().hex
+    if not _lease_take(state, owner):
+        logger.info("Mirror sync of %r skipped: another sync holds it", name)
+        return SyncResult(experiment_name=name, skipped=True)
+    state.refresh_from_db()
+    sync = _Sync(state, owner, progress)
+    try:
+        result = _run(sync, name=name, full=full, started=started)
+    except Exception as exc:
+        SyncState.objects.filter(pk=state.pk, lease_owner=owner).update(
+            last_error=f"{type(exc).__name__}: {exc}"[:4000], last_finished_at=timezone.now(),
+            lease_owner="", lease_until=None)
+        raise
+    return result
+
+
+def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
+    state = sync.state
+    source = run_source_get()
+    experiment_id = source.experiment_id_get(name)
+    reconciled = False
+    if experiment_id is not None:
+        if state.experiment_id and state.experiment_id != experiment_id:
+            logger.warning("Experiment %r is now id %s (was %s): mirroring it in full", name, experiment_id,
+                           state.experiment_id)
+            full = True
+        if full:
+            # Every day the mirror or the rollups know of is recomputed, even if no run in it changed.
+            sync.dirty |= set(MirroredRun.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
+                              .distinct().order_by())
+            sync.dirty |= set(DailyRollup.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
+                              .distinct().order_by())
+        since_ms = None if full or state.watermark_ms is None else (
+            state.watermark_ms - int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
+        watermark = None if full else state.watermark_ms
+        sync.experiment_id = experiment_id
+        if sync.progress is not None:
+            sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
+        active_seen: set[str] | None = set() if since_ms is None else None
+        pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms,
+                                 page_size=settings.ANALYTICS_SYNC_PAGE_SIZE)
+        for page, rows in _prefetched(pages):
+            sync.apply(page, rows=rows, time_ordered=True)
+            newest = max(run.start_time for run in page)
+            watermark = newest if watermark is None else max(watermark, newest)
+            # Pages come in start-time order: days before this page's last one are complete (for this
+            # read), so their rollups are recomputed now, while the next page is being read.
+            sync.rollups_refresh(experiment_id, before=_ms_to_datetime(page[-1].start_time).date())
+            if active_seen is not None:
+                active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
+
+        if since_ms is not None:  # runs still running that started before the window
+            unfinished = list(
+                MirroredRun.objects.filter(experiment_id=experiment_id, status__in=contract.UNFINISHED_STATUSES,
+                                           start_time__lt=_ms_to_datetime(since_ms)).values_list("run_id", flat=True))
+            if unfinished:
+                found = source.runs_get(experiment_id=experiment_id, run_ids=unfinished)
+                sync.apply(found, gone=set(unfinished) - {run.run_id for run in found})
+
+        reconcile_due = (state.last_reconciled_at is None or timezone.now() - state.last_reconciled_at
+                         >= timedelta(seconds=settings.ANALYTICS_RECONCILE_INTERVAL_S))
+        if active_seen is not None or reconcile_due:
+            _reconcile(sync, source, experiment_id, active_seen)
+            reconciled = True
+    if experiment_id is not None:
+        sync.rollups_refresh(experiment_id)
+
+    newest = (MirroredRun.objects.filter(experiment_id=experiment_id).aggregate(newest=Max("start_time"))["newest"]
+              if experiment_id is not None else None)
+    seconds = time.monotonic() - started
+    result = SyncResult(experiment_name=name, experiment_id=experiment_id or "", source=source.kind,
+                        days_refreshed=sync.days_refreshed, reconciled=reconciled, seconds=seconds, **sync.counts)
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "experiment_id": experiment_id or "", "newest_start_time": newest, "last_finished_at": now,
+        "last_succeeded_at": now, "last_error": "", "lease_owner": "", "lease_until": None,
+        "last_result": asdict(result) | {"runs_per_s": round(result.runs_per_s, 1)},
+    }
+    if experiment_id is not None:
+        changes["watermark_ms"] = watermark
+    if reconciled:
+        changes["last_reconciled_at"] = now
+        changes["mirrored_runs"] = MirroredRun.objects.filter(experiment_id=experiment_id).count()
+    if not SyncState.objects.filter(pk=state.pk, lease_owner=sync.owner).update(**changes):
+        raise SyncLeaseLost(f"sync of {name!r} lost its lease before it could finish")
+    logger.info("Mirror sync: %s", result.summary())
+    return result
+
+
+def _reconcile(sync: _Sync, source, experiment_id: str, active_seen: set[str] | None) -> None:
+    """Make the mirror's run-id set MLflow's active one: remove what MLflow lost, fetch what it has."""
+    if active_seen is None:
+        lifecycles = source.run_ids_list(experiment_id=experiment_id)
+        active = {run_id for run_id, lifecycle in lifecycles.items() if lifecycle == contract.LIFECYCLE_ACTIVE}
+    else:
+        active = active_seen  # a full read just saw (and upserted) every run
+    mirrored = set(MirroredRun.objects.filter(experiment_id=experiment_id).values_list("run_id", flat=True))
+    gone = sorted(mirrored - active)
+    for chunk in _chunks(gone, settings.ANALYTICS_SYNC_PAGE_SIZE):
+        sync.apply([], gone=chunk)
+    missing = sorted(active - mirrored)
+    for chunk in _chunks(missing, settings.ANALYTICS_SYNC_PAGE_SIZE):
+        sync.apply(source.runs_get(experiment_id=experiment_id, run_ids=chunk))
