@@ -191,6 +191,21 @@ TRACKING_RECORD_RETENTION_DAYS = int(os.environ.get("TRACKING_RECORD_RETENTION_D
 TRACKING_LEASE_S = float(os.environ.get("TRACKING_LEASE_S", "120"))
 TRACKING_RETRY_BACKOFF_MAX_S = float(os.environ.get("TRACKING_RETRY_BACKOFF_MAX_S", "60"))
 
+# --- Analytics (the ORM mirror of MLflow runs) ---------------------------------------------------
+# How often beat runs the sync; each run reads runs newer than the watermark minus the overlap.
+ANALYTICS_SYNC_INTERVAL_S = float(os.environ.get("ANALYTICS_SYNC_INTERVAL_S", "60"))
+ANALYTICS_SYNC_PAGE_SIZE = int(os.environ.get("ANALYTICS_SYNC_PAGE_SIZE", "10000"))
+# Runs read again behind the watermark: late-logged runs (the tracking retry window is 15 min) and
+# tags added after a run ended (feedback) within this window are mirrored by the next sync.
+ANALYTICS_SYNC_OVERLAP_S = float(os.environ.get("ANALYTICS_SYNC_OVERLAP_S", "3600"))
+# How often the whole run-id set is compared with MLflow's (runs removed by `mlflow gc`, restored runs).
+ANALYTICS_RECONCILE_INTERVAL_S = float(os.environ.get("ANALYTICS_RECONCILE_INTERVAL_S", "3600"))
+# A sync owns its experiment this long, renewed after each page; a killed sync frees it after that.
+ANALYTICS_SYNC_LEASE_S = float(os.environ.get("ANALYTICS_SYNC_LEASE_S", "600"))
+# auto: read MLflow's tables directly when the store is a database with the known schema, else the
+# client's search; `client` or `sql` force one.
+ANALYTICS_SYNC_SOURCE = os.environ.get("ANALYTICS_SYNC_SOURCE", "auto")
+
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite'}")
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
@@ -210,6 +225,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": TRACKING_FLUSH_INTERVAL_S,
         "options": {"expires": TRACKING_FLUSH_INTERVAL_S},
     },
+}
+# django-celery-beat's DatabaseScheduler stores `expire_seconds` and drops `expires`; Celery's own
+# scheduler reads `expires`. The analytics entry sets both.
+CELERY_BEAT_SCHEDULE["analytics-sync"] = {
+    "task": "analytics.tasks.runs_sync_task",
+    "schedule": ANALYTICS_SYNC_INTERVAL_S,
+    "options": {"expires": ANALYTICS_SYNC_INTERVAL_S, "expire_seconds": ANALYTICS_SYNC_INTERVAL_S},
 }
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     # An unacknowledged message (its worker died) is delivered again after this long.
