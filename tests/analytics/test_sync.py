@@ -1,0 +1,339 @@
+"""The sync against a real MLflow store: the mirror equals MLflow field by field, incrementally and exactly
+once, through deletes, restores, `mlflow gc`, late tags and runs that end late."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import call_command
+
+from analytics.models import DailyRollup, MirroredRun, SyncState
+from analytics.services import runs_sync
+from tests.analytics.conftest import DAY0_MS, HOUR_MS
+
+pytestmark = pytest.mark.django_db
+
+CONTRACT_TAGS = {"user_role", "current_module", "current_tab", "detected_intent", "dspy_version", "prompt_version",
+                 "request_id", "status", "fallback_used", "error_category", "error_type"}
+CONTRACT_PARAMS = {"model_name", "message_length", "message_word_count", "requires_workflow", "category_source"}
+CONTRACT_METRICS = {"confidence_score", "response_time_ms", "template_match_rate", "available_workflow_templates",
+                    "available_agent_templates", "prompt_tokens", "completion_tokens", "cost_usd"}
+BOOLEANS = {"true": True, "false": False}
+
+
+def ms(value: datetime | None) -> int | None:
+    return None if value is None else round(value.timestamp() * 1000)
+
+
+def expected_row(run) -> dict:
+    """What the mirror must hold for one MLflow run, written out from the contract (not from the service)."""
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    integer = lambda value: None if value is None else int(value)  # noqa: E731
+    return {
+        "run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "status": run.info.status,
+        "lifecycle": "active", "start_time": run.info.start_time, "end_time": run.info.end_time,
+        "day": datetime.fromtimestamp(run.info.start_time / 1000, UTC).date(),
+        "detected_intent": tags.get("detected_intent", ""), "user_role": tags.get("user_role", ""),
+        "current_module": tags.get("current_module", ""), "current_tab": tags.get("current_tab", ""),
+        "prompt_version": tags.get("prompt_version", ""), "dspy_version": tags.get("dspy_version", ""),
+        "request_id": tags.get("request_id", ""), "error_category": tags.get("error_category", ""),
+        "error_type": tags.get("error_type", ""), "fallback_used": BOOLEANS.get(tags.get("fallback_used")),
+        "is_error": tags.get("status") == "error" or run.info.status == "FAILED",
+        "model_name": params.get("model_name", ""), "category_source": params.get("category_source", ""),
+        "requires_workflow": BOOLEANS.get(params.get("requires_workflow")),
+        "message_length": integer(params.get("message_length")),
+        "message_word_count": integer(params.get("message_word_count")),
+        "confidence_score": metrics.get("confidence_score"), "response_time_ms": metrics.get("response_time_ms"),
+        "template_match_rate": metrics.get("template_match_rate"),
+        "available_workflow_templates": integer(metrics.get("available_workflow_templates")),
+        "available_agent_templates": integer(metrics.get("available_agent_templates")),
+        "prompt_tokens": integer(metrics.get("prompt_tokens")),
+        "completion_tokens": integer(metrics.get("completion_tokens")), "cost_usd": metrics.get("cost_usd"),
+        "tags": {k: v for k, v in tags.items() if k not in CONTRACT_TAGS},
+        "params": {k: v for k, v in params.items() if k not in CONTRACT_PARAMS},
+        "metrics": {k: v for k, v in metrics.items() if k not in CONTRACT_METRICS},
+    }
+
+
+def mirrored_row(row: MirroredRun) -> dict:
+    return {
+        "run_id": row.run_id, "experiment_id": row.experiment_id, "status": row.status, "lifecycle": row.lifecycle,
+        "start_time": ms(row.start_time), "end_time": ms(row.end_time), "day": row.day,
+        **{name: getattr(row, name) for name in (
+            "detected_intent", "user_role", "current_module", "current_tab", "prompt_version", "dspy_version",
+            "request_id", "error_category", "error_type", "fallback_used", "is_error", "model_name",
+            "category_source", "requires_workflow", "message_length", "message_word_count", "confidence_score",
+            "response_time_ms", "template_match_rate", "available_workflow_templates", "available_agent_templates",
+            "prompt_tokens", "completion_tokens", "cost_usd", "tags", "params", "metrics")},
+    }
+
+
+def assert_mirror_equals_mlflow(run_logger) -> None:
+    active = {run.info.run_id: run for run in run_logger.runs() if run.info.lifecycle_stage == "active"}
+    mirror = {row.run_id: row for row in MirroredRun.objects.all()}
+    assert set(mirror) == set(active)
+    for run_id, run in active.items():
+        assert mirrored_row(mirror[run_id]) == expected_row(run), run_id
+
+
+def snapshot() -> list[tuple]:
+    """Every mirrored row and rollup, as values (ids and write times left out)."""
+    runs = sorted(MirroredRun.objects.values_list(
+        *[f.name for f in MirroredRun._meta.concrete_fields if f.name not in {"id", "mirrored_at"}]))
+    rollups = sorted((r.experiment_id, r.day, r.dimension, r.value, r.runs, r.errors, r.latency_count,
+                      round(r.latency_sum_ms, 6), tuple(r.latency_histogram))
+                     for r in DailyRollup.objects.all())
+    return [tuple(runs), tuple(rollups)]
+
+
+def log_contract_sample(run_logger) -> dict[str, str]:
+    """Runs covering the contract: success, FAILED with error tags, LM usage, a fallback, custom names,
+    a run still RUNNING."""
+    ids = {
+        "ok": run_logger.log(start_ms=DAY0_MS + 1_000, intent="transfer", requires_workflow=True,
+                             message="send 300 dollars to savings", template_match=True),
+        "failed": run_logger.log(start_ms=DAY0_MS + 2_000, intent="out_of_scope", role="admin",
+                                 error_category="lm_timeout", confidence=0.0, latency_ms=10_000.0),
+        "fallback": run_logger.log(start_ms=DAY0_MS + 3_000, error_category="lm_unavailable", fallback=True,
+                                   model="openai/gpt-4o-mini", tokens=(120, 14, 0.00021)),
+        "custom": run_logger.log(start_ms=DAY0_MS + 4_000, extra_metrics={"toxicity": 0.02, "judge_score": 4.0},
+                                 extra_tags={"ab_bucket": "B"}, extra_params={"temperature": "0.2"}),
+        "running": run_logger.log(start_ms=DAY0_MS + 5_000, finish=False),
+        "next_day": run_logger.log(start_ms=DAY0_MS + 30 * HOUR_MS, tab="", role="agent", module="travel",
+                                   intent="international_visa", latency_ms=0.05),
+    }
+    return ids
+
+
+def test_sync_mirrors_every_run_field_by_field(run_logger):
+    ids = log_contract_sample(run_logger)
+
+    result = runs_sync()
+
+    assert (result.added, result.updated, result.deleted) == (len(ids), 0, 0)
+    assert result.source == "sql"  # a SQLite store with MLflow 3.17.2's schema
+    assert_mirror_equals_mlflow(run_logger)
+    custom = MirroredRun.objects.get(run_id=ids["custom"])
+    assert custom.metrics == {"toxicity": 0.02, "judge_score": 4.0}  # a new metric, no migration
+    assert custom.tags["ab_bucket"] == "B" and custom.params == {"temperature": "0.2"}
+    failed = MirroredRun.objects.get(run_id=ids["failed"])
+    assert (failed.status, failed.is_error, failed.error_category, failed.error_type) == (
+        "FAILED", True, "lm_timeout", "TimeoutError")
+    fallback = MirroredRun.objects.get(run_id=ids["fallback"])
+    assert (fallback.is_error, fallback.fallback_used, fallback.prompt_tokens, fallback.cost_usd) == (
+        False, True, 120, 0.00021)
+    running = MirroredRun.objects.get(run_id=ids["running"])
+    assert (running.status, running.end_time, running.confidence_score) == ("RUNNING", None, None)
+    state = SyncState.objects.get()
+    assert state.watermark_ms == DAY0_MS + 30 * HOUR_MS
+    assert state.mirrored_runs == len(ids) and state.last_error == "" and state.lease_owner == ""
+    assert state.newest_start_time == datetime.fromtimestamp((DAY0_MS + 30 * HOUR_MS) / 1000, UTC)
+    assert state.lag is not None and state.lag.total_seconds() > 0
+
+
+def test_second_sync_changes_nothing(run_logger):
+    log_contract_sample(run_logger)
+    runs_sync()
+    written_at = dict(MirroredRun.objects.values_list("run_id", "mirrored_at"))
+    before = snapshot()
+
+    again = runs_sync()
+
+    assert (again.added, again.updated, again.deleted) == (0, 0, 0)
+    assert again.unchanged == again.runs_read > 0  # the overlap window was read again, nothing differed
+    assert snapshot() == before
+    assert dict(MirroredRun.objects.values_list("run_id", "mirrored_at")) == written_at  # not even rewritten
+
+
+def test_a_tag_added_to_an_old_run_after_the_watermark_passed_it_is_mirrored(run_logger, settings):
+    settings.ANALYTICS_SYNC_OVERLAP_S = 2 * 3600
+    old = run_logger.log(start_ms=DAY0_MS)
+    run_logger.log(start_ms=DAY0_MS + HOUR_MS)  # the watermark moves an hour past `old`
+    runs_sync()
+    assert SyncState.objects.get().watermark_ms == DAY0_MS + HOUR_MS
+
+    run_logger.client.set_tag(old, "feedback", "wrong_intent")
+    run_logger.client.log_metric(old, "judge_score", 2.0)
+    result = runs_sync()
+
+    assert (result.added, result.updated, result.deleted) == (0, 1, 0)
+    row = MirroredRun.objects.get(run_id=old)
+    assert row.tags["feedback"] == "wrong_intent" and row.metrics["judge_score"] == 2.0
+    assert_mirror_equals_mlflow(run_logger)
+
+
+def test_a_change_older_than_the_overlap_waits_for_a_full_sync(run_logger, settings):
+    settings.ANALYTICS_SYNC_OVERLAP_S = 60
+    old = run_logger.log(start_ms=DAY0_MS, intent="balance")
+    run_logger.log(start_ms=DAY0_MS + HOUR_MS, intent="pay_bill")
+    runs_sync()
+    run_logger.client.set_tag(old, "detected_intent", "transfer")  # a relabel, far behind the watermark
+
+    incremental = runs_sync()
+    assert incremental.updated == 0
+    assert MirroredRun.objects.get(run_id=old).detected_intent == "balance"
+
+    full = runs_sync(full=True)
+    assert (full.added, full.updated, full.deleted) == (0, 1, 0)
+    assert MirroredRun.objects.get(run_id=old).detected_intent == "transfer"
+    assert DailyRollup.objects.get(dimension="intent", value="transfer").runs == 1
+    assert not DailyRollup.objects.filter(dimension="intent", value="balance").exists()
+
+
+def test_a_run_still_running_behind_the_window_is_polled_until_it_ends(run_logger, settings):
+    from mlflow.entities import Metric
+
+    settings.ANALYTICS_SYNC_OVERLAP_S = 60
+    running = run_logger.log(start_ms=DAY0_MS, finish=False)
+    run_logger.log(start_ms=DAY0_MS + 2 * HOUR_MS)  # the next window starts long after `running` did
+    runs_sync()
+    assert MirroredRun.objects.get(run_id=running).status == "RUNNING"
+    run_logger.client.log_batch(running, metrics=[Metric("response_time_ms", 8.0, DAY0_MS + 8, 0)])
+    run_logger.client.set_terminated(running, status="FINISHED", end_time=DAY0_MS + 8)
+
+    result = runs_sync()
+
+    assert (result.added, result.updated, result.unchanged) == (0, 1, 1)
+    row = MirroredRun.objects.get(run_id=running)
+    assert (row.status, row.response_time_ms, ms(row.end_time)) == ("FINISHED", 8.0, DAY0_MS + 8)
+    assert DailyRollup.objects.get(dimension="all", day=row.day).latency_count == 2
+
+
+def test_a_deleted_run_leaves_the_mirror_and_the_rollups_and_returns_when_restored(run_logger, settings):
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 10**9  # no reconcile: the incremental read sees the lifecycle
+    keep = run_logger.log(start_ms=DAY0_MS, intent="balance")
+    gone = run_logger.log(start_ms=DAY0_MS + 1000, intent="transfer")
+    runs_sync()
+    assert DailyRollup.objects.get(dimension="all").runs == 2
+
+    run_logger.client.delete_run(gone)
+    deleted = runs_sync()
+
+    assert (deleted.added, deleted.updated, deleted.deleted) == (0, 0, 1)
+    assert list(MirroredRun.objects.values_list("run_id", flat=True)) == [keep]
+    assert DailyRollup.objects.get(dimension="all").runs == 1
+    assert not DailyRollup.objects.filter(dimension="intent", value="transfer").exists()
+    assert SyncState.objects.get().mirrored_runs == 1
+
+    run_logger.client.restore_run(gone)
+    restored = runs_sync()
+
+    assert (restored.added, restored.deleted) == (1, 0)
+    assert DailyRollup.objects.get(dimension="all").runs == 2
+    assert_mirror_equals_mlflow(run_logger)
+
+
+def test_runs_deleted_and_restored_behind_the_window_are_caught_by_the_reconcile(run_logger, settings):
+    settings.ANALYTICS_SYNC_OVERLAP_S = 60
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 10**9
+    old = run_logger.log(start_ms=DAY0_MS)
+    run_logger.log(start_ms=DAY0_MS + 2 * HOUR_MS)
+    runs_sync()
+    run_logger.client.delete_run(old)
+    assert runs_sync().deleted == 0  # the incremental window does not reach it
+
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 0
+    reconciled = runs_sync()
+
+    assert reconciled.reconciled and reconciled.deleted == 1
+    assert not MirroredRun.objects.filter(run_id=old).exists()
+    run_logger.client.restore_run(old)
+    back = runs_sync()
+    assert back.added == 1 and MirroredRun.objects.filter(run_id=old).exists()
+    assert_mirror_equals_mlflow(run_logger)
+
+
+def test_a_run_removed_by_mlflow_gc_is_removed_by_the_reconcile(run_logger, mlflow_store, settings):
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 10**9
+    run_logger.log(start_ms=DAY0_MS, intent="balance")
+    victim = run_logger.log(start_ms=DAY0_MS + 1000, intent="transfer")
+    runs_sync()
+    run_logger.client.delete_run(victim)
+    subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", mlflow_store, "--run-ids", victim],
+                   check=True, capture_output=True, timeout=120, env=os.environ | {"MLFLOW_TRACKING_URI": mlflow_store})
+    assert victim not in {run.info.run_id for run in run_logger.runs()}  # gone from MLflow for good
+
+    unaware = runs_sync()
+    assert unaware.deleted == 0 and MirroredRun.objects.filter(run_id=victim).exists()  # reads cannot see absence
+
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 0
+    reconciled = runs_sync()
+
+    assert reconciled.reconciled and reconciled.deleted == 1
+    assert not MirroredRun.objects.filter(run_id=victim).exists()
+    assert not DailyRollup.objects.filter(dimension="intent", value="transfer").exists()
+    assert DailyRollup.objects.get(dimension="all").runs == 1
+
+
+def test_full_sync_reconciles_and_rebuilds_every_rollup(run_logger):
+    rng = random.Random(7)
+    for i in range(20):
+        run_logger.log_random(rng, start_ms=DAY0_MS + i * 3 * HOUR_MS)
+    runs_sync()
+    DailyRollup.objects.filter(dimension="intent").delete()  # rollups damaged behind the sync's back
+    MirroredRun.objects.filter(pk__in=MirroredRun.objects.order_by("start_time")[:2].values("pk")).delete()
+    before = snapshot()
+
+    result = runs_sync(full=True)
+
+    assert result.added == 2 and result.reconciled
+    assert snapshot() != before
+    assert_mirror_equals_mlflow(run_logger)
+    from tests.analytics.test_rollups import assert_rollups_exact
+
+    assert_rollups_exact()
+
+
+def test_the_command_prints_a_one_line_summary(run_logger, capsys):
+    for i in range(3):
+        run_logger.log(start_ms=DAY0_MS + i)
+
+    call_command("sync_mlflow_runs")
+    first = capsys.readouterr()
+    call_command("sync_mlflow_runs", "--full", "--no-progress")
+    second = capsys.readouterr()
+
+    line = first.out.strip()
+    assert line.startswith("intent_detection: 3 added, 0 updated, 0 deleted") and "runs/s" in line, line
+    assert "3/3" in first.err  # the tqdm bar, on stderr
+    assert second.out.strip().startswith("intent_detection: 0 added, 0 updated, 0 deleted")
+    assert second.err == ""
+
+
+def test_the_command_syncs_another_experiment_by_name(run_logger, capsys):
+    other = run_logger.client.create_experiment("shadow_detection")
+    run_logger.log(start_ms=DAY0_MS)
+    shadow = type(run_logger)(client=run_logger.client, experiment_id=other)
+    shadow.log(start_ms=DAY0_MS)
+    shadow.log(start_ms=DAY0_MS + 1)
+
+    call_command("sync_mlflow_runs", "--experiment", "shadow_detection", "--no-progress")
+
+    assert capsys.readouterr().out.startswith("shadow_detection: 2 added")
+    assert set(MirroredRun.objects.values_list("experiment_id", flat=True)) == {other}
+    assert DailyRollup.objects.get(dimension="all", experiment_id=other).runs == 2
+    assert runs_sync().added == 1  # the default experiment is mirrored on its own
+    assert DailyRollup.objects.filter(dimension="all").count() == 2
+
+
+def test_an_experiment_mlflow_does_not_have_yet_syncs_nothing(mlflow_store):
+    result = runs_sync(experiment_name="not_created_yet")
+    assert (result.added, result.runs_read, result.skipped) == (0, 0, False)
+    assert SyncState.objects.get(experiment_name="not_created_yet").last_succeeded_at is not None
+
+
+def test_a_nan_metric_and_malformed_contract_values_are_kept_not_lost(run_logger):
+    run_id = run_logger.log(start_ms=DAY0_MS, extra_metrics={"confidence_score": math.nan, "drift": math.nan},
+                            extra_params={"message_length": "unknown"}, extra_tags={"fallback_used": "maybe"})
+    runs_sync()
+    row = MirroredRun.objects.get(run_id=run_id)
+    # JSON has no NaN: null says "logged, but NaN", and the typed column is empty
+    assert row.confidence_score is None and row.metrics == {"confidence_score": None, "drift": None}
+    assert row.message_length is None and row.params == {"message_length": "unknown"}
+    assert row.fallback_used is None and row.tags["fallback_used"] == "maybe"
