@@ -22,6 +22,7 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py mlflow_init
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	$(BIN)/python manage.py load_intent_catalog
 	$(BIN)/python manage.py create_demo_user

@@ -82,6 +82,7 @@ class DetectionRecord(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker owns the row until then.")
+    lease_token = models.CharField(max_length=32, blank=True, db_index=True, help_text="Which claim owns it.")
     mlflow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
     logged_at = models.DateTimeField(null=True, blank=True)

@@ -9,3 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "intentsite.settings")
 app = Celery("intentsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _tune_embedded_broker(sender, **kwargs):
+    if str(sender.conf.broker_url).startswith("sqla+sqlite"):
+        from .sqlite import sqlalchemy_sqlite_tune
+
+        sqlalchemy_sqlite_tune()

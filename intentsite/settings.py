@@ -97,7 +97,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -179,6 +178,9 @@ MLFLOW_UI_URL = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 INTENT_TRACKING_ENABLED = env_bool("INTENT_TRACKING_ENABLED", True)
+# Database-backed MLflow stores take a batch of runs in one transaction (see intent/tracking.py);
+# 0 logs every run through MlflowClient, the way an http:// tracking server is always written.
+TRACKING_BULK_WRITES = env_bool("TRACKING_BULK_WRITES", True)
 # Log the (redacted) message text as a run tag. Off by default: messages are personal data.
 INTENT_LOG_MESSAGES = env_bool("INTENT_LOG_MESSAGES", False)
 # A record whose run cannot be logged is retried with backoff for this long, then dead-lettered.

@@ -111,9 +111,10 @@ def django_db_modify_db_settings(tmp_path_factory):
         db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def broker_url(tmp_path_factory) -> str:
-    """The session's broker: the configured Redis/RabbitMQ (emptied first), or a SQLite file of its own."""
+    """The session's broker: the configured Redis/RabbitMQ (emptied first), or a SQLite file of its own.
+    Autouse, so it is in place before anything in this process publishes (the app keeps its pool)."""
     from intentsite.celery import app
 
     url = django_settings.CELERY_BROKER_URL

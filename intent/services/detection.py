@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..detectors import detector_get
+from ..dispatch import record_publisher
 from ..models import DetectionRecord
 from ..program import Detection, DetectionInput
 from ..tracking import run_payload_build
@@ -43,16 +44,13 @@ def intent_detect(
 
 
 def detection_record_create(*, request_id: uuid.UUID, payload: dict) -> DetectionRecord:
-    """Write the record (the outbox row) and, once committed, hand it to a worker.
+    """Write the record (the outbox row) and, once committed, hand it to Celery.
 
-    If the broker refuses the message, the row stays pending and the periodic flush sends it later:
-    a record is never lost and the request never waits on the broker.
+    The message is published by a background thread (`intent.dispatch`), so the request never waits
+    on the broker; if the message never makes it, the row stays pending and the periodic flush sends
+    it later. A record is never lost.
     """
-    from ..tasks import detections_track
-
     with transaction.atomic():
         record = DetectionRecord.objects.create(request_id=request_id, created_at=timezone.now(), payload=payload)
-        transaction.on_commit(
-            lambda: detections_track.apply_async(args=[[str(request_id)]], retry=False), robust=True
-        )
+        transaction.on_commit(lambda: record_publisher.submit(str(request_id)), robust=True)
     return record

@@ -1,13 +1,14 @@
 """Turning detection records into MLflow runs: exactly one run per record, retried, never dropped.
 
-A worker claims a record with a lease (an atomic conditional UPDATE, so two workers never log the
-same record at once on any database), logs its run, and marks it logged. A failure releases the
+A worker claims records with a lease (an atomic conditional UPDATE, so two workers never log the
+same record at once on any database), logs their runs, and marks them logged. A failure releases the
 lease for a retry; past the retry window the record becomes a dead letter, kept for replay.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -31,29 +32,65 @@ class RecordingOutcome:
 
 
 def detection_records_log(*, request_ids: list[str]) -> RecordingOutcome:
+    """Log the runs of these records: in one transaction where the store allows it, else one by one."""
     outcome = RecordingOutcome()
     try:
         prompt_versions_log()
     except Exception as exc:  # the detections matter more; versions are retried with the next batch
         logger.warning("Could not record prompt versions yet: %s", exc)
-    for request_id in request_ids:
-        state, error = detection_record_log(request_id=request_id)
-        getattr(outcome, state).append(request_id)
+    records = _claim(request_ids)
+    claimed = {str(record.request_id) for record in records}
+    outcome.skipped = [request_id for request_id in request_ids if request_id not in claimed]
+    if not records:
+        return outcome
+    try:
+        bulk = tracking.bulk_store() is not None
+        if bulk:
+            result = tracking.runs_log_bulk(
+                payloads=[record.payload for record in records],
+                retried={str(record.request_id) for record in records if record.attempts > 1},
+            )
+    except Exception as exc:
+        for record in records:
+            getattr(outcome, _failed(record, exc)).append(str(record.request_id))
+        outcome.last_error = _describe(exc)
+        return outcome
+    if bulk:
+        written = [record for record in records if str(record.request_id) in result.run_ids]
+        _logged(written, [result.run_ids[str(record.request_id)] for record in written])
+        outcome.logged = [str(record.request_id) for record in written]
+        records = [record for record in records if str(record.request_id) in result.client_made]
+    for record in records:
+        state, error = _log_one(record)
+        getattr(outcome, state).append(str(record.request_id))
         outcome.last_error = error or outcome.last_error
     return outcome
 
 
 def detection_record_log(*, request_id: str) -> tuple[str, str]:
     """Log one record's run. Returns (`logged` | `retry` | `dead` | `skipped`, error text)."""
+    outcome = detection_records_log(request_ids=[request_id])
+    for state in ("logged", "retry", "dead", "skipped"):
+        if getattr(outcome, state):
+            return state, outcome.last_error
+    raise AssertionError("unreachable")
+
+
+def _claim(request_ids: list[str]) -> list[DetectionRecord]:
+    """Take a lease on the pending records among these, atomically on any database."""
+    token = uuid.uuid4().hex
     now = timezone.now()
-    claimed = (
-        DetectionRecord.objects.filter(request_id=request_id, state=DetectionRecord.State.PENDING)
+    (
+        DetectionRecord.objects.filter(request_id__in=request_ids, state=DetectionRecord.State.PENDING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), attempts=F("attempts") + 1)
+        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
+                attempts=F("attempts") + 1)
     )
-    if not claimed:  # already logged, dead, or being logged by another worker right now
-        return "skipped", ""
-    record = DetectionRecord.objects.get(request_id=request_id)
+    return list(DetectionRecord.objects.filter(lease_token=token, state=DetectionRecord.State.PENDING))
+
+
+def _log_one(record: DetectionRecord) -> tuple[str, str]:
+    """The client path: one run through MlflowClient, resuming a run an interrupted attempt left."""
 
     def run_created(run_id: str) -> None:
         DetectionRecord.objects.filter(pk=record.pk).update(mlflow_run_id=run_id)
@@ -65,28 +102,42 @@ def detection_record_log(*, request_id: str) -> tuple[str, str]:
             search_first=record.attempts > 1,  # an earlier attempt may have died after creating the run
             on_created=run_created,
         )
-    except tracking.TrackingPermanentError as exc:
-        _dead(record, f"MLflow refused the run: {exc}")
-        return "dead", str(exc)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        window_start = record.replayed_at or record.created_at
-        if timezone.now() - window_start > timedelta(seconds=settings.TRACKING_RETRY_WINDOW_S):
-            _dead(record, error)
-            return "dead", error
-        DetectionRecord.objects.filter(pk=record.pk).update(lease_until=None, last_error=error)
-        return "retry", error
-    DetectionRecord.objects.filter(pk=record.pk).update(
-        state=DetectionRecord.State.LOGGED, mlflow_run_id=logged.run_id, logged_at=timezone.now(),
-        lease_until=None, last_error="",
-    )
+        return _failed(record, exc), _describe(exc)
+    _logged([record], [logged.run_id])
     return "logged", ""
+
+
+def _logged(records: list[DetectionRecord], run_ids: list[str]) -> None:
+    now = timezone.now()
+    for record, run_id in zip(records, run_ids, strict=True):
+        record.state, record.mlflow_run_id, record.logged_at = DetectionRecord.State.LOGGED, run_id, now
+        record.lease_until, record.lease_token, record.last_error = None, "", ""
+    DetectionRecord.objects.bulk_update(
+        records, ["state", "mlflow_run_id", "logged_at", "lease_until", "lease_token", "last_error"]
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _failed(record: DetectionRecord, exc: BaseException) -> str:
+    """Release the record for a retry, or dead-letter it: MLflow refused it, or the window is over."""
+    error = _describe(exc)
+    window_start = record.replayed_at or record.created_at
+    window_over = timezone.now() - window_start > timedelta(seconds=settings.TRACKING_RETRY_WINDOW_S)
+    if isinstance(exc, tracking.TrackingPermanentError) or window_over:
+        _dead(record, error)
+        return "dead"
+    DetectionRecord.objects.filter(pk=record.pk).update(lease_until=None, lease_token="", last_error=error)
+    return "retry"
 
 
 def _dead(record: DetectionRecord, error: str) -> None:
     logger.error("Detection %s is a dead letter after %s attempts: %s", record.request_id, record.attempts, error)
     DetectionRecord.objects.filter(pk=record.pk).update(
-        state=DetectionRecord.State.DEAD, lease_until=None, last_error=error
+        state=DetectionRecord.State.DEAD, lease_until=None, lease_token="", last_error=error
     )
 
 

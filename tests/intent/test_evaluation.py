@@ -60,7 +60,7 @@ def test_evaluate_intents_command_prints_the_figures(tmp_path, small_catalog, ca
     call_command("evaluate_intents", "--dataset", str(path))
     out = capsys.readouterr().out
     assert "examples=3" in out
-    assert "in_scope_accuracy=100.0%" in out
+    assert "in_scope_accuracy=100.00%" in out
     assert "model=local/tfidf-linear" in out
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -127,7 +128,27 @@ def test_logging_again_makes_no_second_run(api_client, small_catalog, mlflow_sto
     assert len(detection_runs(mlflow_store)) == 1
 
 
-def test_attempt_killed_after_creating_the_run_is_completed_not_duplicated(api_client, small_catalog, mlflow_store):
+def test_batch_retried_after_it_committed_writes_nothing_twice(api_client, small_catalog, mlflow_store):
+    ids = [detect(api_client, message=m)["request_id"] for m in ("what is my balance", "transfer money")]
+    payloads = [DetectionRecord.objects.get(request_id=i).payload for i in ids]
+    tracking.runs_log_bulk(payloads=payloads)  # committed, then the worker died before marking the records
+    DetectionRecord.objects.update(attempts=1)
+
+    outcome = detection_records_log(request_ids=ids)
+
+    assert sorted(outcome.logged) == sorted(ids)
+    runs = detection_runs(mlflow_store)
+    assert sorted(run.data.tags["request_id"] for run in runs) == sorted(ids)
+    assert {run.info.run_id for run in runs} == {uuid.UUID(i).hex for i in ids}  # the run id is the request id
+
+
+@pytest.mark.parametrize("bulk_writes", [True, False])
+def test_attempt_killed_after_creating_the_run_is_completed_not_duplicated(
+    api_client, small_catalog, mlflow_store, settings, bulk_writes
+):
+    # the interrupted attempt went through the client; the retry may take either path
+    settings.TRACKING_BULK_WRITES = bulk_writes
+    tracking.experiment_cache_clear()
     body = detect(api_client, message="what is my balance")
     record = DetectionRecord.objects.get(request_id=body["request_id"])
 
@@ -202,6 +223,7 @@ def test_each_prompt_version_is_recorded_once_with_its_state(api_client, small_c
 
 PROMPT_VERSION_SCRIPT = """
 import sys
+import uuid
 from intent.program import FALLBACK_CATALOG, IntentDetector, LMSettings, LMIntentDetector
 from intent.program.local_model import LocalIntentModel
 texts, labels = FALLBACK_CATALOG.training_data()

@@ -27,16 +27,16 @@ def logged() -> int:
 def test_worker_killed_with_sigkill_mid_work_loses_and_duplicates_nothing(
     api_client, small_catalog, mlflow_store, start_worker
 ):
-    # given a worker busy logging 150 detections
-    victim = start_worker(name="victim", TRACKING_LEASE_S="3")
-    ids = [detect(api_client, message=MESSAGES[i % len(MESSAGES)])["request_id"] for i in range(150)]
-    wait_for(lambda: logged() >= 10, timeout=120, message="the first runs to be logged")
+    # given 600 detections queued, and a worker busy logging them one run at a time through MlflowClient
+    ids = [detect(api_client, message=MESSAGES[i % len(MESSAGES)])["request_id"] for i in range(600)]
+    victim = start_worker(name="victim", TRACKING_LEASE_S="3", TRACKING_BULK_WRITES="0")
+    wait_for(lambda: logged() >= 20, timeout=120, interval=0.05, message="the first runs to be logged")
     # when it is killed in the middle of the work
     victim.kill(signal.SIGKILL)
     victim.popen.wait(timeout=10)
     done_at_kill = logged()
     assert done_at_kill < len(ids), "the worker finished before it could be killed; raise the count"
-    # and a new worker (with beat, which re-sends what the dead one held) takes over
+    # and a new worker (with beat, which re-sends what the dead one held) takes over, writing in bulk
     start_worker(name="survivor", beat=True, TRACKING_LEASE_S="3", TRACKING_FLUSH_AFTER_S="2",
                  TRACKING_FLUSH_INTERVAL_S="2")
     wait_for(lambda: logged() == len(ids), timeout=240, interval=1, message="every record to be logged")

@@ -31,11 +31,11 @@ class Command(BaseCommand):
             examples,
             progress=lambda items: tqdm(items, desc="evaluating", unit="q", disable=None),
         )
-        oos = f"{report.oos_recall:.1%}" if report.oos_recall is not None else "n/a (no out-of-scope examples)"
+        oos = f"{report.oos_recall:.2%}" if report.oos_recall is not None else "n/a (no out-of-scope examples)"
         self.stdout.write(
             f"model={detector.model_name} prompt_version={detector.prompt_version} "
             f"catalog={detector.catalog.version} ({detector.catalog.source})\n"
-            f"examples={report.examples} in_scope_accuracy={report.in_scope_accuracy:.1%} oos_recall={oos} "
+            f"examples={report.examples} in_scope_accuracy={report.in_scope_accuracy:.2%} oos_recall={oos} "
             f"macro_f1={report.macro_f1:.3f} ms_per_query_p50={report.latency_ms_p50:.3f} "
             f"ms_per_query_mean={report.latency_ms_mean:.3f}"
         )

@@ -1,0 +1,57 @@
+"""Hands committed detection records to Celery from a background thread, in batches.
+
+Publishing a message costs a broker round trip (several ms on the embedded SQLite broker); a request
+should not pay it. The request only puts its record id on an in-process queue; this thread drains the
+queue and sends one `detections_track` message per batch. If the process dies with ids still queued,
+nothing is lost: their rows are pending in the outbox table and the periodic flush sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+BATCH_WAIT_S = 0.02  # gather what arrives within this window into the same message
+
+
+class RecordPublisher:
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def submit(self, request_id: str) -> None:
+        if self._pid != os.getpid():  # first use in this process (threads do not survive a fork)
+            self._start()
+        self._queue.put(request_id)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._run, name="record-publisher", daemon=True).start()
+            self._pid = os.getpid()
+
+    def _run(self) -> None:
+        from .tasks import detections_track
+
+        while True:
+            batch = [self._queue.get()]
+            try:
+                while len(batch) < BATCH_SIZE:
+                    batch.append(self._queue.get(timeout=BATCH_WAIT_S))
+            except queue.Empty:
+                pass
+            try:
+                detections_track.apply_async(args=[batch], retry=False)
+            except Exception:  # the broker is down: the rows stay pending and the flush re-sends them
+                logger.warning("Could not queue %s detection record(s); the flush will", len(batch), exc_info=True)
+
+
+record_publisher = RecordPublisher()
