@@ -76,6 +76,7 @@ TRANSIENT_ERROR_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", 
                                    "DEADLINE_EXCEEDED", "ABORTED"})
 IN_CHUNK = 10_000  # run ids per `IN (...)` (under SQLite's 250 k and Postgres' 65 k parameter limits)
 RUN_COLUMNS = "run_uuid, experiment_id, status, lifecycle_stage, COALESCE(start_time, 0), end_time"
+SCAN_PAGES = 10  # pages of run rows per scan of MLflow's runs table
 
 
 class MlflowSourceUnavailable(Exception):
@@ -308,20 +309,22 @@ class SqlRunSource:
                           int(experiment_id), since)[0][0]
 
     def runs_read(self, *, experiment_id: str, since_ms: int | None, page_size: int) -> Iterator[list[SourceRun]]:
-        # Keyset pagination on (start_time, run_uuid): stable while runs arrive, unlike an offset.
+        # Keyset pagination on (start_time, run_uuid): stable while runs arrive, unlike an offset. MLflow
+        # has no index on start_time, so each query scans the runs table: it fetches the (narrow) run rows
+        # of several pages at once, and their tags, params and metrics page by page.
         cursor = (-(2**62) if since_ms is None else int(since_ms), "")
+        batch = page_size * SCAN_PAGES
         while True:
             rows = self._rows(
                 f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment_id = ? AND (COALESCE(start_time, 0) > ? "
                 "OR (COALESCE(start_time, 0) = ? AND run_uuid > ?)) ORDER BY COALESCE(start_time, 0), run_uuid LIMIT ?",
-                int(experiment_id), cursor[0], cursor[0], cursor[1], int(page_size),
+                int(experiment_id), cursor[0], cursor[0], cursor[1], batch,
             )
-            if not rows:
+            for start in range(0, len(rows), page_size):
+                yield self._complete(rows[start : start + page_size])
+            if len(rows) < batch:
                 return
-            yield self._complete(rows)
             cursor = (rows[-1][4], rows[-1][0])
-            if len(rows) < page_size:
-                return
 
     def runs_get(self, *, experiment_id: str, run_ids: Iterable[str]) -> list[SourceRun]:
         found: list[SourceRun] = []

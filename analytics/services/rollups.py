@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Aggregate, Count, F, FloatField, Max, Min, Q, Sum, TextField
+from django.db.models import Aggregate, Count, F, FloatField, Max, Min, Q, QuerySet, Sum, TextField
 from django.utils import timezone
 
 from ..mlflow_source import OUT_OF_SCOPE
@@ -76,15 +76,8 @@ ROLLUP_FIELDS = ("experiment_id", "day", "dimension", "value", *COUNTS, *SUMS, "
 INTEGER_SUMS = ("prompt_tokens", "completion_tokens")
 
 
-def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[str, Any]]:
-    """The rollup rows of these days, from the mirrored rows, as dicts of `DailyRollup` fields (not saved).
-
-    One GROUP BY per dimension and day."""
-    days = sorted(set(days))
-    if not days:
-        return []
-    now = timezone.now()
-    rows = MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days)
+def _cells(rows: QuerySet, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
+    """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`: one GROUP BY per dimension."""
     aggregates = _aggregates()
     result: list[dict[str, Any]] = []
     for dimension, column in DIMENSION_COLUMNS.items():
@@ -108,6 +101,30 @@ def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[st
     return result
 
 
+def _key(cell: dict[str, Any]) -> tuple:
+    return cell["day"], cell["dimension"], cell["value"]
+
+
+def _merged(cell: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Two rollup cells of the same key as one: counts and sums add, histograms add, times widen."""
+    return cell | {
+        **{name: cell[name] + other[name] for name in (*COUNTS, *SUMS)},
+        "latency_histogram": [a + b for a, b in zip(cell["latency_histogram"], other["latency_histogram"],
+                                                    strict=True)],
+        "first_start_time": min(cell["first_start_time"], other["first_start_time"]),
+        "last_start_time": max(cell["last_start_time"], other["last_start_time"]),
+    }
+
+
+def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[str, Any]]:
+    """The rollup rows of these days, from their mirrored rows, as dicts of `DailyRollup` fields (not saved)."""
+    days = sorted(set(days))
+    if not days:
+        return []
+    return _cells(MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days),
+                  experiment_id=experiment_id, now=timezone.now())
+
+
 def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
     """Replace the rollups of these days with freshly computed ones, in one transaction; returns the rows
     written."""
@@ -119,3 +136,27 @@ def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
         DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days).delete()
         rows_upsert(model=DailyRollup, rows=computed, fields=ROLLUP_FIELDS)
     return len(computed)
+
+
+def rollups_add(*, experiment_id: str, days: Iterable[date], mirrored_at: datetime) -> int:
+    """Add the runs just mirrored into these days (those written at `mirrored_at`, all new: in no rollup
+    yet) to the days' rollups.
+
+    For a few new runs in a big day this is much cheaper than recomputing the day (the steady state of
+    the sync: a minute of new runs, today's rollups). It is exact for counts, histograms and first/last
+    times; sums get the new runs' sums added (float rounding aside, what a recompute gives). Only for runs
+    added, never updated or removed: those days are recomputed. Call it in the transaction that mirrored
+    the runs. Returns the rollup rows written."""
+    days = sorted(set(days))
+    if not days:
+        return 0
+    now = timezone.now()
+    rows = MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days, mirrored_at=mirrored_at)
+    cells = {_key(cell): cell for cell in _cells(rows, experiment_id=experiment_id, now=now)}
+    for values in DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days).values(*ROLLUP_FIELDS):
+        if _key(values) in cells:
+            cells[_key(values)] = _merged(cells[_key(values)], values) | {"computed_at": now}
+    with transaction.atomic():
+        rows_upsert(model=DailyRollup, rows=list(cells.values()), fields=ROLLUP_FIELDS,
+                    conflict=("experiment_id", "day", "dimension", "value"), update=ROLLUP_FIELDS[4:])
+    return len(cells)

@@ -19,29 +19,30 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import mlflow_source as contract
 from ..mlflow_source import SourceRun, run_source_get
 from ..models import DailyRollup, MirroredRun, SyncState, latency_bucket
 from .bulk import rows_upsert
-from .rollups import rollups_refresh
+from .rollups import rollups_add, rollups_refresh
 
 logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Up to this many new runs of a page are added to their days' rollups; more, and the days are recomputed.
+ROLLUP_ADD_MAX = 2000
 Progress = Callable[[int, int | None], None]
 
 
@@ -105,6 +106,7 @@ SYNCED_FIELDS = tuple(
 )
 WRITTEN_FIELDS = (*SYNCED_FIELDS, "mirrored_at")
 UPDATE_FIELDS = [name for name in WRITTEN_FIELDS if name != "run_id"]
+COMPARED_FIELDS = [name for name in SYNCED_FIELDS if name != "run_id"]
 
 
 def _ms_to_datetime(ms: int) -> datetime:
@@ -166,51 +168,7 @@ def mirror_row_build(run: SourceRun) -> dict[str, Any]:
     return row
 
 
-def _rows_build(runs: list[SourceRun]) -> list[dict[str, Any]]:
-    return [mirror_row_build(run) for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
-
-
 # --- The sync --------------------------------------------------------------------------------------
-
-_DONE = object()
-
-
-def _prefetched(pages: Iterator[list[SourceRun]]) -> Iterator[tuple[list[SourceRun], list[dict[str, Any]]]]:
-    """Read and build the next page in a thread while the caller writes this one: the database work on
-    both sides releases the GIL, so a 2-core machine keeps both cores busy. Errors surface in the caller."""
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for page in pages:
-                item = (page, _rows_build(page))
-                while not stop.is_set():
-                    try:
-                        handoff.put(item, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            handoff.put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            handoff.put(exc)
-
-    producer = threading.Thread(target=produce, name="mirror-sync-reader", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        producer.join(timeout=30)
-
 
 def _in_chunk() -> int:
     return 900 if connection.vendor == "sqlite" else 10_000
@@ -226,14 +184,14 @@ class _Sync:
 
     def __init__(self, state: SyncState, owner: str, progress: Progress | None) -> None:
         self.state = state
-        self.experiment_id = state.experiment_id
         self.owner = owner
         self.progress = progress
         self.dirty: set[date] = {date.fromisoformat(day) for day in state.dirty_days}
         self.counts = {"runs_read": 0, "added": 0, "updated": 0, "unchanged": 0, "deleted": 0}
         self.done = 0
         self.total: int | None = None
-        self.days_refreshed = 0
+        self.rollup_days: set[date] = set()  # days whose rollups this sync recomputed or added to
+        self.last_written_at = EPOCH
 
     def _lease_renew(self, **changes: Any) -> None:
         """Renew the lease and save `changes`, in the caller's transaction; fails if the lease was lost."""
@@ -242,66 +200,48 @@ class _Sync:
         if not renewed:
             raise SyncLeaseLost(f"sync of {self.state.experiment_name!r} lost its lease")
 
-    def _existing(self, run_ids: list[str], *, start_ms: tuple[int, int] | None = None) -> dict[str, tuple]:
-        """The mirrored rows among these run ids, as tuples of SYNCED_FIELDS values. With `start_ms`, the
-        first and last start time of the runs (MLflow never changes a run's start time), one range scan
-        of the (experiment, start time) index finds them, where a list of 10 k ids would take 12 queries
-        on SQLite."""
-        existing: dict[str, tuple] = {}
-        if start_ms is not None:
-            wanted = set(run_ids)
-            for values in MirroredRun.objects.filter(
-                experiment_id=self.experiment_id, start_time__gte=_ms_to_datetime(start_ms[0]),
-                start_time__lte=_ms_to_datetime(start_ms[1]),
-            ).values_list(*SYNCED_FIELDS):
-                if values[0] in wanted:
-                    existing[values[0]] = values
-            return existing
+    def _mirrored_days(self, run_ids: list[str]) -> dict[str, date]:
+        """The mirrored rows among these run ids: run id -> day."""
+        found: dict[str, date] = {}
         for chunk in _chunks(run_ids, _in_chunk()):
-            for values in MirroredRun.objects.filter(run_id__in=chunk).values_list(*SYNCED_FIELDS):
-                existing[values[0]] = values
-        return existing
+            found.update(MirroredRun.objects.filter(run_id__in=chunk).values_list("run_id", "day"))
+        return found
 
-    def apply(self, runs: list[SourceRun], *, rows: list[dict[str, Any]] | None = None,
-              gone: Iterable[str] = (), time_ordered: bool = False) -> None:
-        """Upsert the active runs (`rows`: their mirrored rows, if built already), remove deleted ones and
-        the `gone` ids; one transaction. A row is written only when it differs from the mirrored one,
-        compared column by column."""
-        if rows is None:
-            rows = _rows_build(runs)
+    def apply(self, runs: list[SourceRun], *, gone: Iterable[str] = ()) -> None:
+        """Upsert the active runs, remove deleted ones and the `gone` ids, in one transaction.
+
+        The upsert compares every synced column of an existing row with the incoming one (in the
+        database, NULL-safe) and rewrites only rows that differ: re-reading the overlap window costs a
+        comparison, not a write. Added = rows that were not mirrored; updated = rows written minus added."""
+        rows = [mirror_row_build(run) for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
         removed = {run.run_id for run in runs if run.lifecycle != contract.LIFECYCLE_ACTIVE} | set(gone)
-        if runs and time_ordered:
-            existing = self._existing([run.run_id for run in runs],
-                                      start_ms=(min(run.start_time for run in runs), max(run.start_time for run in runs)))
-            gone_ids = sorted(set(gone) - {run.run_id for run in runs})
-            existing.update(self._existing(gone_ids) if gone_ids else {})
-        else:
-            existing = self._existing([row["run_id"] for row in rows] + sorted(removed))
-        day_index = SYNCED_FIELDS.index("day")
-        now = timezone.now()
-        changed: list[dict[str, Any]] = []
-        touched: set[date] = set()
-        added = updated = 0
+        mirrored = self._mirrored_days([row["run_id"] for row in rows] + sorted(removed))
+        # A time no other write of this sync has: the rollups find the rows added here by it.
+        now = max(timezone.now(), self.last_written_at + timedelta(microseconds=1))
+        self.last_written_at = now
         for row in rows:
-            old = existing.get(row["run_id"])
-            if old is None:
-                added += 1
-            elif old == tuple(row[name] for name in SYNCED_FIELDS):
-                continue
-            else:
-                updated += 1
-                touched.add(old[day_index])
-            touched.add(row["day"])
             row["mirrored_at"] = now
-            changed.append(row)
-        removed_ids = sorted(run_id for run_id in removed if run_id in existing)
-        touched.update(existing[run_id][day_index] for run_id in removed_ids)
+        new_days = {row["day"] for row in rows if row["run_id"] not in mirrored}
+        added = sum(1 for row in rows if row["run_id"] not in mirrored)
+        removed_ids = sorted(run_id for run_id in removed if run_id in mirrored)
         with transaction.atomic():
-            rows_upsert(model=MirroredRun, rows=changed, fields=WRITTEN_FIELDS, conflict="run_id",
-                        update=UPDATE_FIELDS)
+            written = rows_upsert(model=MirroredRun, rows=rows, fields=WRITTEN_FIELDS, conflict="run_id",
+                                  update=UPDATE_FIELDS, compare=COMPARED_FIELDS)
+            updated = written - added
             for chunk in _chunks(removed_ids, _in_chunk()):
                 MirroredRun.objects.filter(run_id__in=chunk).delete()
-            self.dirty |= touched
+            recompute = {mirrored[run_id] for run_id in removed_ids}
+            if updated:  # which rows changed is not known, only how many: their days are among these
+                recompute |= {row["day"] for row in rows if row["run_id"] in mirrored}
+            # Days that only gained runs take them in by addition when they are few (today, in the
+            # steady state); the other touched days are recomputed from their rows.
+            add_days = new_days - recompute - self.dirty
+            if add_days and added <= ROLLUP_ADD_MAX:
+                rollups_add(experiment_id=rows[0]["experiment_id"], days=add_days, mirrored_at=now)
+                self.rollup_days |= add_days
+            else:
+                recompute |= new_days
+            self.dirty |= recompute
             self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty),
                               mirrored_runs=F("mirrored_runs") + added - len(removed_ids),
                               runs_seen=F("runs_seen") + len(runs))
@@ -325,7 +265,7 @@ class _Sync:
                 self.dirty -= set(chunk)
                 self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty))
             done += len(chunk)
-        self.days_refreshed += done
+            self.rollup_days |= set(chunk)
         return done
 
 
@@ -339,6 +279,26 @@ def _lease_take(state: SyncState, owner: str) -> bool:
     )
 
 
+@contextmanager
+def _leased(name: str, progress: Progress | None) -> Iterator[_Sync | None]:
+    """The experiment's sync, under its lease; None while another sync holds it. A failure is recorded
+    on the state and frees the lease; success frees it in `_finish`, with the new state."""
+    state, _ = SyncState.objects.get_or_create(experiment_name=name)
+    owner = uuid.uuid4().hex
+    if not _lease_take(state, owner):
+        logger.info("Mirror sync of %r skipped: another sync holds it", name)
+        yield None
+        return
+    state.refresh_from_db()
+    try:
+        yield _Sync(state, owner, progress)
+    except Exception as exc:
+        SyncState.objects.filter(pk=state.pk, lease_owner=owner).update(
+            last_error=f"{type(exc).__name__}: {exc}"[:4000], last_finished_at=timezone.now(),
+            lease_owner="", lease_until=None)
+        raise
+
+
 def runs_sync(*, experiment_name: str | None = None, full: bool = False, progress: Progress | None = None) -> SyncResult:
     """Bring the mirror of one experiment up to date with MLflow (see the module's docstring).
 
@@ -348,20 +308,61 @@ def runs_sync(*, experiment_name: str | None = None, full: bool = False, progres
     """
     name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
     started = time.monotonic()
-    state, _ = SyncState.objects.get_or_create(experiment_name=name)
-    owner = uuid.uuid4().hex
-    if not _lease_take(state, owner):
-        logger.info("Mirror sync of %r skipped: another sync holds it", name)
-        return SyncResult(experiment_name=name, skipped=True)
-    state.refresh_from_db()
-    sync = _Sync(state, owner, progress)
-    try:
-        result = _run(sync, name=name, full=full, started=started)
-    except Exception as exc:
-        SyncState.objects.filter(pk=state.pk, lease_owner=owner).update(
-            last_error=f"{type(exc).__name__}: {exc}"[:4000], last_finished_at=timezone.now(),
-            lease_owner="", lease_until=None)
-        raise
+    with _leased(name, progress) as sync:
+        if sync is None:
+            return SyncResult(experiment_name=name, skipped=True)
+        return _run(sync, name=name, full=full, started=started)
+
+
+def runs_refresh(*, run_ids: Iterable[str], experiment_name: str | None = None) -> SyncResult:
+    """Read these runs again now, however old, e.g. right after a tag was added to them (feedback):
+    the incremental sync only re-reads the overlap window. Same lease, upsert and rollups as `runs_sync`;
+    the watermark does not move. Ids MLflow no longer has leave the mirror."""
+    name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
+    started = time.monotonic()
+    with _leased(name, None) as sync:
+        if sync is None:
+            return SyncResult(experiment_name=name, skipped=True)
+        source = run_source_get()
+        experiment_id = source.experiment_id_get(name)
+        if experiment_id is not None:
+            ids = sorted(set(run_ids))
+            found = source.runs_get(experiment_id=experiment_id, run_ids=ids)
+            # Looked up by id alone: SQLite's planner would walk the experiment's index for experiment + ids.
+            mirrored_here = {
+                run_id for chunk in _chunks(ids, _in_chunk())
+                for run_id, experiment in MirroredRun.objects.filter(run_id__in=chunk).values_list("run_id", "experiment_id")
+                if experiment == experiment_id}
+            sync.apply(found, gone=mirrored_here - {run.run_id for run in found})
+            sync.rollups_refresh(experiment_id)
+        return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started)
+
+
+_UNCHANGED = object()
+
+
+def _finish(sync: _Sync, *, name: str, experiment_id: str | None, source, started: float,
+            watermark: Any = _UNCHANGED, reconciled: bool = False) -> SyncResult:
+    """Save the new state and free the lease, in one conditional UPDATE (fails if the lease was lost)."""
+    newest = (MirroredRun.objects.filter(experiment_id=experiment_id).order_by("-start_time")
+              .values_list("start_time", flat=True).first() if experiment_id is not None else None)
+    result = SyncResult(experiment_name=name, experiment_id=experiment_id or "", source=source.kind,
+                        days_refreshed=len(sync.rollup_days), reconciled=reconciled,
+                        seconds=time.monotonic() - started, **sync.counts)
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "experiment_id": experiment_id or "", "newest_start_time": newest, "last_finished_at": now,
+        "last_succeeded_at": now, "last_error": "", "lease_owner": "", "lease_until": None,
+        "last_result": asdict(result) | {"runs_per_s": round(result.runs_per_s, 1)},
+    }
+    if experiment_id is not None and watermark is not _UNCHANGED:
+        changes["watermark_ms"] = watermark
+    if reconciled:
+        changes["last_reconciled_at"] = now
+        changes["mirrored_runs"] = MirroredRun.objects.filter(experiment_id=experiment_id).count()
+    if not SyncState.objects.filter(pk=sync.state.pk, lease_owner=sync.owner).update(**changes):
+        raise SyncLeaseLost(f"sync of {name!r} lost its lease before it could finish")
+    logger.info("Mirror sync: %s", result.summary())
     return result
 
 
@@ -369,73 +370,54 @@ def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
     state = sync.state
     source = run_source_get()
     experiment_id = source.experiment_id_get(name)
-    reconciled = False
-    if experiment_id is not None:
-        if state.experiment_id and state.experiment_id != experiment_id:
-            logger.warning("Experiment %r is now id %s (was %s): mirroring it in full", name, experiment_id,
-                           state.experiment_id)
-            full = True
-        if full:
-            # Every day the mirror or the rollups know of is recomputed, even if no run in it changed.
-            sync.dirty |= set(MirroredRun.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
-                              .distinct().order_by())
-            sync.dirty |= set(DailyRollup.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
-                              .distinct().order_by())
-        since_ms = None if full or state.watermark_ms is None else (
-            state.watermark_ms - int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
-        watermark = None if full else state.watermark_ms
-        sync.experiment_id = experiment_id
-        if sync.progress is not None:
-            sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
-        active_seen: set[str] | None = set() if since_ms is None else None
-        pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms,
-                                 page_size=settings.ANALYTICS_SYNC_PAGE_SIZE)
-        for page, rows in _prefetched(pages):
-            sync.apply(page, rows=rows, time_ordered=True)
-            newest = max(run.start_time for run in page)
-            watermark = newest if watermark is None else max(watermark, newest)
-            # Pages come in start-time order: days before this page's last one are complete (for this
-            # read), so their rollups are recomputed now, while the next page is being read.
-            sync.rollups_refresh(experiment_id, before=_ms_to_datetime(page[-1].start_time).date())
-            if active_seen is not None:
-                active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
+    if experiment_id is None:  # MLflow has no such experiment (yet): nothing to mirror
+        return _finish(sync, name=name, experiment_id=None, source=source, started=started)
+    if state.experiment_id and state.experiment_id != experiment_id:
+        logger.warning("Experiment %r is now id %s (was %s): mirroring it in full", name, experiment_id,
+                       state.experiment_id)
+        full = True
+    if full:
+        # Every day the mirror or the rollups know of is recomputed, even if no run in it changed.
+        sync.dirty |= set(MirroredRun.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
+                          .distinct().order_by())
+        sync.dirty |= set(DailyRollup.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
+                          .distinct().order_by())
+    since_ms = None if full or state.watermark_ms is None else (
+        state.watermark_ms - int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
+    watermark = None if full else state.watermark_ms
+    if sync.progress is not None:
+        sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
+    active_seen: set[str] | None = set() if since_ms is None else None
+    for page in source.runs_read(experiment_id=experiment_id, since_ms=since_ms,
+                                 page_size=settings.ANALYTICS_SYNC_PAGE_SIZE):
+        sync.apply(page)
+        newest = max(run.start_time for run in page)
+        watermark = newest if watermark is None else max(watermark, newest)
+        # Pages come in start-time order: the days before this page's last one are complete for this
+        # read, so their rollups are recomputed now (small transactions, visible progress).
+        sync.rollups_refresh(experiment_id, before=_ms_to_datetime(page[-1].start_time).date())
+        if active_seen is not None:
+            active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
 
-        if since_ms is not None:  # runs still running that started before the window
-            unfinished = list(
-                MirroredRun.objects.filter(experiment_id=experiment_id, status__in=contract.UNFINISHED_STATUSES,
-                                           start_time__lt=_ms_to_datetime(since_ms)).values_list("run_id", flat=True))
-            if unfinished:
-                found = source.runs_get(experiment_id=experiment_id, run_ids=unfinished)
-                sync.apply(found, gone=set(unfinished) - {run.run_id for run in found})
+    if since_ms is not None:  # runs still running that started before the window
+        # Filtered on status alone, so that the status index is the one used (the experiment's indexes
+        # would walk all its rows); the handful found are narrowed down here.
+        window_start = _ms_to_datetime(since_ms)
+        unfinished = [
+            run_id for run_id, experiment, start in MirroredRun.objects.filter(
+                status__in=contract.UNFINISHED_STATUSES).order_by().values_list("run_id", "experiment_id", "start_time")
+            if experiment == experiment_id and start < window_start]
+        if unfinished:
+            found = source.runs_get(experiment_id=experiment_id, run_ids=unfinished)
+            sync.apply(found, gone=set(unfinished) - {run.run_id for run in found})
 
-        reconcile_due = (state.last_reconciled_at is None or timezone.now() - state.last_reconciled_at
-                         >= timedelta(seconds=settings.ANALYTICS_RECONCILE_INTERVAL_S))
-        if active_seen is not None or reconcile_due:
-            _reconcile(sync, source, experiment_id, active_seen)
-            reconciled = True
-    if experiment_id is not None:
-        sync.rollups_refresh(experiment_id)
-
-    newest = (MirroredRun.objects.filter(experiment_id=experiment_id).aggregate(newest=Max("start_time"))["newest"]
-              if experiment_id is not None else None)
-    seconds = time.monotonic() - started
-    result = SyncResult(experiment_name=name, experiment_id=experiment_id or "", source=source.kind,
-                        days_refreshed=sync.days_refreshed, reconciled=reconciled, seconds=seconds, **sync.counts)
-    now = timezone.now()
-    changes: dict[str, Any] = {
-        "experiment_id": experiment_id or "", "newest_start_time": newest, "last_finished_at": now,
-        "last_succeeded_at": now, "last_error": "", "lease_owner": "", "lease_until": None,
-        "last_result": asdict(result) | {"runs_per_s": round(result.runs_per_s, 1)},
-    }
-    if experiment_id is not None:
-        changes["watermark_ms"] = watermark
-    if reconciled:
-        changes["last_reconciled_at"] = now
-        changes["mirrored_runs"] = MirroredRun.objects.filter(experiment_id=experiment_id).count()
-    if not SyncState.objects.filter(pk=state.pk, lease_owner=sync.owner).update(**changes):
-        raise SyncLeaseLost(f"sync of {name!r} lost its lease before it could finish")
-    logger.info("Mirror sync: %s", result.summary())
-    return result
+    reconcile_due = (state.last_reconciled_at is None or timezone.now() - state.last_reconciled_at
+                     >= timedelta(seconds=settings.ANALYTICS_RECONCILE_INTERVAL_S))
+    if active_seen is not None or reconcile_due:
+        _reconcile(sync, source, experiment_id, active_seen)
+    sync.rollups_refresh(experiment_id)
+    return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started,
+                   watermark=watermark, reconciled=active_seen is not None or reconcile_due)
 
 
 def _reconcile(sync: _Sync, source, experiment_id: str, active_seen: set[str] | None) -> None:
