@@ -197,9 +197,11 @@ TRACKING_RETRY_BACKOFF_MAX_S = float(os.environ.get("TRACKING_RETRY_BACKOFF_MAX_
 # How often beat runs the sync; each run reads runs newer than the watermark minus the overlap.
 ANALYTICS_SYNC_INTERVAL_S = float(os.environ.get("ANALYTICS_SYNC_INTERVAL_S", "60"))
 ANALYTICS_SYNC_PAGE_SIZE = int(os.environ.get("ANALYTICS_SYNC_PAGE_SIZE", "10000"))
-# Runs read again behind the watermark: late-logged runs (the tracking retry window is 15 min) and
-# tags added after a run ended (feedback) within this window are mirrored by the next sync.
-ANALYTICS_SYNC_OVERLAP_S = float(os.environ.get("ANALYTICS_SYNC_OVERLAP_S", "3600"))
+# Runs read again behind the watermark, each sync: runs logged late (the tracking retry window is 15 min)
+# and tags added to a run after it ended are mirrored by the next sync within this window; later ones by
+# the reconcile (late runs), `analytics.services.runs_refresh` or `sync_mlflow_runs --full` (late tags).
+# Each sync re-reads this window's runs: keep it short when runs arrive fast.
+ANALYTICS_SYNC_OVERLAP_S = float(os.environ.get("ANALYTICS_SYNC_OVERLAP_S", "900"))
 # How often the whole run-id set is compared with MLflow's (runs removed by `mlflow gc`, restored runs).
 ANALYTICS_RECONCILE_INTERVAL_S = float(os.environ.get("ANALYTICS_RECONCILE_INTERVAL_S", "3600"))
 # A sync owns its experiment this long, renewed after each page; a killed sync frees it after that.
