@@ -6,13 +6,15 @@ finished run), so one sync:
 1. takes the experiment's lease (an atomic conditional UPDATE on its `SyncState` row: one mechanism that
    works on SQLite and PostgreSQL alike), so two syncs of one experiment never overlap;
 2. reads the runs that started at or after the watermark minus `ANALYTICS_SYNC_OVERLAP_S`, page by page
-   (deleted ones included), and upserts them on `run_id` in bulk, writing only rows that changed;
-   deleted runs leave the mirror. Each page commits with the lease renewal and the set of days it
-   touched (`dirty_days`), so a sync killed halfway leaves nothing inconsistent behind;
+   (deleted ones included), and upserts them on `run_id` in bulk; the database compares each incoming
+   row with the mirrored one and writes only those that differ; deleted runs leave the mirror. Each
+   page commits together with its rollup work (a few new runs are added to their days' rollups; days
+   with updates, deletions or many new runs join `dirty_days`) and the lease renewal, so a sync killed
+   halfway leaves nothing inconsistent behind;
 3. polls again the mirrored runs still RUNNING that started before that window;
 4. now and then (`ANALYTICS_RECONCILE_INTERVAL_S`, or with `full`) compares the whole run-id set with
    MLflow's: runs removed by `mlflow gc` or deleted long ago leave, restored or late runs arrive;
-5. recomputes the rollups of the dirty days from the raw rows, and advances the watermark.
+5. recomputes the rollups of the dirty days from their raw rows, and advances the watermark.
 """
 
 from __future__ import annotations
