@@ -244,7 +244,7 @@ def _engine(uri: str):
             def _read_only(dbapi_connection, _record):  # the mirror never writes MLflow's store
                 cursor = dbapi_connection.cursor()
                 cursor.execute("PRAGMA query_only=1")
-                cursor.execute("PRAGMA mmap_size=268435456")  # page reads without a syscall each
+                cursor.execute("PRAGMA mmap_size=2147418112")  # page reads without a syscall each (2 GB, the cap)
                 cursor.execute("PRAGMA cache_size=-65536")
                 cursor.close()
         with _lock:

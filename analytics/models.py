@@ -85,6 +85,8 @@ class MirroredRun(models.Model):
     is_correct = models.BooleanField(null=True, blank=True)
 
     mirrored_at = models.DateTimeField(help_text="When the sync last wrote this row.")
+    source_digest = models.CharField(
+        max_length=32, blank=True, help_text="Digest of the MLflow run this row was built from (see the sync).")
 
     class Meta:
         ordering = ["-start_time"]

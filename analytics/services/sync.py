@@ -19,6 +19,7 @@ finished run), so one sync:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -122,11 +123,27 @@ def _integer(value: str) -> int | None:
         return None
 
 
-def mirror_row_build(run: SourceRun) -> dict[str, Any]:
-    """The mirrored row of one MLflow run, as column values (every synced field)."""
+# Part of every source digest: bump it when `mirror_row_build` maps runs differently, so that every row
+# is compared (and rewritten) once by the next sync.
+MAPPING_VERSION = 1
+
+
+def source_digest(run: SourceRun) -> str:
+    """Digest of everything `mirror_row_build` reads from a run. A mirrored row whose stored digest is the
+    run's has nothing new: the sync skips it without building, sending or comparing it (re-reading the
+    overlap window then costs little more than the read)."""
+    canonical = repr((MAPPING_VERSION, run.experiment_id, run.status, run.lifecycle, run.start_time, run.end_time,
+                      sorted(run.tags.items()), sorted(run.params.items()), sorted(run.metrics.items())))
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, Any]:
+    """The mirrored row of one MLflow run, as column values (every synced field). `digest`: the run's
+    `source_digest`, if known already."""
     start = EPOCH + timedelta(milliseconds=run.start_time)
     tags, params, metrics = dict(run.tags), dict(run.params), dict(run.metrics)
     row: dict[str, Any] = {
+        "source_digest": digest or source_digest(run),
         "run_id": run.run_id, "experiment_id": run.experiment_id, "status": run.status,
         "lifecycle": run.lifecycle, "start_time": start,
         "end_time": None if run.end_time is None else EPOCH + timedelta(milliseconds=run.end_time),
@@ -193,6 +210,7 @@ class _Sync:
         self.done = 0
         self.total: int | None = None
         self.rollup_days: set[date] = set()  # days whose rollups this sync recomputed or added to
+        self.compare_all = False  # `full`: every row is compared in the database, digests or not
         self.last_written_at = EPOCH
 
     def _lease_renew(self, **changes: Any) -> None:
@@ -202,11 +220,13 @@ class _Sync:
         if not renewed:
             raise SyncLeaseLost(f"sync of {self.state.experiment_name!r} lost its lease")
 
-    def _mirrored_days(self, run_ids: list[str]) -> dict[str, date]:
-        """The mirrored rows among these run ids: run id -> day."""
-        found: dict[str, date] = {}
+    def _mirrored(self, run_ids: list[str]) -> dict[str, tuple[date, str]]:
+        """The mirrored rows among these run ids: run id -> (day, source digest)."""
+        found: dict[str, tuple[date, str]] = {}
         for chunk in _chunks(run_ids, _in_chunk()):
-            found.update(MirroredRun.objects.filter(run_id__in=chunk).values_list("run_id", "day"))
+            for run_id, day, digest in MirroredRun.objects.filter(run_id__in=chunk).values_list(
+                    "run_id", "day", "source_digest"):
+                found[run_id] = (day, digest)
         return found
 
     def apply(self, runs: list[SourceRun], *, gone: Iterable[str] = ()) -> None:
@@ -215,9 +235,16 @@ class _Sync:
         The upsert compares every synced column of an existing row with the incoming one (in the
         database, NULL-safe) and rewrites only rows that differ: re-reading the overlap window costs a
         comparison, not a write. Added = rows that were not mirrored; updated = rows written minus added."""
-        rows = [mirror_row_build(run) for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
+        active = [run for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
         removed = {run.run_id for run in runs if run.lifecycle != contract.LIFECYCLE_ACTIVE} | set(gone)
-        mirrored = self._mirrored_days([row["run_id"] for row in rows] + sorted(removed))
+        found = self._mirrored([run.run_id for run in active] + sorted(removed))
+        mirrored = {run_id: day for run_id, (day, _) in found.items()}
+        digests = {run.run_id: source_digest(run) for run in active}
+        if not self.compare_all:  # runs whose mirrored row was built from this very content: nothing to do
+            fresh = [run for run in active if run.run_id not in found or found[run.run_id][1] != digests[run.run_id]]
+            self.counts["unchanged"] += len(active) - len(fresh)
+            active = fresh
+        rows = [mirror_row_build(run, digest=digests[run.run_id]) for run in active]
         # A time no other write of this sync has: the rollups find the rows added here by it.
         now = max(timezone.now(), self.last_written_at + timedelta(microseconds=1))
         self.last_written_at = now
@@ -379,6 +406,7 @@ def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
                        state.experiment_id)
         full = True
     if full:
+        sync.compare_all = True
         # Every day the mirror or the rollups know of is recomputed, even if no run in it changed.
         sync.dirty |= set(MirroredRun.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
                           .distinct().order_by())
