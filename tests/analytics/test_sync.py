@@ -337,3 +337,16 @@ def test_a_nan_metric_and_malformed_contract_values_are_kept_not_lost(run_logger
     assert row.confidence_score is None and row.metrics == {"confidence_score": None, "drift": None}
     assert row.message_length is None and row.params == {"message_length": "unknown"}
     assert row.fallback_used is None and row.tags["fallback_used"] == "maybe"
+
+
+def test_a_row_edited_behind_the_syncs_back_is_repaired_by_a_full_sync(run_logger):
+    ids = log_contract_sample(run_logger)
+    runs_sync()
+    MirroredRun.objects.filter(run_id=ids["ok"]).update(detected_intent="tampered", confidence_score=0.0)
+
+    incremental = runs_sync()  # same MLflow content (same digest): the row is not even looked at
+    assert incremental.updated == 0 and MirroredRun.objects.get(run_id=ids["ok"]).detected_intent == "tampered"
+    full = runs_sync(full=True)  # compares every column in the database
+
+    assert (full.added, full.updated, full.deleted) == (0, 1, 0)
+    assert_mirror_equals_mlflow(run_logger)
