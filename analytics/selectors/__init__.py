@@ -11,9 +11,9 @@ from typing import Any
 
 from django.db.models import Count, F, FloatField, Max, Min, Q, Sum
 
-from .mlflow_source import OUT_OF_SCOPE
-from .models import LATENCY_BUCKET_COUNT, LATENCY_BUCKET_EDGES_MS, DailyRollup, MirroredRun, SyncState
-from .services.rollups import DIMENSION_COLUMNS
+from ..mlflow_source import OUT_OF_SCOPE
+from ..models import LATENCY_BUCKET_COUNT, LATENCY_BUCKET_EDGES_MS, DailyRollup, MirroredRun, SyncState
+from ..services.rollups import DIMENSION_COLUMNS
 
 
 def rollup_percentile(histogram: Sequence[int], q: float) -> float | None:
