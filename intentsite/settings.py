@@ -227,7 +227,7 @@ CELERY_BEAT_SCHEDULE = {
     "tracking-flush": {
         "task": "intent.tasks.detections_flush",
         "schedule": TRACKING_FLUSH_INTERVAL_S,
-        "options": {"expires": TRACKING_FLUSH_INTERVAL_S},
+        "options": {"expires": TRACKING_FLUSH_INTERVAL_S, "expire_seconds": TRACKING_FLUSH_INTERVAL_S},
     },
 }
 # django-celery-beat's DatabaseScheduler stores `expire_seconds` and drops `expires`; Celery's own
