@@ -7,13 +7,14 @@ from django.utils import timezone
 from .models import (
     AgentTemplate,
     DeadLetter,
+    DetectionFeedback,
     DetectionRecord,
     IntentCategory,
     IntentExample,
     PromptVersion,
     WorkflowTemplate,
 )
-from .services import dead_letters_replay
+from .services import dead_letters_replay, detection_feedback_replay
 
 
 class IntentExampleInline(admin.TabularInline):
@@ -97,6 +98,29 @@ class DeadLetterAdmin(DetectionRecordAdmin):
     def replay(self, request, queryset):
         count = dead_letters_replay(request_ids=[str(r) for r in queryset.values_list("request_id", flat=True)])
         self.message_user(request, f"Replayed {count} dead letter(s).")
+
+
+@admin.register(DetectionFeedback)
+class DetectionFeedbackAdmin(admin.ModelAdmin):
+    list_display = ("request_id", "detected_intent", "expected_intent", "is_correct", "user", "updated_at",
+                    "state", "attempts")
+    list_filter = ("state", "is_correct", "expected_intent")
+    search_fields = ("request_id", "detected_intent", "expected_intent", "comment", "mlflow_run_id")
+    date_hierarchy = "updated_at"
+    readonly_fields = [f.name for f in DetectionFeedback._meta.fields]
+    actions = ["replay"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Replay dead feedback into MLflow")
+    def replay(self, request, queryset):
+        count = detection_feedback_replay(
+            request_ids=[str(r) for r in queryset.filter(state="dead").values_list("request_id", flat=True)])
+        self.message_user(request, f"Replayed {count} dead feedback(s).")
 
 
 @admin.register(PromptVersion)

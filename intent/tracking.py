@@ -62,6 +62,11 @@ MESSAGE_LENGTH = "message_length"
 MESSAGE_WORD_COUNT = "message_word_count"
 REQUIRES_WORKFLOW = "requires_workflow"
 CATEGORY_SOURCE = "category_source"
+# Feedback on a detection run (contract B)
+EXPECTED_INTENT = "expected_intent"  # tag
+IS_CORRECT = "is_correct"  # metric, 1.0 / 0.0
+FEEDBACK_COMMENT = "feedback_comment"  # tag, optional
+FEEDBACK_COMMENT_MAX = 500
 
 RUN_FINISHED = "FINISHED"
 RUN_FAILED = "FAILED"
@@ -422,3 +427,31 @@ def prompt_version_log(*, version: str, model_name: str, description: dict[str, 
     client.log_dict(run.info.run_id, description, PROMPT_STATE_ARTIFACT)
     client.set_terminated(run.info.run_id, status=RUN_FINISHED)
     return run.info.run_id
+
+
+# --- Feedback on a detection run (contract B) -----------------------------------------------------
+
+
+def run_feedback_log(*, run_id: str, expected_intent: str, is_correct: bool, comment: str, timestamp_ms: int) -> None:
+    """Write a user's feedback on a detection's run; idempotent (a retry writes the same values).
+
+    The metric's timestamp is the feedback's own time, so a newer feedback is always MLflow's latest
+    value. A feedback without comment removes the comment an earlier one left.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    client = tracking_client()
+    try:
+        run = client.get_run(run_id)
+        tags = [RunTag(EXPECTED_INTENT, expected_intent)]
+        if comment:
+            tags.append(RunTag(FEEDBACK_COMMENT, comment[:FEEDBACK_COMMENT_MAX]))
+        client.log_batch(run_id, metrics=[Metric(IS_CORRECT, 1.0 if is_correct else 0.0, timestamp_ms, 0)],
+                         tags=tags)
+        if not comment and FEEDBACK_COMMENT in run.data.tags:
+            client.delete_tag(run_id, FEEDBACK_COMMENT)
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            raise TrackingPermanentError(str(exc)) from exc
+        raise
