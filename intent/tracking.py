@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -455,3 +456,84 @@ def run_feedback_log(*, run_id: str, expected_intent: str, is_correct: bool, com
         if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
             raise TrackingPermanentError(str(exc)) from exc
         raise
+
+
+# --- Offline evaluation and optimization runs (contract C) ---------------------------------------
+EVALUATION_EXPERIMENT = "intent_evaluation"
+OPTIMIZATION_EXPERIMENT = "intent_optimization"
+# Tags
+RUN_KIND = "run_kind"  # "evaluation" | "optimization"
+DATASET = "dataset"
+SPLIT = "split"
+BASE_PROMPT_VERSION = "base_prompt_version"
+OPTIMIZER = "optimizer"
+CATALOG_VERSION = "catalog_version"
+# Metrics
+IN_SCOPE_ACCURACY = "in_scope_accuracy"
+OOS_RECALL = "oos_recall"
+MACRO_F1 = "macro_f1"
+LATENCY_P50_MS = "latency_p50_ms"
+EXAMPLES = "examples"
+SCORE_BEFORE = "score_before"
+SCORE_AFTER = "score_after"
+# Artifacts
+PER_INTENT_REPORT_ARTIFACT = "per_intent_report.json"
+CONFUSION_MATRIX_ARTIFACT = "confusion_matrix.png"
+PROGRAM_STATE_ARTIFACT = "program_state.json"
+
+
+def evaluation_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Contract C's metrics from an `EvaluationReport.summary()` (OOS recall only when OOS was evaluated)."""
+    metrics = {
+        IN_SCOPE_ACCURACY: summary["in_scope_accuracy"],
+        MACRO_F1: summary["macro_f1"],
+        LATENCY_P50_MS: summary["latency_ms_p50"],
+        EXAMPLES: summary["examples"],
+    }
+    if summary.get("oos_recall") is not None:
+        metrics[OOS_RECALL] = summary["oos_recall"]
+    return metrics
+
+
+def experiment_run_log(
+    *,
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    dicts: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
+    files: dict[str, str | Path] | None = None,
+    status: str = RUN_FINISHED,
+) -> str:
+    """Log one finished run (an evaluation, an optimization) with its artifacts; returns its run id.
+
+    `dicts` are logged as JSON artifacts, `figures` (matplotlib) as pictures, `files` copied under the
+    given artifact directory ("" for the root).
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = tracking_client()
+    experiment_id = experiment_id_get(experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags={key: str(value) for key, value in tags.items()})
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()],
+            params=[Param(key, str(value)[:6000]) for key, value in (params or {}).items()],
+            tags=[RunTag(key, str(value)) for key, value in tags.items()],
+        )
+        for name, content in (dicts or {}).items():
+            client.log_dict(run_id, content, name)
+        for name, figure in (figures or {}).items():
+            client.log_figure(run_id, figure, name)
+        for directory, path in (files or {}).items():
+            client.log_artifact(run_id, str(path), directory or None)
+    except Exception:
+        client.set_terminated(run_id, status=RUN_FAILED)
+        raise
+    client.set_terminated(run_id, status=status)
+    return run_id

@@ -6,6 +6,7 @@ import csv
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,3 +144,85 @@ def report_build(*, labels: Sequence[str], predictions: Sequence[str], latencies
         predictions=list(predictions),
         labels=list(labels),
     )
+
+
+# --- What an evaluation run keeps: the per-intent report and the confusion matrix picture -------------
+
+
+def confusion_pairs(labels: Sequence[str], predictions: Sequence[str]) -> list[dict[str, object]]:
+    """Counts of (expected, detected), most frequent first; the diagonal included."""
+    counts = Counter(zip(labels, predictions, strict=True))
+    return [
+        {"expected": expected, "detected": detected, "count": count}
+        for (expected, detected), count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+
+
+def per_intent_report(report: EvaluationReport) -> dict[str, object]:
+    """JSON of the evaluation: the summary, per intent precision/recall/F1/support, and the confusions."""
+    per_intent = {
+        name: {key: (int(value) if key == "support" else float(value)) for key, value in figures.items()}
+        for name, figures in report.per_intent.items()
+        if isinstance(figures, dict) and name not in {"macro avg", "weighted avg"}
+    }
+    pairs = confusion_pairs(report.labels, report.predictions)
+    return {
+        "summary": report.summary(),
+        "per_intent": per_intent,
+        "confusions": [pair for pair in pairs if pair["expected"] != pair["detected"]],
+    }
+
+
+def confusion_figure(labels: Sequence[str], predictions: Sequence[str], *, max_labelled: int = 30, top: int = 20):
+    """A matplotlib Figure of the confusion matrix (no pyplot, so no GUI backend is ever touched).
+
+    Up to `max_labelled` intents: a labelled heatmap. More (CLINC150 has 151 with out_of_scope): the
+    row-normalised heatmap without tick labels, beside a bar chart of the `top` most frequent confusions,
+    which is what one reads a large matrix for.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import confusion_matrix
+
+    names = sorted(set(labels) | set(predictions), key=lambda name: (name == OUT_OF_SCOPE, name))
+    matrix = confusion_matrix(labels, predictions, labels=names)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    if len(names) <= max_labelled:
+        size = max(4.0, 0.35 * len(names) + 2)
+        figure = Figure(figsize=(size + 1, size), dpi=110)
+        axes = figure.add_subplot()
+        image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        axes.set_yticks(range(len(names)), names, fontsize=7)
+        if len(names) <= 15:
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    if matrix[i, j]:
+                        axes.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                                  color="white" if normalised[i, j] > 0.5 else "black")
+        axes.set_xlabel("detected")
+        axes.set_ylabel("expected")
+        figure.colorbar(image, ax=axes, fraction=0.046, label="share of the expected intent")
+    else:
+        figure = Figure(figsize=(16, 8), dpi=110)
+        left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.1]})
+        image = left.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        left.set_xticks([])
+        left.set_yticks([])
+        left.set_xlabel(f"detected ({len(names)} intents, out_of_scope last)")
+        left.set_ylabel("expected")
+        figure.colorbar(image, ax=left, fraction=0.046, label="share of the expected intent")
+        confusions = [p for p in confusion_pairs(labels, predictions) if p["expected"] != p["detected"]][:top]
+        right.barh(range(len(confusions)), [p["count"] for p in confusions], color="tab:red")
+        right.set_yticks(range(len(confusions)), [f"{p['expected']} -> {p['detected']}" for p in confusions],
+                         fontsize=8)
+        right.invert_yaxis()
+        right.set_xlabel("examples")
+        right.set_title(f"top {len(confusions)} confusions (expected -> detected)")
+    figure.suptitle(f"Confusion matrix, {len(labels)} examples")
+    figure.tight_layout()
+    return figure
