@@ -51,16 +51,26 @@ class EvaluationReport:
         }
 
 
-def dataset_read(path: str | Path, *, split: str = "test") -> list[LabelledExample]:
-    """Read CLINC150 JSON (`split` plus `oos_<split>`), CSV or JSONL of `message,intent`."""
+def dataset_read(path: str | Path, *, split: str = "test", require_split: bool = False) -> list[LabelledExample]:
+    """Read CLINC150 JSON (`split` plus `oos_<split>`), CSV or JSONL of `message,intent`.
+
+    A CSV/JSONL with a `split` column keeps only the rows of `split`; without one, every row is taken,
+    unless `require_split` (training needs a train and a validation split that differ).
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetFormatError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(path)
-    if suffix in {".jsonl", ".ndjson"}:
-        return _read_jsonl(path)
+    if suffix in {".csv", ".jsonl", ".ndjson"}:
+        rows = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+        if not any(row_split is not None for _, row_split in rows):
+            if require_split:
+                raise DatasetFormatError(f"{path}: no split column; add one (e.g. train/val) or use CLINC150 JSON")
+            return [example for example, _ in rows]
+        examples = [example for example, row_split in rows if row_split == split]
+        if not examples:
+            raise DatasetFormatError(f"{path}: no rows of split {split!r}")
+        return examples
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -82,7 +92,7 @@ def _example(message: str, intent: str) -> LabelledExample:
     return LabelledExample(message=message, intent=OUT_OF_SCOPE if intent in OOS_LABELS else intent)
 
 
-def _read_csv(path: Path) -> list[LabelledExample]:
+def _read_csv(path: Path) -> list[tuple[LabelledExample, str | None]]:
     examples = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -91,11 +101,12 @@ def _read_csv(path: Path) -> list[LabelledExample]:
         for row in reader:
             if not (row.get("message") or "").strip() or not (row.get("intent") or "").strip():
                 raise DatasetFormatError(f"{path}: line {reader.line_num}: empty message or intent")
-            examples.append(_example(row["message"], row["intent"]))
+            split = (row.get("split") or "").strip() or None if "split" in reader.fieldnames else None
+            examples.append((_example(row["message"], row["intent"]), split))
     return examples
 
 
-def _read_jsonl(path: Path) -> list[LabelledExample]:
+def _read_jsonl(path: Path) -> list[tuple[LabelledExample, str | None]]:
     examples = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -108,7 +119,10 @@ def _read_jsonl(path: Path) -> list[LabelledExample]:
             row.get("intent"), str
         ):
             raise DatasetFormatError(f"{path}: line {number}: expected an object with string message and intent")
-        examples.append(_example(row["message"], row["intent"]))
+        split = row.get("split")
+        if split is not None and not isinstance(split, str):
+            raise DatasetFormatError(f"{path}: line {number}: split must be a string")
+        examples.append((_example(row["message"], row["intent"]), split))
     return examples
 
 
