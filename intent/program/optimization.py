@@ -83,8 +83,9 @@ class OptimizationResult:
         return accuracy(self.after)
 
 
-def optimizer_build(name: str, *, max_demos: int = 4, num_threads: int = 1, seed: int = 0):
-    """The DSPy optimizer called `name`, and the parameters it was given (for tracking)."""
+def optimizer_build(name: str, *, lm: dspy.LM | None = None, max_demos: int = 4, num_threads: int = 1, seed: int = 0):
+    """The DSPy optimizer called `name`, and the parameters it was given (for tracking). MIPROv2 proposes
+    instructions with `lm` too (DSPy's settings are never configured globally here)."""
     if name == "labeled":
         params = {"k": max_demos}
         return dspy.LabeledFewShot(**params), params
@@ -94,7 +95,7 @@ def optimizer_build(name: str, *, max_demos: int = 4, num_threads: int = 1, seed
     if name == "mipro":
         params = {"auto": "light", "max_bootstrapped_demos": max_demos, "max_labeled_demos": max_demos,
                   "num_threads": num_threads, "seed": seed}
-        return dspy.MIPROv2(metric=intent_match, verbose=False, **params), params
+        return dspy.MIPROv2(metric=intent_match, prompt_model=lm, task_model=lm, verbose=False, **params), params
     raise OptimizationError(f"Unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
@@ -113,14 +114,13 @@ def lm_program_optimize(
 ) -> OptimizationResult:
     """Compile the LM program with a DSPy optimizer on `train`; score it before and after on `val`."""
     _check(catalog, train, val)
-    teleprompter, params = optimizer_build(optimizer, max_demos=max_demos, num_threads=num_threads)
+    teleprompter, params = optimizer_build(optimizer, lm=lm, max_demos=max_demos, num_threads=num_threads)
     student = CatalogBoundDetector(catalog, (base_program or LMIntentDetector()).deepcopy())
     with dspy.context(lm=lm, adapter=adapter):
         before = evaluate(lambda message: student(message=message).intent, val, progress=progress)
         trainset = dspy_examples(train)
         if optimizer == "mipro":
-            compiled = teleprompter.compile(student, trainset=trainset, valset=dspy_examples(val),
-                                            requires_permission_to_run=False)
+            compiled = teleprompter.compile(student, trainset=trainset, valset=dspy_examples(val))
         else:
             compiled = teleprompter.compile(student, trainset=trainset)
         program = compiled.program

@@ -205,3 +205,35 @@ def test_csv_with_a_split_column(small_catalog, mlflow_store, program_dir, tmp_p
     call_command("optimize_intents", "--dataset", str(path))
     (run,) = optimization_runs(mlflow_store)
     assert run.data.params["train_examples"] == "2" and run.data.params["val_examples"] == "2"
+
+
+def output_fields(body: dict) -> list[str]:
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+    section = system.split("Your output fields are:", 1)[-1].split("All interactions will be structured", 1)[0]
+    return re.findall(r"^\d+\. `(\w+)`", section, re.M)
+
+
+@pytest.mark.slow
+def test_mipro_light_runs_against_the_fake_server(
+    small_catalog, mlflow_store, program_dir, labelled_set, use_lm, tmp_path
+):
+    learner = Learner(labelled_set)
+
+    def behaviour(body: dict) -> dict:
+        fields = output_fields(body)
+        if "intent" in fields:
+            return learner(body)
+        # MIPROv2's own proposer steps (dataset summary, program description, instruction proposals)
+        return {name: "Classify the message into one catalog intent; answer out_of_scope otherwise."
+                for name in fields}
+
+    with FakeLLMServer(behaviour) as server:
+        use_lm(server)
+        call_command("optimize_intents", "--dataset", str(labelled_set), "--optimizer", "mipro")
+    (run,) = optimization_runs(mlflow_store)
+    assert run.data.tags["optimizer"] == "mipro"
+    assert run.data.params["optimizer.auto"] == "light"
+    assert run.data.metrics["score_before"] == pytest.approx(1 / 5)
+    assert run.data.metrics["score_after"] == pytest.approx(1.0)
+    state = json.loads((program_dir / f"{run.data.tags['prompt_version']}.json").read_text())
+    assert state["detect"]["demos"]
