@@ -1,5 +1,8 @@
 """MLflow tracking of detections: the contract's names, and the one module of `intent` that talks to MLflow.
 
+Besides the detection runs (issue 3): users' feedback on a run (contract B, `run_feedback_log`), and the
+offline evaluation and optimization runs (contract C, `experiment_run_log`).
+
 To add a metric, tag or param: add a constant below and one line in `run_payload_build`. The payload
 is plain JSON (it waits in the outbox table); `run_log` turns it into one MLflow run with
 `MlflowClient` and explicit run ids (never the fluent, thread-local API).
