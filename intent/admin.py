@@ -1,19 +1,21 @@
 """Admin pages of the intent catalog: search, filters, and examples inline."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils import timezone
 
 from .models import (
     AgentTemplate,
     DeadLetter,
+    DetectionFeedback,
     DetectionRecord,
     IntentCategory,
     IntentExample,
     PromptVersion,
     WorkflowTemplate,
 )
-from .services import dead_letters_replay
+from .services import dead_letters_replay, detection_feedback_replay
+from .services.optimization import PromptVersionNotActivatable, prompt_version_activate, prompt_version_deactivate
 
 
 class IntentExampleInline(admin.TabularInline):
@@ -99,11 +101,59 @@ class DeadLetterAdmin(DetectionRecordAdmin):
         self.message_user(request, f"Replayed {count} dead letter(s).")
 
 
-@admin.register(PromptVersion)
-class PromptVersionAdmin(admin.ModelAdmin):
-    list_display = ("version", "model_name", "first_seen", "mlflow_run_id")
-    search_fields = ("version", "model_name")
-    readonly_fields = ("version", "model_name", "description", "first_seen", "mlflow_run_id")
+@admin.register(DetectionFeedback)
+class DetectionFeedbackAdmin(admin.ModelAdmin):
+    list_display = ("request_id", "detected_intent", "expected_intent", "is_correct", "user", "updated_at",
+                    "state", "attempts")
+    list_filter = ("state", "is_correct", "expected_intent")
+    search_fields = ("request_id", "detected_intent", "expected_intent", "comment", "mlflow_run_id")
+    date_hierarchy = "updated_at"
+    readonly_fields = [f.name for f in DetectionFeedback._meta.fields]
+    actions = ["replay"]
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Replay dead feedback into MLflow")
+    def replay(self, request, queryset):
+        count = detection_feedback_replay(
+            request_ids=[str(r) for r in queryset.filter(state="dead").values_list("request_id", flat=True)])
+        self.message_user(request, f"Replayed {count} dead feedback(s).")
+
+
+@admin.register(PromptVersion)
+class PromptVersionAdmin(admin.ModelAdmin):
+    list_display = ("version", "model_name", "is_active", "base_version", "first_seen", "activated_at",
+                    "has_program", "mlflow_run_id")
+    list_filter = ("is_active", "model_name")
+    search_fields = ("version", "model_name", "base_version")
+    readonly_fields = ("version", "model_name", "description", "first_seen", "mlflow_run_id", "program_path",
+                       "base_version", "is_active", "activated_at")
+    actions = ["activate", "deactivate"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="saved program", boolean=True)
+    def has_program(self, obj):
+        return bool(obj.program_path)
+
+    @admin.action(description="Activate the selected version (its saved program answers every detection)")
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to activate.", level=messages.ERROR)
+            return
+        try:
+            version = prompt_version_activate(version=queryset.get().version)
+        except PromptVersionNotActivatable as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return
+        self.message_user(request, f"Prompt version {version.version} is active.")
+
+    @admin.action(description="Back to the default program (deactivate all)")
+    def deactivate(self, request, queryset):
+        prompt_version_deactivate()
+        self.message_user(request, "The default program is active.")

@@ -2,11 +2,13 @@
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .program.errors import ERROR_CATEGORIES
-from .services import intent_detect
+from .selectors import intent_name_known
+from .services import DetectionNotFound, detection_feedback_create, intent_detect
 
 
 class StrictSerializer(serializers.Serializer):
@@ -87,3 +89,54 @@ class IntentDetectApi(APIView):
             "response_time_ms": detection.response_time_ms,
         }
         return Response(self.OutputSerializer(data).data, status=status.HTTP_200_OK)
+
+
+class IntentFeedbackApi(APIView):
+    """A user says which intent a detection should have had; it is recorded on that detection's MLflow run."""
+
+    class InputSerializer(StrictSerializer):
+        request_id = serializers.UUIDField(help_text="The `request_id` a detection answered.")
+        correct_intent = serializers.CharField(max_length=100, help_text="A catalog intent, or `out_of_scope`.")
+        comment = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+        def validate_correct_intent(self, value: str) -> str:
+            value = value.strip()
+            if not intent_name_known(name=value):
+                raise serializers.ValidationError(
+                    f"{value!r} is not an intent of the active catalog (nor out_of_scope).")
+            return value
+
+    class OutputSerializer(serializers.Serializer):
+        request_id = serializers.UUIDField()
+        detected_intent = serializers.CharField()
+        expected_intent = serializers.CharField()
+        is_correct = serializers.BooleanField()
+        comment = serializers.CharField(allow_blank=True)
+        revision = serializers.IntegerField(help_text="How many times this detection got feedback (latest wins).")
+        state = serializers.CharField(help_text="`pending` until written to the MLflow run, then `logged`.")
+
+    @extend_schema(
+        operation_id="intent_feedback",
+        summary="Tell which intent a detection should have had",
+        request=InputSerializer,
+        responses={202: OutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Request", request_only=True,
+                value={"request_id": "6f1c3e0a-8d3b-4c1e-9a57-2d1f0b7a9c11", "correct_intent": "pay_bill",
+                       "comment": "I wanted to pay the electricity bill"},
+            ),
+        ],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            feedback = detection_feedback_create(
+                request_id=data["request_id"], expected_intent=data["correct_intent"], comment=data["comment"],
+                user=request.user,
+            )
+        except DetectionNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(self.OutputSerializer(feedback).data, status=status.HTTP_202_ACCEPTED)

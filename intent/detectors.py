@@ -2,7 +2,13 @@
 
 Building means fitting the local model, which takes seconds, so fitted models are cached on disk
 (keyed by catalog version and training config) and in memory. Each process checks at most every
-`INTENT_CATALOG_REFRESH_S` seconds whether the catalog changed in the database.
+`INTENT_CATALOG_REFRESH_S` seconds whether the catalog or the active prompt version changed in the
+database (one small query each), so an activation reaches every process within that time.
+
+The active prompt version (`PromptVersion.is_active`, set by `activate_prompt_version`) names a saved
+program: a DSPy program state (JSON) for the LM backend, a refitted local model for the local one.
+A saved program that does not fit the configured backend (or, for a local model, the current catalog)
+is not loaded: the default program answers, and a warning says why.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .program import Catalog, IntentDetector, LMSettings
+from .program import Catalog, IntentDetector, LMIntentDetector, LMSettings
 from .program.local_model import LocalIntentModel, LocalModelConfig
 from .program.versioning import version_hash
 from .selectors import catalog_fingerprint, catalog_get
@@ -44,7 +50,7 @@ def detector_get() -> IntentDetector:
     now = time.monotonic()
     if current is not None and now - current.checked_at < settings.INTENT_CATALOG_REFRESH_S:
         return current.detector
-    key = (catalog_fingerprint(), *_backend_key())
+    key = (catalog_fingerprint(), *_backend_key(), _active_version())
     if current is not None and current.key == key:
         current.checked_at = now
         return current.detector
@@ -52,11 +58,14 @@ def detector_get() -> IntentDetector:
         if _current is not None and _current.key == key:
             return _current.detector
         catalog = catalog_get()
-        detector = IntentDetector(
-            catalog=catalog,
-            local_model=local_model_get(catalog=catalog),
-            lm_settings=_lm_settings(),
-        )
+        lm_settings = _lm_settings()
+        local_model = local_model_get(catalog=catalog)
+        program = None
+        active = key[-1]
+        if active is not None:
+            program, local_model = _active_program(active, catalog=catalog, lm=lm_settings is not None,
+                                                   local_model=local_model)
+        detector = IntentDetector(catalog=catalog, local_model=local_model, lm_settings=lm_settings, program=program)
         logger.info(
             "Detector ready: model=%s catalog=%s (%s intents, %s) prompt_version=%s",
             detector.model_name, catalog.version, len(catalog.intents), catalog.source, detector.prompt_version,
@@ -64,6 +73,42 @@ def detector_get() -> IntentDetector:
         _prompt_version_register(detector)
         _current = _Current(key=key, detector=detector, checked_at=time.monotonic())
         return detector
+
+
+def _active_version() -> tuple[str, str] | None:
+    from .models import PromptVersion
+
+    return PromptVersion.objects.filter(is_active=True).values_list("version", "program_path").first()
+
+
+def _active_program(
+    active: tuple[str, str], *, catalog: Catalog, lm: bool, local_model: LocalIntentModel
+) -> tuple[LMIntentDetector | None, LocalIntentModel]:
+    """The active version's saved program (LM backend) or refitted model (local backend), when it fits."""
+    version, path = active
+    try:
+        if path.endswith(".json"):
+            if not lm:
+                logger.warning("Active prompt version %s is an LM program; the local backend is configured", version)
+                return None, local_model
+            program = LMIntentDetector()
+            program.load(path)
+            return program, local_model
+        model = LocalIntentModel.load(path)
+    except Exception:
+        logger.exception("Could not load the active prompt version %s from %s; the default program answers",
+                         version, path)
+        return None, local_model
+    if lm:
+        logger.warning("Active prompt version %s is a local model; an LM backend is configured", version)
+        return None, local_model
+    from .models import PromptVersion
+
+    fitted_on = PromptVersion.objects.filter(version=version).values_list("description", flat=True).first() or {}
+    if fitted_on.get("catalog_version") != catalog.version:
+        logger.warning("Active prompt version %s was fitted on another catalog; the default model answers", version)
+        return None, local_model
+    return None, model
 
 
 def _prompt_version_register(detector: IntentDetector) -> None:

@@ -1,6 +1,7 @@
 """The intent catalog: categories with example utterances, and the workflow and agent templates
-that a detected intent selects."""
+that a detected intent selects; the tracking outboxes (detections, feedback) and prompt versions."""
 
+from django.conf import settings
 from django.db import models
 
 
@@ -104,14 +105,61 @@ class DeadLetter(DetectionRecord):
         verbose_name = "tracking dead letter"
 
 
+class DetectionFeedback(models.Model):
+    """A user's correction of one detection, and the outbox of its write to that detection's MLflow run.
+
+    One row per detection: the latest feedback wins (`revision` counts them, so a worker that logged an
+    older revision does not mark a newer one done)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        LOGGED = "logged"
+        DEAD = "dead"
+
+    request_id = models.UUIDField(unique=True, help_text="The detection's request id.")
+    detected_intent = models.CharField(max_length=100, help_text="What the detector answered.")
+    expected_intent = models.CharField(max_length=100, help_text="What the user says is right.")
+    is_correct = models.BooleanField()
+    comment = models.CharField(max_length=500, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="intent_feedback")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    revision = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker owns the row until then.")
+    lease_token = models.CharField(max_length=32, blank=True, db_index=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+    logged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        verbose_name_plural = "detection feedback"
+        indexes = [models.Index(fields=["state", "updated_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.detected_intent} -> {self.expected_intent} ({self.state})"
+
+
 class PromptVersion(models.Model):
-    """Every prompt version a detector reported, with what its hash stands for."""
+    """Every prompt version a detector reported or an optimizer produced, with what its hash stands for.
+
+    A version with a saved program (`program_path`) can be made the active one: every process's detector
+    then loads that program (at most one version is active)."""
 
     version = models.CharField(max_length=32, unique=True)
     model_name = models.CharField(max_length=200)
     description = models.JSONField(help_text="Everything the hash covers: signature, demos, adapter, model, ...")
     first_seen = models.DateTimeField(auto_now_add=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True, help_text="Run holding its state as an artifact.")
+    program_path = models.CharField(max_length=500, blank=True,
+                                    help_text="Saved program state (optimized versions), loadable on activation.")
+    base_version = models.CharField(max_length=32, blank=True, help_text="The version it was optimized from.")
+    is_active = models.BooleanField(default=False, db_index=True,
+                                    help_text="Detectors load this version's saved program.")
+    activated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-first_seen"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, Max, Prefetch
 
 from .models import AgentTemplate, IntentCategory, IntentExample, WorkflowTemplate
-from .program import FALLBACK_CATALOG, Catalog, IntentSpec, TemplateSpec
+from .program import FALLBACK_CATALOG, OUT_OF_SCOPE, Catalog, IntentSpec, TemplateSpec
 
 
 def catalog_fingerprint() -> tuple:
@@ -62,3 +62,14 @@ def _templates(model, active_names: set[str]) -> tuple[TemplateSpec, ...]:
         )
         for template in templates
     )
+
+
+def intent_name_known(*, name: str) -> bool:
+    """Whether `name` may be answered: an active catalog intent (the fallback catalog's when the database
+    has none), or out_of_scope."""
+    if name == OUT_OF_SCOPE:
+        return True
+    active = IntentCategory.objects.filter(is_active=True)
+    if active.filter(name=name).exists():
+        return True
+    return not active.exists() and FALLBACK_CATALOG.get(name) is not None

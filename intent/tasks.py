@@ -7,7 +7,7 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from .services import detection_records_flush, detection_records_log
+from .services import detection_feedback_flush, detection_feedback_log, detection_records_flush, detection_records_log
 
 
 class TrackingUnavailable(Exception):
@@ -28,5 +28,16 @@ def detections_track(self, request_ids: list[str]) -> dict[str, int]:
 
 @shared_task(acks_late=True, ignore_result=True)
 def detections_flush() -> int:
-    """Periodic: re-send pending records whose message was lost; prune old logged records."""
-    return detection_records_flush()
+    """Periodic: re-send pending records and feedback whose message was lost; prune old logged records."""
+    return detection_records_flush() + detection_feedback_flush()
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, ignore_result=True)
+def feedback_track(self, request_ids: list[str]) -> dict[str, int]:
+    """Write these feedback rows to their detections' MLflow runs (idempotent)."""
+    outcome = detection_feedback_log(request_ids=request_ids)
+    if outcome.retry:
+        countdown = min(settings.TRACKING_RETRY_BACKOFF_MAX_S, 2 ** min(self.request.retries, 10)) + random.uniform(0, 1)
+        raise self.retry(args=[outcome.retry], countdown=countdown, exc=TrackingUnavailable(outcome.last_error))
+    return {"logged": len(outcome.logged), "waiting": len(outcome.waiting), "dead": len(outcome.dead),
+            "skipped": len(outcome.skipped)}

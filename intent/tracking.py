@@ -1,5 +1,8 @@
 """MLflow tracking of detections: the contract's names, and the one module of `intent` that talks to MLflow.
 
+Besides the detection runs (issue 3): users' feedback on a run (contract B, `run_feedback_log`), and the
+offline evaluation and optimization runs (contract C, `experiment_run_log`).
+
 To add a metric, tag or param: add a constant below and one line in `run_payload_build`. The payload
 is plain JSON (it waits in the outbox table); `run_log` turns it into one MLflow run with
 `MlflowClient` and explicit run ids (never the fluent, thread-local API).
@@ -15,6 +18,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +66,11 @@ MESSAGE_LENGTH = "message_length"
 MESSAGE_WORD_COUNT = "message_word_count"
 REQUIRES_WORKFLOW = "requires_workflow"
 CATEGORY_SOURCE = "category_source"
+# Feedback on a detection run (contract B)
+EXPECTED_INTENT = "expected_intent"  # tag
+IS_CORRECT = "is_correct"  # metric, 1.0 / 0.0
+FEEDBACK_COMMENT = "feedback_comment"  # tag, optional
+FEEDBACK_COMMENT_MAX = 500
 
 RUN_FINISHED = "FINISHED"
 RUN_FAILED = "FAILED"
@@ -422,3 +431,112 @@ def prompt_version_log(*, version: str, model_name: str, description: dict[str, 
     client.log_dict(run.info.run_id, description, PROMPT_STATE_ARTIFACT)
     client.set_terminated(run.info.run_id, status=RUN_FINISHED)
     return run.info.run_id
+
+
+# --- Feedback on a detection run (contract B) -----------------------------------------------------
+
+
+def run_feedback_log(*, run_id: str, expected_intent: str, is_correct: bool, comment: str, timestamp_ms: int) -> None:
+    """Write a user's feedback on a detection's run; idempotent (a retry writes the same values).
+
+    The metric's timestamp is the feedback's own time, so a newer feedback is always MLflow's latest
+    value. A feedback without comment removes the comment an earlier one left.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    client = tracking_client()
+    try:
+        run = client.get_run(run_id)
+        tags = [RunTag(EXPECTED_INTENT, expected_intent)]
+        if comment:
+            tags.append(RunTag(FEEDBACK_COMMENT, comment[:FEEDBACK_COMMENT_MAX]))
+        client.log_batch(run_id, metrics=[Metric(IS_CORRECT, 1.0 if is_correct else 0.0, timestamp_ms, 0)],
+                         tags=tags)
+        if not comment and FEEDBACK_COMMENT in run.data.tags:
+            client.delete_tag(run_id, FEEDBACK_COMMENT)
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            raise TrackingPermanentError(str(exc)) from exc
+        raise
+
+
+# --- Offline evaluation and optimization runs (contract C) ---------------------------------------
+EVALUATION_EXPERIMENT = "intent_evaluation"
+OPTIMIZATION_EXPERIMENT = "intent_optimization"
+# Tags
+RUN_KIND = "run_kind"  # "evaluation" | "optimization"
+DATASET = "dataset"
+SPLIT = "split"
+BASE_PROMPT_VERSION = "base_prompt_version"
+OPTIMIZER = "optimizer"
+CATALOG_VERSION = "catalog_version"
+# Metrics
+IN_SCOPE_ACCURACY = "in_scope_accuracy"
+OOS_RECALL = "oos_recall"
+MACRO_F1 = "macro_f1"
+LATENCY_P50_MS = "latency_p50_ms"
+EXAMPLES = "examples"
+SCORE_BEFORE = "score_before"
+SCORE_AFTER = "score_after"
+# Artifacts
+PER_INTENT_REPORT_ARTIFACT = "per_intent_report.json"
+CONFUSION_MATRIX_ARTIFACT = "confusion_matrix.png"
+PROGRAM_STATE_ARTIFACT = "program_state.json"
+
+
+def evaluation_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Contract C's metrics from an `EvaluationReport.summary()` (OOS recall only when OOS was evaluated)."""
+    metrics = {
+        IN_SCOPE_ACCURACY: summary["in_scope_accuracy"],
+        MACRO_F1: summary["macro_f1"],
+        LATENCY_P50_MS: summary["latency_ms_p50"],
+        EXAMPLES: summary["examples"],
+    }
+    if summary.get("oos_recall") is not None:
+        metrics[OOS_RECALL] = summary["oos_recall"]
+    return metrics
+
+
+def experiment_run_log(
+    *,
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    dicts: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
+    files: dict[str, str | Path] | None = None,
+    status: str = RUN_FINISHED,
+) -> str:
+    """Log one finished run (an evaluation, an optimization) with its artifacts; returns its run id.
+
+    `dicts` are logged as JSON artifacts, `figures` (matplotlib) as pictures, `files` copied under the
+    given artifact directory ("" for the root).
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = tracking_client()
+    experiment_id = experiment_id_get(experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags={key: str(value) for key, value in tags.items()})
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()],
+            params=[Param(key, str(value)[:6000]) for key, value in (params or {}).items()],
+            tags=[RunTag(key, str(value)) for key, value in tags.items()],
+        )
+        for name, content in (dicts or {}).items():
+            client.log_dict(run_id, content, name)
+        for name, figure in (figures or {}).items():
+            client.log_figure(run_id, figure, name)
+        for directory, path in (files or {}).items():
+            client.log_artifact(run_id, str(path), directory or None)
+    except Exception:
+        client.set_terminated(run_id, status=RUN_FAILED)
+        raise
+    client.set_terminated(run_id, status=status)
+    return run_id

@@ -162,7 +162,10 @@ INTENT_LM_NUM_RETRIES = int(os.environ.get("INTENT_LM_NUM_RETRIES", "0"))
 # DSPy's engine for the LM: auto (native client where it can), litellm, or lm15.
 INTENT_LM_ENGINE = os.environ.get("INTENT_LM_ENGINE", "auto")
 INTENT_MODEL_CACHE_DIR = Path(os.environ.get("INTENT_MODEL_CACHE_DIR", VAR_DIR / "models"))
-# How often (seconds) a process checks whether the catalog changed in the database.
+# Where optimize_intents saves optimized programs (`<prompt_version>.json` for the LM backend,
+# `<prompt_version>.joblib` for the local one); activate_prompt_version makes one the active program.
+INTENT_PROGRAM_DIR = Path(os.environ.get("INTENT_PROGRAM_DIR", VAR_DIR / "programs"))
+# How often (seconds) a process checks whether the catalog or the active prompt version changed.
 INTENT_CATALOG_REFRESH_S = float(os.environ.get("INTENT_CATALOG_REFRESH_S", "5"))
 INTENT_CATALOG_PATH = Path(
     os.environ.get("INTENT_CATALOG_PATH", BASE_DIR / "intent" / "data" / "clinc150" / "data_full.json")

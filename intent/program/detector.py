@@ -110,12 +110,15 @@ class IntentDetector:
     def version_description(self) -> dict[str, Any]:
         """What `prompt_version` hashes; recorded in full so a hash can always be explained."""
         if self.lm is None:
-            return {
+            description = {
                 "backend": "local",
                 "model": LOCAL_MODEL_NAME,
                 "config": self.local.model.config.as_dict(),
                 "catalog_version": self.catalog.version,
             }
+            if self.local.model.extra_training:  # refitted on labelled data beyond the catalog
+                description["extra_training"] = self.local.model.extra_training
+            return description
         return {
             "backend": "lm",
             "model": self.model_name,

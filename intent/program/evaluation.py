@@ -6,6 +6,7 @@ import csv
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,16 +51,26 @@ class EvaluationReport:
         }
 
 
-def dataset_read(path: str | Path, *, split: str = "test") -> list[LabelledExample]:
-    """Read CLINC150 JSON (`split` plus `oos_<split>`), CSV or JSONL of `message,intent`."""
+def dataset_read(path: str | Path, *, split: str = "test", require_split: bool = False) -> list[LabelledExample]:
+    """Read CLINC150 JSON (`split` plus `oos_<split>`), CSV or JSONL of `message,intent`.
+
+    A CSV/JSONL with a `split` column keeps only the rows of `split`; without one, every row is taken,
+    unless `require_split` (training needs a train and a validation split that differ).
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetFormatError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(path)
-    if suffix in {".jsonl", ".ndjson"}:
-        return _read_jsonl(path)
+    if suffix in {".csv", ".jsonl", ".ndjson"}:
+        rows = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+        if not any(row_split is not None for _, row_split in rows):
+            if require_split:
+                raise DatasetFormatError(f"{path}: no split column; add one (e.g. train/val) or use CLINC150 JSON")
+            return [example for example, _ in rows]
+        examples = [example for example, row_split in rows if row_split == split]
+        if not examples:
+            raise DatasetFormatError(f"{path}: no rows of split {split!r}")
+        return examples
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -81,7 +92,7 @@ def _example(message: str, intent: str) -> LabelledExample:
     return LabelledExample(message=message, intent=OUT_OF_SCOPE if intent in OOS_LABELS else intent)
 
 
-def _read_csv(path: Path) -> list[LabelledExample]:
+def _read_csv(path: Path) -> list[tuple[LabelledExample, str | None]]:
     examples = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -90,11 +101,12 @@ def _read_csv(path: Path) -> list[LabelledExample]:
         for row in reader:
             if not (row.get("message") or "").strip() or not (row.get("intent") or "").strip():
                 raise DatasetFormatError(f"{path}: line {reader.line_num}: empty message or intent")
-            examples.append(_example(row["message"], row["intent"]))
+            split = (row.get("split") or "").strip() or None if "split" in reader.fieldnames else None
+            examples.append((_example(row["message"], row["intent"]), split))
     return examples
 
 
-def _read_jsonl(path: Path) -> list[LabelledExample]:
+def _read_jsonl(path: Path) -> list[tuple[LabelledExample, str | None]]:
     examples = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -107,7 +119,10 @@ def _read_jsonl(path: Path) -> list[LabelledExample]:
             row.get("intent"), str
         ):
             raise DatasetFormatError(f"{path}: line {number}: expected an object with string message and intent")
-        examples.append(_example(row["message"], row["intent"]))
+        split = row.get("split")
+        if split is not None and not isinstance(split, str):
+            raise DatasetFormatError(f"{path}: line {number}: split must be a string")
+        examples.append((_example(row["message"], row["intent"]), split))
     return examples
 
 
@@ -143,3 +158,85 @@ def report_build(*, labels: Sequence[str], predictions: Sequence[str], latencies
         predictions=list(predictions),
         labels=list(labels),
     )
+
+
+# --- What an evaluation run keeps: the per-intent report and the confusion matrix picture -------------
+
+
+def confusion_pairs(labels: Sequence[str], predictions: Sequence[str]) -> list[dict[str, object]]:
+    """Counts of (expected, detected), most frequent first; the diagonal included."""
+    counts = Counter(zip(labels, predictions, strict=True))
+    return [
+        {"expected": expected, "detected": detected, "count": count}
+        for (expected, detected), count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+
+
+def per_intent_report(report: EvaluationReport) -> dict[str, object]:
+    """JSON of the evaluation: the summary, per intent precision/recall/F1/support, and the confusions."""
+    per_intent = {
+        name: {key: (int(value) if key == "support" else float(value)) for key, value in figures.items()}
+        for name, figures in report.per_intent.items()
+        if isinstance(figures, dict) and name not in {"macro avg", "weighted avg"}
+    }
+    pairs = confusion_pairs(report.labels, report.predictions)
+    return {
+        "summary": report.summary(),
+        "per_intent": per_intent,
+        "confusions": [pair for pair in pairs if pair["expected"] != pair["detected"]],
+    }
+
+
+def confusion_figure(labels: Sequence[str], predictions: Sequence[str], *, max_labelled: int = 30, top: int = 20):
+    """A matplotlib Figure of the confusion matrix (no pyplot, so no GUI backend is ever touched).
+
+    Up to `max_labelled` intents: a labelled heatmap. More (CLINC150 has 151 with out_of_scope): the
+    row-normalised heatmap without tick labels, beside a bar chart of the `top` most frequent confusions,
+    which is what one reads a large matrix for.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import confusion_matrix
+
+    names = sorted(set(labels) | set(predictions), key=lambda name: (name == OUT_OF_SCOPE, name))
+    matrix = confusion_matrix(labels, predictions, labels=names)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    if len(names) <= max_labelled:
+        size = max(4.0, 0.35 * len(names) + 2)
+        figure = Figure(figsize=(size + 1, size), dpi=110)
+        axes = figure.add_subplot()
+        image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        axes.set_yticks(range(len(names)), names, fontsize=7)
+        if len(names) <= 15:
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    if matrix[i, j]:
+                        axes.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                                  color="white" if normalised[i, j] > 0.5 else "black")
+        axes.set_xlabel("detected")
+        axes.set_ylabel("expected")
+        figure.colorbar(image, ax=axes, fraction=0.046, label="share of the expected intent")
+    else:
+        figure = Figure(figsize=(16, 8), dpi=110)
+        left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.1]})
+        image = left.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        left.set_xticks([])
+        left.set_yticks([])
+        left.set_xlabel(f"detected ({len(names)} intents, out_of_scope last)")
+        left.set_ylabel("expected")
+        figure.colorbar(image, ax=left, fraction=0.046, label="share of the expected intent")
+        confusions = [p for p in confusion_pairs(labels, predictions) if p["expected"] != p["detected"]][:top]
+        right.barh(range(len(confusions)), [p["count"] for p in confusions], color="tab:red")
+        right.set_yticks(range(len(confusions)), [f"{p['expected']} -> {p['detected']}" for p in confusions],
+                         fontsize=8)
+        right.invert_yaxis()
+        right.set_xlabel("examples")
+        right.set_title(f"top {len(confusions)} confusions (expected -> detected)")
+    figure.suptitle(f"Confusion matrix, {len(labels)} examples")
+    figure.tight_layout()
+    return figure

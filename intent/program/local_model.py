@@ -176,6 +176,10 @@ class _VectorBlock:
 class LocalIntentModel:
     """Use `LocalIntentModel.fit(...)` or `LocalIntentModel.load(...)`, not the constructor."""
 
+    # Hash of labelled examples it was refitted on beyond the catalog's (see program/optimization.py);
+    # None for a model fitted on the catalog alone. Part of the detector's prompt_version when set.
+    extra_training: str | None = None
+
     def __init__(
         self,
         config: LocalModelConfig,
@@ -296,7 +300,9 @@ class LocalIntentModel:
         return self._with_config(replace(self.config, temperature=float(temperature)))
 
     def _with_config(self, config: LocalModelConfig) -> LocalIntentModel:
-        return type(self)(config, self.intents, self._blocks, self._weights, self._bias, self._vector_block)
+        model = type(self)(config, self.intents, self._blocks, self._weights, self._bias, self._vector_block)
+        model.extra_training = self.extra_training
+        return model
 
     def save(self, path: str | os.PathLike) -> None:
         joblib.dump(self, path)

@@ -2,6 +2,14 @@
 
 from .catalog import CatalogFormatError, CatalogLoadResult, catalog_load, catalog_read
 from .detection import DetectionResult, detection_record_create, intent_detect
+from .feedback import (
+    DetectionNotFound,
+    analytics_refresh_request,
+    detection_feedback_create,
+    detection_feedback_flush,
+    detection_feedback_log,
+    detection_feedback_replay,
+)
 from .recording import (
     dead_letters_replay,
     detection_record_log,
@@ -11,6 +19,12 @@ from .recording import (
 )
 
 __all__ = [
+    "DetectionNotFound",
+    "analytics_refresh_request",
+    "detection_feedback_create",
+    "detection_feedback_flush",
+    "detection_feedback_log",
+    "detection_feedback_replay",
     "CatalogFormatError",
     "CatalogLoadResult",
     "DetectionResult",

@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import tracking
-from ..models import DetectionRecord, PromptVersion
+from ..models import DetectionFeedback, DetectionRecord, PromptVersion
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,10 @@ def _logged(records: list[DetectionRecord], run_ids: list[str]) -> None:
     DetectionRecord.objects.bulk_update(
         records, ["state", "mlflow_run_id", "logged_at", "lease_until", "lease_token", "last_error"]
     )
+    if records:
+        from .feedback import feedback_queue_waiting
+
+        feedback_queue_waiting(request_ids=[str(record.request_id) for record in records])
 
 
 def _describe(exc: BaseException) -> str:
@@ -157,7 +161,9 @@ def detection_records_flush(*, older_than_s: float | None = None, batch_size: in
     for start in range(0, len(pending), batch_size):
         detections_track.delay([str(request_id) for request_id in pending[start : start + batch_size]])
     retention = timedelta(days=settings.TRACKING_RECORD_RETENTION_DAYS)
-    DetectionRecord.objects.filter(state=DetectionRecord.State.LOGGED, logged_at__lt=now - retention).delete()
+    DetectionRecord.objects.filter(state=DetectionRecord.State.LOGGED, logged_at__lt=now - retention).exclude(
+        request_id__in=DetectionFeedback.objects.filter(state=DetectionFeedback.State.PENDING).values("request_id")
+    ).delete()
     return len(pending)
 
 

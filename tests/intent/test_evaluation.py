@@ -53,7 +53,7 @@ def test_malformed_dataset_names_the_line(tmp_path, name, content, message):
 
 
 @pytest.mark.django_db
-def test_evaluate_intents_command_prints_the_figures(tmp_path, small_catalog, capsys):
+def test_evaluate_intents_command_prints_the_figures(tmp_path, small_catalog, mlflow_store, capsys):
     path = tmp_path / "set.csv"
     path.write_text("message,intent\nwhat is my balance,balance\nsend money to my savings,transfer\n"
                     "what is the capital of peru,oos\n")

@@ -1,0 +1,67 @@
+"""Offline evaluation of the configured detector on a labelled set, tracked as one MLflow run (contract C)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import tracking
+from ..detectors import detector_get
+from ..program import DetectionInput, IntentDetector
+from ..program.evaluation import (
+    EvaluationReport,
+    LabelledExample,
+    confusion_figure,
+    evaluate,
+    per_intent_report,
+)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    report: EvaluationReport
+    model_name: str
+    prompt_version: str
+    catalog_version: str
+    catalog_source: str
+    run_id: str | None  # None when not tracked
+
+
+def detector_evaluate(
+    *,
+    examples: list[LabelledExample],
+    dataset: Path,
+    split: str,
+    detector: IntentDetector | None = None,
+    track: bool = True,
+    progress: Callable[[Iterable], Iterable] = lambda items: items,
+) -> EvaluationResult:
+    """Run the detector (the configured one by default) over the examples; log the run in `intent_evaluation`."""
+    detector = detector or detector_get()
+    report = evaluate(lambda message: detector.detect(DetectionInput(message=message)).intent, examples,
+                      progress=progress)
+    run_id = None
+    if track:
+        run_id = evaluation_run_log(report=report, detector=detector, dataset=dataset, split=split)
+    return EvaluationResult(report=report, model_name=detector.model_name, prompt_version=detector.prompt_version,
+                            catalog_version=detector.catalog.version, catalog_source=detector.catalog.source,
+                            run_id=run_id)
+
+
+def evaluation_run_log(*, report: EvaluationReport, detector: IntentDetector, dataset: Path, split: str) -> str:
+    return tracking.experiment_run_log(
+        experiment=tracking.EVALUATION_EXPERIMENT,
+        run_name=f"eval-{detector.prompt_version}-{Path(dataset).stem}",
+        tags={
+            tracking.PROMPT_VERSION: detector.prompt_version,
+            tracking.MODEL_NAME: detector.model_name,
+            tracking.DATASET: Path(dataset).name,
+            tracking.SPLIT: split,
+            tracking.RUN_KIND: "evaluation",
+            tracking.CATALOG_VERSION: detector.catalog.version,
+        },
+        metrics=tracking.evaluation_metrics(report.summary()),
+        dicts={tracking.PER_INTENT_REPORT_ARTIFACT: per_intent_report(report)},
+        figures={tracking.CONFUSION_MATRIX_ARTIFACT: confusion_figure(report.labels, report.predictions)},
+    )

@@ -1,0 +1,153 @@
+"""Optimizing the configured program on labelled data, saving it as a prompt version, and activating one.
+
+The optimization itself is Django-free (`intent.program.optimization`); this module picks the
+configured backend, saves the result under `INTENT_PROGRAM_DIR/<prompt_version>.json|.joblib`,
+registers the `PromptVersion`, and tracks the run in the `intent_optimization` experiment (contract C).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dspy
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .. import tracking
+from ..detectors import detector_get
+from ..models import PromptVersion
+from ..program import IntentDetector
+from ..program.evaluation import LabelledExample, per_intent_report
+from ..program.optimization import OptimizationResult, lm_program_optimize, local_model_optimize
+
+logger = logging.getLogger(__name__)
+
+
+class PromptVersionNotActivatable(LookupError):
+    """No such prompt version, or it has no saved program to load."""
+
+
+@dataclass(frozen=True)
+class OptimizationOutcome:
+    result: OptimizationResult
+    base_prompt_version: str
+    prompt_version: str
+    model_name: str
+    program_path: Path
+    run_id: str
+
+
+def prompt_program_optimize(
+    *,
+    train: list[LabelledExample],
+    val: list[LabelledExample],
+    optimizer: str,
+    dataset: Path,
+    max_demos: int = 4,
+    num_threads: int = 1,
+    progress: Callable[[Iterable], Iterable] = lambda items: items,
+) -> OptimizationOutcome:
+    """Optimize the configured detector's program (LM: a DSPy optimizer; local: refit + threshold), save it,
+    register its prompt version (not active), and log the run in `intent_optimization`."""
+    base = detector_get()
+    directory = Path(settings.INTENT_PROGRAM_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    if base.lm is not None:
+        result = lm_program_optimize(
+            catalog=base.catalog, lm=base.lm, adapter=base.adapter, optimizer=optimizer, train=train, val=val,
+            base_program=base.program, max_demos=max_demos, num_threads=num_threads, progress=progress,
+        )
+        optimized = IntentDetector(catalog=base.catalog, local_model=base.local.model, lm_settings=base.lm_settings,
+                                   adapter=base.adapter, program=result.program)
+        path = directory / f"{optimized.prompt_version}.json"
+        _write_atomically(path, lambda tmp: result.program.save(tmp, save_program=False), suffix=".json")
+        state = json.loads(path.read_text())
+    else:
+        result = local_model_optimize(catalog=base.catalog, base_model=base.local.model, train=train, val=val,
+                                      progress=progress)
+        optimized = IntentDetector(catalog=base.catalog, local_model=result.local_model)
+        path = directory / f"{optimized.prompt_version}.joblib"
+        _write_atomically(path, result.local_model.save, suffix=".joblib")
+        state = optimized.version_description
+    version, _ = PromptVersion.objects.update_or_create(
+        version=optimized.prompt_version,
+        defaults={"model_name": optimized.model_name, "description": optimized.version_description,
+                  "program_path": str(path.resolve()), "base_version": base.prompt_version},
+    )
+    if not version.mlflow_run_id:
+        try:
+            run_id = tracking.prompt_version_log(version=version.version, model_name=version.model_name,
+                                                 description=version.description)
+            PromptVersion.objects.filter(pk=version.pk).update(mlflow_run_id=run_id)
+        except Exception:  # noqa: BLE001 - a worker records it with the next detections
+            logger.warning("Could not record prompt version %s in MLflow yet", version.version, exc_info=True)
+    metrics = {tracking.SCORE_BEFORE: result.score_before, tracking.SCORE_AFTER: result.score_after}
+    for suffix, report in (("before", result.before), ("after", result.after)):
+        for name, value in tracking.evaluation_metrics(report.summary()).items():
+            metrics[f"{name}_{suffix}"] = value
+    run_id = tracking.experiment_run_log(
+        experiment=tracking.OPTIMIZATION_EXPERIMENT,
+        run_name=f"optimize-{result.optimizer}-{optimized.prompt_version}",
+        tags={
+            tracking.PROMPT_VERSION: optimized.prompt_version,
+            tracking.BASE_PROMPT_VERSION: base.prompt_version,
+            tracking.OPTIMIZER: result.optimizer,
+            tracking.MODEL_NAME: optimized.model_name,
+            tracking.RUN_KIND: "optimization",
+            tracking.DATASET: Path(dataset).name,
+            tracking.CATALOG_VERSION: base.catalog.version,
+        },
+        params={**{f"optimizer.{key}": value for key, value in result.params.items()},
+                "train_examples": len(train), "val_examples": len(val), "dspy_version": dspy.__version__,
+                **{f"result.{key}": value for key, value in result.notes.items()}},
+        metrics=metrics,
+        dicts={
+            tracking.PROGRAM_STATE_ARTIFACT: state,
+            "val_report_before.json": per_intent_report(result.before),
+            "val_report_after.json": per_intent_report(result.after),
+        },
+    )
+    return OptimizationOutcome(result=result, base_prompt_version=base.prompt_version,
+                               prompt_version=optimized.prompt_version, model_name=optimized.model_name,
+                               program_path=path, run_id=run_id)
+
+
+def _write_atomically(path: Path, write: Callable[[str], object], *, suffix: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@transaction.atomic
+def prompt_version_activate(*, version: str) -> PromptVersion:
+    """Make this version's saved program the one every detector loads (within INTENT_CATALOG_REFRESH_S)."""
+    prompt_version = PromptVersion.objects.select_for_update().filter(version=version).first()
+    if prompt_version is None:
+        raise PromptVersionNotActivatable(f"No prompt version {version!r}")
+    if not prompt_version.program_path:
+        raise PromptVersionNotActivatable(
+            f"Prompt version {version} has no saved program (only optimize_intents saves one)")
+    if not Path(prompt_version.program_path).exists():
+        raise PromptVersionNotActivatable(f"Prompt version {version}: {prompt_version.program_path} is missing")
+    PromptVersion.objects.filter(is_active=True).exclude(pk=prompt_version.pk).update(is_active=False)
+    prompt_version.is_active, prompt_version.activated_at = True, timezone.now()
+    prompt_version.save(update_fields=["is_active", "activated_at"])
+    return prompt_version
+
+
+def prompt_version_deactivate() -> int:
+    """Back to the default program (the signature as written, the catalog-fitted local model)."""
+    return PromptVersion.objects.filter(is_active=True).update(is_active=False)
+
