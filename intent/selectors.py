@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Max, Prefetch
 
-from .models import AgentTemplate, IntentCategory, IntentExample, WorkflowTemplate
+from .models import AgentTemplate, DetectionRecord, IntentCategory, IntentExample, WorkflowTemplate
 from .program import FALLBACK_CATALOG, Catalog, IntentSpec, TemplateSpec
 
 
@@ -62,3 +62,9 @@ def _templates(model, active_names: set[str]) -> tuple[TemplateSpec, ...]:
         )
         for template in templates
     )
+
+
+def dead_letters_count() -> int:
+    """How many detections could not be logged to MLflow and wait in the dead letters. A plain interface
+    for other apps (analytics' health reads it by dotted path, without importing intent's models)."""
+    return DetectionRecord.objects.filter(state=DetectionRecord.State.DEAD).count()
