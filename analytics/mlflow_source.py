@@ -52,6 +52,9 @@ STATUS = "status"
 FALLBACK_USED = "fallback_used"
 ERROR_CATEGORY = "error_category"
 ERROR_TYPE = "error_type"
+# Feedback (contract B): written on a detection run after the fact
+EXPECTED_INTENT = "expected_intent"  # tag
+IS_CORRECT = "is_correct"  # metric, 1.0 / 0.0
 # Params
 MODEL_NAME = "model_name"
 MESSAGE_LENGTH = "message_length"

@@ -1,7 +1,7 @@
 """The ORM mirror of MLflow runs (`MirroredRun`), its daily rollups (`DailyRollup`) and the sync's state.
 
 MLflow stays the system of record: the sync (`analytics.services.runs_sync`) writes these tables, nothing
-else does (except `expected_intent` / `is_correct`, which the sync never touches).
+else does (feedback too arrives through MLflow: the run's `expected_intent` tag and `is_correct` metric).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from bisect import bisect_right
 from datetime import timedelta
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 # Fixed, log-spaced latency bucket edges (ms): 6 per decade from 0.1 ms to 100 s. Bucket 0 holds
@@ -80,7 +81,9 @@ class MirroredRun(models.Model):
     params = models.JSONField(default=dict, blank=True, help_text="Params outside the contract.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Latest value of metrics outside the contract.")
 
-    # Filled by the feedback issue, never by the sync; null = no feedback yet.
+    # Feedback (contract B): the run's tag `expected_intent` and metric `is_correct`, written on the run by the
+    # intent app and mirrored by the sync (`runs_refresh` re-reads a run as soon as it gets them); null = no
+    # feedback yet.
     expected_intent = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     is_correct = models.BooleanField(null=True, blank=True)
 
@@ -103,6 +106,13 @@ class MirroredRun(models.Model):
             # The few runs the sync polls again until they end. Not a partial index: SQLite uses one only
             # when the query spells the condition's values out, and Django binds them as parameters.
             models.Index(fields=["status"], name="mirroredrun_status"),
+            # Partial indexes hold only the few rows the reports read raw: failing runs (errors' latest runs
+            # and types) and labelled ones (confusion). Their conditions have no bound value (`WHERE is_error`,
+            # `IS NOT NULL`), so SQLite uses them too; rows outside them cost an upsert nothing more.
+            models.Index(fields=["experiment_id", "start_time"], condition=Q(is_error=True),
+                         name="mirroredrun_failing"),
+            models.Index(fields=["experiment_id", "day"], condition=Q(is_correct__isnull=False),
+                         name="mirroredrun_labelled"),
         ]
 
     def __str__(self) -> str:
@@ -143,6 +153,8 @@ class DailyRollup(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)
+    labelled = models.PositiveIntegerField(default=0, help_text="Runs with feedback (is_correct not null).")
+    correct = models.PositiveIntegerField(default=0, help_text="Runs whose feedback says the detection was right.")
     first_start_time = models.DateTimeField(null=True, blank=True)
     last_start_time = models.DateTimeField(null=True, blank=True)
     computed_at = models.DateTimeField()
