@@ -202,3 +202,13 @@ class SyncState(models.Model):
         if self.newest_start_time is None:
             return None
         return timezone.now() - self.newest_start_time
+
+
+class DetectionAnalytics(MirroredRun):
+    """No data of its own: the admin's "Detection analytics" dashboard hangs on this proxy, so that it is
+    listed on the admin index and in the sidebar like any other page of the app (see `admin.py`)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "detection analytics"
+        verbose_name_plural = "detection analytics"

@@ -22,7 +22,8 @@ OPTIMIZATION_EXPERIMENT = "intent_optimization"
 
 
 def experiment_names() -> list[str]:
-    names = [settings.MLFLOW_EXPERIMENT_NAME, PROMPT_VERSIONS_EXPERIMENT, EVALUATION_EXPERIMENT, OPTIMIZATION_EXPERIMENT]
+    evaluation = getattr(settings, "ANALYTICS_EVALUATION_EXPERIMENT_NAME", EVALUATION_EXPERIMENT)
+    names = [settings.MLFLOW_EXPERIMENT_NAME, PROMPT_VERSIONS_EXPERIMENT, evaluation, OPTIMIZATION_EXPERIMENT]
     return list(dict.fromkeys(names))
 
 
