@@ -82,6 +82,9 @@ class HealthApi(APIView):
     permission_classes = [IsAdminUser]
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AnalyticsHealth"
+
         status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
         reasons = serializers.ListField(child=serializers.CharField(), help_text=(
             "Why not ok: mlflow_unreachable, database_unreachable (down); experiment_missing, "
@@ -119,10 +122,16 @@ class ExperimentsRecreateApi(APIView):
     permission_classes = [IsSuperuser]
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "ExperimentsRecreateInput"
+
         reset = serializers.BooleanField(required=False, default=False, help_text=(
             "Put each existing experiment aside (renamed, deleted with its runs) and create it anew."))
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ExperimentsRecreateResult"
+
         created = serializers.ListField(child=serializers.CharField())
         restored = serializers.ListField(child=serializers.CharField())
         reset = serializers.ListField(child=serializers.CharField())

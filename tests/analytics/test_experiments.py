@@ -139,3 +139,15 @@ def test_the_command_does_the_same_and_says_so(run_logger):
     assert "orphaned runs: 2 (left in intent_detection.reset-" in reset.getvalue()
     new = run_logger.client.get_experiment_by_name("intent_detection")
     assert new.experiment_id != run_logger.experiment_id and new.lifecycle_stage == "active"
+
+
+def test_the_openapi_schema_describes_health_and_recreate_with_examples(anonymous_client):
+    schema = anonymous_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+
+    body = schema.json() if schema["Content-Type"].startswith("application/json") else None
+    text = schema.content.decode()
+    assert schema.status_code == 200
+    assert "/api/analytics/mlflow/health" in text and "/api/analytics/mlflow/experiments/recreate" in text
+    assert "Degraded: the sync is late" in text and "orphaned_runs" in text
+    if body is not None:
+        assert set(body["paths"]["/api/analytics/mlflow/health"]["get"]["responses"]) == {"200", "503"}
