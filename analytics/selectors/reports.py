@@ -20,6 +20,7 @@ Where the numbers come from:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,12 +28,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun, SyncState
 from ..services.rollups import rollup_aggregates
-from . import histograms_merge, rollup_percentile
+from . import rollup_percentile
 
 Dimension = DailyRollup.Dimension
 
@@ -80,9 +82,12 @@ class Scope:
     def end(self) -> datetime:
         return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
 
-    def raw_runs(self) -> QuerySet:
-        """The period's mirrored runs that match the filters."""
-        rows = MirroredRun.objects.filter(experiment_id=self.experiment_id, day__gte=self.since, day__lte=self.until)
+    def raw_runs(self, *, by_start_time: bool = False) -> QuerySet:
+        """The period's mirrored runs that match the filters; `by_start_time`: the period as a start_time
+        range (the same runs: `day` is start_time's UTC date), for the indexes on start_time."""
+        period = ({"start_time__gte": self.start(), "start_time__lt": self.end()} if by_start_time
+                  else {"day__gte": self.since, "day__lte": self.until})
+        rows = MirroredRun.objects.filter(experiment_id=self.experiment_id, **period)
         return rows.filter(**{FILTERS[name][1]: value for name, value in self.filters.items()})
 
 
@@ -111,17 +116,30 @@ class Cell:
     out_of_scope: int = 0
     template_matches: int = 0
     confidence_count: int = 0
-    confidence_sum: float = 0.0
     latency_count: int = 0
-    latency_sum_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
     labelled: int = 0
     correct: int = 0
+    confidence_sum: float = 0.0
+    latency_sum_ms: float = 0.0
+    cost_usd: float = 0.0
     first_start_time: datetime | None = None
     last_start_time: datetime | None = None
     histogram: list[int] | None = None
+
+    def add(self, other: Cell) -> None:
+        for name in SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.first_start_time is not None and (self.first_start_time is None
+                                                   or other.first_start_time < self.first_start_time):
+            self.first_start_time = other.first_start_time
+        if other.last_start_time is not None and (self.last_start_time is None
+                                                  or other.last_start_time > self.last_start_time):
+            self.last_start_time = other.last_start_time
+        if other.histogram is not None:
+            self.histogram = (list(other.histogram) if self.histogram is None
+                              else [a + b for a, b in zip(self.histogram, other.histogram, strict=True)])
 
     def percentile(self, q: float) -> float | None:
         return None if self.histogram is None else _ms(rollup_percentile(self.histogram, q))
@@ -155,78 +173,141 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _rollup_source(scope: Scope, dimension: str) -> tuple[QuerySet, str | None] | None:
-    """The rollup rows that answer `dimension` under the scope's filters, and the value to report them
-    under (None: their own); None when the rollups cannot (the raw rows must)."""
-    rollups = DailyRollup.objects.filter(experiment_id=scope.experiment_id, day__gte=scope.since,
-                                         day__lte=scope.until)
-    if not scope.filters:
-        return rollups.filter(dimension=dimension), None
-    if len(scope.filters) == 1:
-        (name, value), = scope.filters.items()
-        filter_dimension = FILTERS[name][0]
-        if dimension in (Dimension.ALL, filter_dimension):
-            relabel = "" if dimension == Dimension.ALL else None
-            return rollups.filter(dimension=filter_dimension, value=value), relabel
-    return None
+def _datetime(value: datetime | str | None) -> datetime | None:
+    """A timestamp read with plain SQL: SQLite gives naive UTC (text, or a datetime with its converters)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def cells_get(*, scope: Scope, dimension: str, by: str = "value", histograms: bool = False,
-              counts_only: bool = False) -> dict[Any, Cell]:
-    """Per value of `dimension` (`by="value"`) or per day (`by="day"`), the sums over the scope.
-
-    `histograms`: also the merged latency histograms (for percentiles); `counts_only`: only `runs`
-    (distributions). The database sums; only histograms are merged here."""
-    names = ("runs",) if counts_only else SUMMED
-    source = _rollup_source(scope, dimension)
-    cells: dict[Any, Cell] = {}
-    if source is not None:
-        rollups, relabel = source
-        key = "day" if by == "day" else "value"
-        extra = {} if counts_only else {"first_start_time": Min("first_start_time"),
-                                        "last_start_time": Max("last_start_time")}
-        for row in rollups.values(key).annotate(**{f"s_{n}": Sum(n) for n in names}, **extra).order_by():
-            k = row[key] if relabel is None or by == "day" else relabel
-            cells[k] = Cell(key=k, **_summed(row, names, prefix="s_"), **{n: row[n] for n in extra})
-        if histograms:
-            merged: dict[Any, list[list[int]]] = {}
-            for k, histogram in rollups.values_list(key, "latency_histogram"):
-                merged.setdefault(k if relabel is None or by == "day" else relabel, []).append(histogram)
-            for k, cell in cells.items():
-                cell.histogram = histograms_merge(merged.get(k, []))
-        return cells
-    # The raw rows: the rollups' own aggregates, grouped by the value (or the day) instead.
-    column = "day" if by == "day" else DIMENSION_COLUMN[dimension]
-    aggregates = rollup_aggregates()
-    if counts_only:
-        aggregates = {"runs": aggregates["runs"]}
-    elif not histograms:
-        del aggregates["latency_buckets"]
-    rows = scope.raw_runs()
-    for row in (rows.values(column).annotate(**aggregates).order_by() if column else [rows.aggregate(**aggregates)]):
-        k = row[column] if column else ""
-        if not row["runs"]:
-            continue
-        cell = Cell(key=k, **_summed(row, names))
-        if not counts_only:
-            cell.first_start_time, cell.last_start_time = row["first_start_time"], row["last_start_time"]
-        if histograms:
-            cell.histogram = [0] * LATENCY_BUCKET_COUNT
-            if row["latency_buckets"]:
-                for bucket, count in Counter(row["latency_buckets"].split(",")).items():
-                    cell.histogram[int(bucket)] = count
-        cells[k] = cell
-    return cells
+def _number(name: str, value: Any) -> int | float:
+    """A sum as a Python number (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
+    return (float if name in REAL else int)(value or 0)
 
 
-def _summed(row: Mapping[str, Any], names: Iterable[str], *, prefix: str = "") -> dict[str, Any]:
-    """The sums of a row as Python numbers (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
-    return {name: (float if name in REAL else int)(row[prefix + name] or 0) for name in names}
+COUNTED = ("runs", "errors", "fallbacks")
+DETAIL_COLUMNS = ("dimension", "value", "day", *SUMMED, "first_start_time", "last_start_time", "latency_histogram")
 
 
-def _total(scope: Scope, *, histograms: bool = True) -> Cell:
-    return cells_get(scope=scope, dimension=Dimension.ALL, histograms=histograms).get("") or Cell(
-        key="", histogram=[0] * LATENCY_BUCKET_COUNT)
+class Cells:
+    """Everything one report reads, in as few queries as the filters allow.
+
+    `detailed` dimensions come as (day, value) cells with every sum and the latency histogram: without
+    filters, one query reads the rollup rows of all of them (days × values: a few hundred rows for 30
+    days), summed here. `counted` dimensions (distributions) need only runs, errors and fallbacks per value:
+    one GROUP BY over their rollup rows. A dimension the rollups cannot answer under the filters is
+    aggregated from the raw rows instead, per (day, value) likewise (see the module's docstring)."""
+
+    def __init__(self, scope: Scope, *, detailed: Iterable[str] = (), counted: Iterable[str] = ()) -> None:
+        self.scope = scope
+        self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
+        self.counts: dict[str, dict[str, Cell]] = {}
+        self._detailed_read(list(detailed))
+        self._counted_read(list(counted))
+
+    def _plan(self, dimension: str) -> tuple[str, str | None, str | None] | None:
+        """(rollup dimension to read, its value to select, the value to report instead) or None: raw rows."""
+        filters = self.scope.filters
+        if not filters:
+            return dimension, None, None
+        if len(filters) == 1:
+            ((name, value),) = filters.items()
+            filter_dimension = FILTERS[name][0]
+            if dimension == Dimension.ALL:
+                return filter_dimension, value, ""
+            if dimension == filter_dimension:
+                return filter_dimension, value, None
+        return None
+
+    def _rollups(self, plans: dict[str, tuple[str, str | None, str | None]], select: str,
+                 group_by: str = "") -> list[tuple]:
+        """Rows of `SELECT <select> FROM` the period's rollups of the planned dimensions. Plain SQL: the hot
+        path of every report, where compiling ORM queries cost more than running them (measured)."""
+        scope = self.scope
+        dimensions = sorted({plan[0] for plan in plans.values()})
+        values = sorted({plan[1] for plan in plans.values()} - {None})
+        adapt = connection.ops.adapt_datefield_value
+        sql = (f"SELECT {select} FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s "
+               f"AND day <= %s AND dimension IN ({', '.join(['%s'] * len(dimensions))})")
+        params: list[Any] = [scope.experiment_id, adapt(scope.since), adapt(scope.until), *dimensions]
+        if values:
+            sql += f" AND value IN ({', '.join(['%s'] * len(values))})"
+            params += values
+        with connection.cursor() as cursor:
+            cursor.execute(sql + group_by, params)
+            return cursor.fetchall()
+
+    def _detailed_read(self, dimensions: list[str]) -> None:
+        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
+        for dimension in dimensions:
+            self.cells[dimension] = []
+        if plans:
+            for row in self._rollups(plans, ", ".join(DETAIL_COLUMNS)):
+                histogram = row[-1]
+                cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-3],
+                                                                                          strict=True)},
+                            first_start_time=_datetime(row[-3]), last_start_time=_datetime(row[-2]),
+                            histogram=json.loads(histogram) if isinstance(histogram, str) else histogram)
+                day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
+                for dimension, (rollup_dimension, _, relabel) in plans.items():
+                    if rollup_dimension == row[0]:
+                        self.cells[dimension].append((day, row[1] if relabel is None else relabel, cell))
+        for dimension in set(dimensions) - set(plans):
+            column = DIMENSION_COLUMN[dimension]
+            group = ["day"] + ([column] if column else [])
+            for row in self.scope.raw_runs().values(*group).annotate(**rollup_aggregates()).order_by():
+                histogram = [0] * LATENCY_BUCKET_COUNT
+                if row["latency_buckets"]:
+                    for bucket, count in Counter(row["latency_buckets"].split(",")).items():
+                        histogram[int(bucket)] = count
+                cell = Cell(key=None, **{name: _number(name, row[name]) for name in SUMMED},
+                            first_start_time=row["first_start_time"], last_start_time=row["last_start_time"],
+                            histogram=histogram)
+                self.cells[dimension].append((row["day"], row[column] if column else "", cell))
+
+    def _counted_read(self, dimensions: list[str]) -> None:
+        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
+        for dimension in dimensions:
+            self.counts[dimension] = {}
+        if plans:
+            sums = ", ".join(f"SUM({name})" for name in COUNTED)
+            for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value"):
+                for dimension, (rollup_dimension, _, relabel) in plans.items():
+                    if rollup_dimension == row[0]:
+                        key = row[1] if relabel is None else relabel
+                        self.counts[dimension][key] = Cell(
+                            key=key, **{name: _number(name, value) for name, value in zip(COUNTED, row[2:],
+                                                                                          strict=True)})
+        for dimension in set(dimensions) - set(plans):
+            column = DIMENSION_COLUMN[dimension]
+            all_aggregates = rollup_aggregates()
+            aggregates = {name: all_aggregates[name] for name in COUNTED}
+            for row in self.scope.raw_runs().values(column).annotate(**aggregates).order_by():
+                self.counts[dimension][row[column]] = Cell(key=row[column],
+                                                           **{n: _number(n, row[n]) for n in COUNTED})
+
+    def by_value(self, dimension: str) -> dict[str, Cell]:
+        if dimension in self.counts:
+            return self.counts[dimension]
+        return self._summed(dimension, by_day=False)
+
+    def by_day(self, dimension: str = Dimension.ALL) -> dict[date, Cell]:
+        return self._summed(dimension, by_day=True)
+
+    def _summed(self, dimension: str, *, by_day: bool) -> dict[Any, Cell]:
+        result: dict[Any, Cell] = {}
+        for day, value, cell in self.cells[dimension]:
+            key = day if by_day else value
+            if key not in result:
+                result[key] = Cell(key=key)
+            result[key].add(cell)
+        return result
+
+    def total(self) -> Cell:
+        """All runs of the scope (from the `all` cells)."""
+        return self._summed(Dimension.ALL, by_day=False).get("") or Cell(key="", histogram=[0] * LATENCY_BUCKET_COUNT)
 
 
 def _days(scope: Scope) -> Iterable[date]:
@@ -241,8 +322,11 @@ def _shares(cells: dict[Any, Cell], total: int, name: str) -> list[dict[str, Any
 
 # --- The reports --------------------------------------------------------------------------------------
 
-def _overview(scope: Scope) -> dict[str, Any]:
-    total = _total(scope)
+OVERVIEW_COUNTED = (Dimension.INTENT, Dimension.ROLE, Dimension.MODULE)
+
+
+def _overview(cells: Cells) -> dict[str, Any]:
+    total = cells.total()
     runs = total.runs
     return {
         "total_runs": runs,
@@ -259,21 +343,16 @@ def _overview(scope: Scope) -> dict[str, Any]:
         "cost_usd": total.cost_usd,
         "labelled_runs": total.labelled,
         "accuracy": total.accuracy,
-        "intent_distribution": _shares(cells_get(scope=scope, dimension=Dimension.INTENT, counts_only=True),
-                                       runs, "intent"),
-        "user_roles": _shares(cells_get(scope=scope, dimension=Dimension.ROLE, counts_only=True), runs, "user_role"),
-        "modules": _shares(cells_get(scope=scope, dimension=Dimension.MODULE, counts_only=True), runs, "module"),
+        "intent_distribution": _shares(cells.by_value(Dimension.INTENT), runs, "intent"),
+        "user_roles": _shares(cells.by_value(Dimension.ROLE), runs, "user_role"),
+        "modules": _shares(cells.by_value(Dimension.MODULE), runs, "module"),
     }
 
 
 def overview_get(*, scope: Scope) -> dict[str, Any]:
     """Totals of the period: volume, rates, latency (avg and percentiles), tokens and cost, accuracy, and
     the distribution of intents, user roles and modules."""
-    return scope.header() | _overview(scope)
-
-
-def _daily(scope: Scope) -> dict[date, Cell]:
-    return cells_get(scope=scope, dimension=Dimension.ALL, by="day", histograms=True)
+    return scope.header() | _overview(Cells(scope, detailed=[Dimension.ALL], counted=OVERVIEW_COUNTED))
 
 
 def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:
@@ -289,7 +368,7 @@ def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:
 
 def trends_get(*, scope: Scope) -> dict[str, Any]:
     """One row per calendar day of the period, oldest first; days without runs have runs 0 and nulls."""
-    return scope.header() | {"days": _trend_rows(scope, _daily(scope))}
+    return scope.header() | {"days": _trend_rows(scope, Cells(scope, detailed=[Dimension.ALL]).by_day())}
 
 
 def mlflow_run_url(*, experiment_id: str, run_id: str) -> str | None:
@@ -297,11 +376,12 @@ def mlflow_run_url(*, experiment_id: str, run_id: str) -> str | None:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
 
 
-def _errors(scope: Scope, daily: dict[date, Cell]) -> dict[str, Any]:
+def _errors(cells: Cells) -> dict[str, Any]:
+    scope, daily = cells.scope, cells.by_day()
     runs = sum(cell.runs for cell in daily.values())
     errors = sum(cell.errors for cell in daily.values())
-    by_category = cells_get(scope=scope, dimension=Dimension.ERROR_CATEGORY)
-    failing = scope.raw_runs().filter(is_error=True, start_time__gte=scope.start(), start_time__lt=scope.end())
+    by_category = cells.by_value(Dimension.ERROR_CATEGORY)
+    failing = scope.raw_runs(by_start_time=True).filter(is_error=True)
     by_type = (failing.values("error_type", "error_category")
                .annotate(count=Count("id"), sample_run_id=Max("run_id")).order_by("-count", "error_type",
                                                                                   "error_category"))
@@ -329,23 +409,22 @@ def _errors(scope: Scope, daily: dict[date, Cell]) -> dict[str, Any]:
 def errors_get(*, scope: Scope) -> dict[str, Any]:
     """Failing runs of the period: by category (rollups), by type with a sample run id and the latest ones
     (the failing runs alone, through their partial index), and the error rate per day."""
-    return scope.header() | _errors(scope, cells_get(scope=scope, dimension=Dimension.ALL, by="day"))
+    return scope.header() | _errors(Cells(scope, detailed=[Dimension.ALL], counted=[Dimension.ERROR_CATEGORY]))
 
 
-def _model_comparison(scope: Scope) -> list[dict[str, Any]]:
-    cells = cells_get(scope=scope, dimension=Dimension.MODEL, histograms=True)
+def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
     return [{"model_name": cell.key, "runs": cell.runs, "success_rate": cell.success_rate,
              "avg_confidence": cell.avg_confidence, "avg_ms": cell.avg_ms, "p50_ms": cell.percentile(0.5),
              "p95_ms": cell.percentile(0.95), "prompt_tokens": cell.prompt_tokens,
              "completion_tokens": cell.completion_tokens, "cost_usd": cell.cost_usd,
              "fallback_rate": _ratio(cell.fallbacks, cell.runs), "error_rate": cell.error_rate,
              "labelled_runs": cell.labelled, "accuracy": cell.accuracy}
-            for cell in sorted(cells.values(), key=lambda c: (-c.runs, c.key))]
+            for cell in sorted(cells.by_value(Dimension.MODEL).values(), key=lambda c: (-c.runs, c.key))]
 
 
 def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
     """Per model: volume, success, confidence, latency, tokens, cost, fallbacks and accuracy, most runs first."""
-    return scope.header() | {"models": _model_comparison(scope)}
+    return scope.header() | {"models": _model_comparison(Cells(scope, detailed=[Dimension.MODEL]))}
 
 
 def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -373,8 +452,8 @@ def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> d
     return latest
 
 
-def _prompt_analysis(scope: Scope) -> list[dict[str, Any]]:
-    cells = cells_get(scope=scope, dimension=Dimension.PROMPT_VERSION, histograms=True)
+def _prompt_analysis(cells: Cells) -> list[dict[str, Any]]:
+    cells = cells.by_value(Dimension.PROMPT_VERSION)
     evaluations = evaluations_latest_get(prompt_versions=list(cells)) if cells else {}
     ordered = sorted(cells.values(), key=lambda c: (c.last_start_time or datetime.min.replace(tzinfo=UTC), c.key),
                      reverse=True)
@@ -388,7 +467,7 @@ def _prompt_analysis(scope: Scope) -> list[dict[str, Any]]:
 def prompt_analysis_get(*, scope: Scope) -> dict[str, Any]:
     """Per prompt version (newest first, by last run): first and last run of the period, volume, confidence,
     latency, error and out-of-scope rates, accuracy, and its latest offline evaluation."""
-    return scope.header() | {"versions": _prompt_analysis(scope)}
+    return scope.header() | {"versions": _prompt_analysis(Cells(scope, detailed=[Dimension.PROMPT_VERSION]))}
 
 
 def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
@@ -405,13 +484,15 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
 def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
-    daily = _daily(scope)
+    cells = Cells(scope, detailed=[Dimension.ALL, Dimension.MODEL, Dimension.PROMPT_VERSION],
+                  counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY])
+    daily = cells.by_day()
     return scope.header() | {
-        "overview": _overview(scope),
+        "overview": _overview(cells),
         "trends": {"days": _trend_rows(scope, daily)},
-        "errors": _errors(scope, daily),
-        "model_comparison": {"models": _model_comparison(scope)},
-        "prompt_analysis": {"versions": _prompt_analysis(scope)},
+        "errors": _errors(cells),
+        "model_comparison": {"models": _model_comparison(cells)},
+        "prompt_analysis": {"versions": _prompt_analysis(cells)},
         "sla": _sla(daily),
     }
 
