@@ -456,11 +456,17 @@ def _lifecycle_over_http(uri: str, name: str, timeout_s: float) -> str | None:
 
     response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/get-by-name", "GET",
                             params={"experiment_name": name}, max_retries=0, timeout=timeout_s)
-    if response.status_code == 404:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):  # a proxy or another server answering: not MLflow
+        raise MlflowSourceUnavailable(f"HTTP {response.status_code} without MLflow's JSON: {response.text[:200]!r}")
+    if response.status_code == 404 and body.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
         return None
-    if response.status_code != 200:
+    if response.status_code != 200 or "experiment" not in body:
         raise MlflowSourceUnavailable(f"HTTP {response.status_code}: {response.text[:200]}")
-    return response.json()["experiment"]["lifecycle_stage"]
+    return body["experiment"]["lifecycle_stage"]
 
 
 def _lifecycle_over_sql(uri: str, name: str, timeout_s: float) -> str | None:

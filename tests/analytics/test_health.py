@@ -154,3 +154,31 @@ def test_only_staff_may_read_it(mlflow_store, django_user_model, anonymous_clien
     assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Token"
     assert api_client.get(URL).status_code == 403  # authenticated, not staff
     assert as_superuser.get(URL).status_code == 200
+
+
+def test_a_server_that_is_not_mlflow_is_not_taken_for_it(synced, staff_client, settings):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>nothing here</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.MLFLOW_TRACKING_URI = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        response = staff_client.get(URL)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert response.status_code == 503
+    assert response.json()["mlflow"]["reachable"] is False
+    assert "without MLflow's JSON" in response.json()["mlflow"]["error"]
