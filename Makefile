@@ -9,7 +9,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench screenshot clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/local_model.py
+
+# docs/dashboard.png: the admin's "Detection analytics" page over a demo-like month, in headless Chromium.
+screenshot: install
+	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q tests/analytics/test_dashboard.py -k screenshot
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 mlflow.db mlruns

@@ -1,9 +1,15 @@
-"""Admin pages of the mirror: read-only (MLflow is the system of record; the sync writes these rows)."""
+"""Admin pages of the mirror: read-only (MLflow is the system of record; the sync writes these rows), and
+the "Detection analytics" dashboard."""
 
 from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .models import DailyRollup, MirroredRun, SyncState
+from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
+
+DASHBOARD_PERIODS = (7, 30, 90)
+DASHBOARD_DEFAULT_DAYS = 30
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -51,3 +57,50 @@ class SyncStateAdmin(ReadOnlyAdmin):
     @admin.display(description="last error")
     def error_display(self, obj: SyncState):
         return format_html('<span style="color: #ba2121">{}</span>', obj.last_error[:120]) if obj.last_error else "-"
+
+
+@admin.register(DetectionAnalytics)
+class DetectionAnalyticsAdmin(admin.ModelAdmin):
+    """The dashboard: KPI tiles, daily trends, distributions, errors and prompt versions of a period.
+
+    The page is a shell: its script (static `analytics/dashboard.js`, charts by the vendored Chart.js) reads
+    the JSON of `/api/analytics/mlflow/report` (and `health`) with the admin's session, so what it shows is
+    exactly what the API answers. Every staff member may see it, as they may read the API."""
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_changelist"
+        return [path("", self.admin_site.admin_view(self.dashboard_view), name=name)]
+
+    def dashboard_view(self, request):
+        try:
+            days = int(request.GET.get("days", DASHBOARD_DEFAULT_DAYS))
+        except ValueError:
+            days = DASHBOARD_DEFAULT_DAYS
+        if days not in DASHBOARD_PERIODS:
+            days = DASHBOARD_DEFAULT_DAYS
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Detection analytics",
+            "opts": self.opts,
+            "days": days,
+            "periods": DASHBOARD_PERIODS,
+            "report_url": reverse("analytics:report"),
+            "health_url": reverse("analytics:health"),
+            "runs_url": reverse("admin:analytics_mirroredrun_changelist"),
+        }
+        return TemplateResponse(request, "admin/analytics/dashboard.html", context)

@@ -1,7 +1,7 @@
 """The ORM mirror of MLflow runs (`MirroredRun`), its daily rollups (`DailyRollup`) and the sync's state.
 
 MLflow stays the system of record: the sync (`analytics.services.runs_sync`) writes these tables, nothing
-else does (except `expected_intent` / `is_correct`, which the sync never touches).
+else does (feedback too arrives through MLflow: the run's `expected_intent` tag and `is_correct` metric).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from bisect import bisect_right
 from datetime import timedelta
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 # Fixed, log-spaced latency bucket edges (ms): 6 per decade from 0.1 ms to 100 s. Bucket 0 holds
@@ -80,7 +81,9 @@ class MirroredRun(models.Model):
     params = models.JSONField(default=dict, blank=True, help_text="Params outside the contract.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Latest value of metrics outside the contract.")
 
-    # Filled by the feedback issue, never by the sync; null = no feedback yet.
+    # Feedback (contract B): the run's tag `expected_intent` and metric `is_correct`, written on the run by the
+    # intent app and mirrored by the sync (`runs_refresh` re-reads a run as soon as it gets them); null = no
+    # feedback yet.
     expected_intent = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     is_correct = models.BooleanField(null=True, blank=True)
 
@@ -103,6 +106,14 @@ class MirroredRun(models.Model):
             # The few runs the sync polls again until they end. Not a partial index: SQLite uses one only
             # when the query spells the condition's values out, and Django binds them as parameters.
             models.Index(fields=["status"], name="mirroredrun_status"),
+            # Partial indexes hold only the few rows the reports read raw: failing runs (errors' latest runs
+            # and types) and labelled ones (confusion). Their conditions have no bound value (`WHERE is_error`,
+            # `IS NOT NULL`), so SQLite uses them too; rows outside them cost an upsert nothing more.
+            # They also hold the columns those reports group by, so that no table row is read.
+            models.Index(fields=["experiment_id", "start_time", "error_category", "error_type", "run_id"],
+                         condition=Q(is_error=True), name="mirroredrun_failing"),
+            models.Index(fields=["experiment_id", "day", "expected_intent", "detected_intent", "is_correct"],
+                         condition=Q(is_correct__isnull=False), name="mirroredrun_labelled"),
         ]
 
     def __str__(self) -> str:
@@ -143,6 +154,8 @@ class DailyRollup(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)
+    labelled = models.PositiveIntegerField(default=0, help_text="Runs with feedback (is_correct not null).")
+    correct = models.PositiveIntegerField(default=0, help_text="Runs whose feedback says the detection was right.")
     first_start_time = models.DateTimeField(null=True, blank=True)
     last_start_time = models.DateTimeField(null=True, blank=True)
     computed_at = models.DateTimeField()
@@ -152,7 +165,13 @@ class DailyRollup(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["experiment_id", "day", "dimension", "value"], name="dailyrollup_unique"),
         ]
-        indexes = [models.Index(fields=["dimension", "day"], name="dailyrollup_dimension_day")]
+        indexes = [
+            models.Index(fields=["dimension", "day"], name="dailyrollup_dimension_day"),
+            # The reports' distributions (runs, errors, fallbacks per value of a dimension over a period) read
+            # this index alone, not the rows with their histograms: ~40 % less time at 30 days (measured).
+            models.Index(fields=["dimension", "day", "experiment_id", "value", "runs", "errors", "fallbacks"],
+                         name="dailyrollup_counts"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.dimension}={self.value!r}: {self.runs} runs"
@@ -190,3 +209,13 @@ class SyncState(models.Model):
         if self.newest_start_time is None:
             return None
         return timezone.now() - self.newest_start_time
+
+
+class DetectionAnalytics(MirroredRun):
+    """No data of its own: the admin's "Detection analytics" dashboard hangs on this proxy, so that it is
+    listed on the admin index and in the sidebar like any other page of the app (see `admin.py`)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "detection analytics"
+        verbose_name_plural = "detection analytics"

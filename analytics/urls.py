@@ -1,10 +1,22 @@
 """Routes under /api/analytics/mlflow/."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from .apis import reports
+from .apis.ops import ExperimentsRecreateApi, HealthApi
 
 app_name = "analytics"
 
 urlpatterns: list = [
     # reports (analytics/apis/reports.py)
+    path("overview", reports.OverviewApi.as_view(), name="overview"),
+    path("trends", reports.TrendsApi.as_view(), name="trends"),
+    path("errors", reports.ErrorsApi.as_view(), name="errors"),
+    path("model-comparison", reports.ModelComparisonApi.as_view(), name="model-comparison"),
+    path("prompt-analysis", reports.PromptAnalysisApi.as_view(), name="prompt-analysis"),
+    path("report", reports.ReportApi.as_view(), name="report"),
+    path("confusion", reports.ConfusionApi.as_view(), name="confusion"),
     # ops: health, experiments/recreate (analytics/apis/ops.py)
+    path("health", HealthApi.as_view(), name="health"),
+    path("experiments/recreate", ExperimentsRecreateApi.as_view(), name="experiments-recreate"),
 ]

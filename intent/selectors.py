@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Max, Prefetch
 
-from .models import AgentTemplate, IntentCategory, IntentExample, WorkflowTemplate
+from .models import AgentTemplate, DetectionFeedback, DetectionRecord, IntentCategory, IntentExample, WorkflowTemplate
 from .program import FALLBACK_CATALOG, OUT_OF_SCOPE, Catalog, IntentSpec, TemplateSpec
 
 
@@ -73,3 +73,10 @@ def intent_name_known(*, name: str) -> bool:
     if active.filter(name=name).exists():
         return True
     return not active.exists() and FALLBACK_CATALOG.get(name) is not None
+
+
+def dead_letters_count() -> int:
+    """How many detections and feedbacks could not be logged to MLflow and wait as dead letters. A plain
+    interface for other apps (analytics' health reads it by dotted path, without importing intent's models)."""
+    return (DetectionRecord.objects.filter(state=DetectionRecord.State.DEAD).count()
+            + DetectionFeedback.objects.filter(state=DetectionFeedback.State.DEAD).count())

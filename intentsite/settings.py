@@ -176,7 +176,9 @@ MLFLOW_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{BASE_DI
 MLFLOW_EXPERIMENT_NAME = os.environ.get("MLFLOW_EXPERIMENT_NAME", "intent_detection")
 # Where runs of a local store (sqlite, path) keep artifacts; a tracking server decides for itself.
 MLFLOW_ARTIFACT_ROOT = Path(os.environ.get("MLFLOW_ARTIFACT_ROOT", BASE_DIR / "mlartifacts"))
-MLFLOW_UI_URL = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
+# Base URL of the MLflow UI, for links to runs in the analytics (`{MLFLOW_UI_URL}/#/experiments/<id>/runs/<id>`);
+# empty: no links (`mlflow_url` is null).
+MLFLOW_UI_URL = os.environ.get("MLFLOW_UI_URL", "").rstrip("/")
 # Fail fast on a dead tracking server: our own retries (with backoff, in the worker) take over.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -212,6 +214,12 @@ ANALYTICS_SYNC_LEASE_S = float(os.environ.get("ANALYTICS_SYNC_LEASE_S", "600"))
 # auto: read MLflow's tables directly when the store is a database with the known schema, else the
 # client's search; `client` or `sql` force one.
 ANALYTICS_SYNC_SOURCE = os.environ.get("ANALYTICS_SYNC_SOURCE", "auto")
+# The offline evaluation runs (`evaluate_intents`): the beat sync mirrors this experiment too, and
+# prompt-analysis shows each prompt version's latest evaluation from the mirror (never MLflow in a request).
+ANALYTICS_EVALUATION_EXPERIMENT_NAME = os.environ.get("ANALYTICS_EVALUATION_EXPERIMENT_NAME", "intent_evaluation")
+# SLA lines of the report: a day meets the SLA when its p95 latency / its error rate is at most this.
+ANALYTICS_SLA_P95_MS = float(os.environ.get("ANALYTICS_SLA_P95_MS", "1000"))
+ANALYTICS_SLA_ERROR_RATE = float(os.environ.get("ANALYTICS_SLA_ERROR_RATE", "0.01"))
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite'}")

@@ -32,7 +32,8 @@ DIMENSION_COLUMNS: dict[str, str | None] = {
     DailyRollup.Dimension.ERROR_CATEGORY: "error_category",
 }
 
-COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count")
+COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
+          "labelled", "correct")
 SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_ms", "prompt_tokens",
         "completion_tokens", "cost_usd")
 
@@ -49,7 +50,9 @@ class LatencyBuckets(Aggregate):
                            template="%(function)s((%(expressions)s)::text, ',')", **extra_context)
 
 
-def _aggregates() -> dict[str, Any]:
+def rollup_aggregates() -> dict[str, Any]:
+    """The aggregates of a rollup cell over a queryset of `MirroredRun` (the reports use them on raw rows
+    too, so a filtered report adds up exactly like the rollups)."""
     return {
         "latency_buckets": LatencyBuckets("latency_bucket"),
         "runs": Count("id"),
@@ -58,6 +61,8 @@ def _aggregates() -> dict[str, Any]:
         "out_of_scope": Count("id", filter=Q(detected_intent=OUT_OF_SCOPE)),
         "template_matches": Count("id", filter=Q(template_match_rate__gt=0)),
         "confidence_count": Count("confidence_score"),
+        "labelled": Count("is_correct"),
+        "correct": Count("id", filter=Q(is_correct=True)),
         "latency_count": Count("response_time_ms"),
         "confidence_sum": Sum("confidence_score"),
         "confidence_sumsq": Sum(F("confidence_score") * F("confidence_score"), output_field=FloatField()),
@@ -78,7 +83,7 @@ INTEGER_SUMS = ("prompt_tokens", "completion_tokens")
 
 def _cells(rows: QuerySet, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
     """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`: one GROUP BY per dimension."""
-    aggregates = _aggregates()
+    aggregates = rollup_aggregates()
     result: list[dict[str, Any]] = []
     for dimension, column in DIMENSION_COLUMNS.items():
         group = ["day"] + ([column] if column else [])

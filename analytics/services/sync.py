@@ -102,11 +102,8 @@ WHOLE_METRICS = (contract.AVAILABLE_WORKFLOW_TEMPLATES, contract.AVAILABLE_AGENT
                  contract.COMPLETION_TOKENS)
 BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
 
-# What the sync writes and compares; `expected_intent` / `is_correct` belong to the feedback issue.
-SYNCED_FIELDS = tuple(
-    f.name for f in MirroredRun._meta.concrete_fields
-    if f.name not in {"id", "mirrored_at", "expected_intent", "is_correct"}
-)
+# What the sync writes and compares (feedback's `expected_intent` / `is_correct` included).
+SYNCED_FIELDS = tuple(f.name for f in MirroredRun._meta.concrete_fields if f.name not in {"id", "mirrored_at"})
 WRITTEN_FIELDS = (*SYNCED_FIELDS, "mirrored_at")
 UPDATE_FIELDS = [name for name in WRITTEN_FIELDS if name != "run_id"]
 COMPARED_FIELDS = [name for name in SYNCED_FIELDS if name != "run_id"]
@@ -124,8 +121,10 @@ def _integer(value: str) -> int | None:
 
 
 # Part of every source digest: bump it when `mirror_row_build` maps runs differently, so that every row
-# is compared (and rewritten) once by the next sync.
+# is compared (and rewritten) once by the next sync. (Mapping the feedback tag and metric into their columns
+# did not bump it: a run without feedback maps as before, and a run that gets feedback changes digest.)
 MAPPING_VERSION = 1
+FEEDBACK_BOOLEANS = {1.0: True, 0.0: False}
 
 
 def source_digest(run: SourceRun) -> str:
@@ -175,6 +174,14 @@ def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, 
         row[name] = int(value) if value is not None and math.isfinite(value) and value == int(value) else None
         if value is not None and row[name] is None:
             metrics[name] = value
+    expected = tags.pop(contract.EXPECTED_INTENT, None)
+    if expected is not None and len(expected) > _max_length(contract.EXPECTED_INTENT):
+        tags[contract.EXPECTED_INTENT], expected = expected, None
+    row[contract.EXPECTED_INTENT] = expected
+    correct = metrics.pop(contract.IS_CORRECT, None)
+    row[contract.IS_CORRECT] = None if correct is None else FEEDBACK_BOOLEANS.get(correct)
+    if correct is not None and row[contract.IS_CORRECT] is None:
+        metrics[contract.IS_CORRECT] = correct
     status_tag = tags.pop(contract.STATUS, None)
     row["is_error"] = status_tag == contract.STATUS_ERROR or run.status == contract.RUN_FAILED
     if status_tag not in (None, contract.STATUS_ERROR, contract.STATUS_SUCCESS):

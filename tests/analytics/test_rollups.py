@@ -18,7 +18,7 @@ from tests.analytics.conftest import DAY0_MS, DAY_MS
 pytestmark = pytest.mark.django_db
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
-          "prompt_tokens", "completion_tokens")
+          "prompt_tokens", "completion_tokens", "labelled", "correct")
 SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_ms", "cost_usd")
 
 

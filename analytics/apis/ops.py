@@ -1,0 +1,171 @@
+"""Operations endpoints: the pipeline's health (staff) and experiment maintenance (superusers)."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+from rest_framework.permissions import BasePermission, IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..mlflow_source import MlflowSourceError, MlflowSourceUnavailable
+from ..selectors.health import STATUS_DOWN, health_get
+from ..services.experiments import experiments_recreate
+
+
+class IsSuperuser(BasePermission):
+    message = "Only superusers may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.is_superuser)
+
+
+class MlflowUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "MLflow cannot be reached right now; try again later."
+    default_code = "mlflow_unavailable"
+
+
+class MlflowRefused(APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "MLflow refused the operation."
+    default_code = "mlflow_refused"
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is a 400 instead of being silently ignored."""
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
+
+
+HEALTH_EXAMPLE = {
+    "status": "degraded", "reasons": ["sync_lagging"], "checked_at": "2026-11-26T13:05:00.120000+00:00",
+    "tracking_uri": "http://mlflow.internal:5000", "experiment_name": "intent_detection",
+    "mlflow": {"reachable": True, "experiment_present": True, "error": None},
+    "sync": {"last_succeeded_at": "2026-11-26T12:58:41.004000+00:00", "lag_s": 379.1, "interval_s": 60.0,
+             "max_lag_s": 180.0, "last_error": None, "mirrored_runs": 1045210,
+             "newest_run_at": "2026-11-26T12:58:40.512000+00:00", "newest_run_age_s": 379.6},
+    "dead_letters": 0, "broker": {"reachable": True, "error": None}, "database": {"reachable": True, "error": None},
+}
+
+
+class MlflowHealthSerializer(serializers.Serializer):
+    reachable = serializers.BooleanField()
+    experiment_present = serializers.BooleanField(help_text="The detection experiment exists and is not deleted.")
+    error = serializers.CharField(allow_null=True)
+
+
+class SyncHealthSerializer(serializers.Serializer):
+    last_succeeded_at = serializers.DateTimeField(allow_null=True)
+    lag_s = serializers.FloatField(allow_null=True, help_text="Seconds since the last successful sync.")
+    interval_s = serializers.FloatField(help_text="ANALYTICS_SYNC_INTERVAL_S.")
+    max_lag_s = serializers.FloatField(help_text="Past this lag (3 intervals) the status is degraded.")
+    last_error = serializers.CharField(allow_null=True)
+    mirrored_runs = serializers.IntegerField()
+    newest_run_at = serializers.DateTimeField(allow_null=True)
+    newest_run_age_s = serializers.FloatField(allow_null=True)
+
+
+class ReachableSerializer(serializers.Serializer):
+    reachable = serializers.BooleanField()
+    error = serializers.CharField(allow_null=True)
+
+
+class HealthApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AnalyticsHealth"
+
+        status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
+        reasons = serializers.ListField(child=serializers.CharField(), help_text=(
+            "Why not ok: mlflow_unreachable, database_unreachable (down); experiment_missing, "
+            "sync_never_succeeded, sync_lagging, dead_letters, broker_unreachable (degraded)."))
+        checked_at = serializers.DateTimeField()
+        tracking_uri = serializers.CharField(help_text="MLFLOW_TRACKING_URI without credentials.")
+        experiment_name = serializers.CharField()
+        mlflow = MlflowHealthSerializer()
+        sync = SyncHealthSerializer()
+        dead_letters = serializers.IntegerField(allow_null=True, help_text="Detections waiting in the dead letters.")
+        broker = ReachableSerializer()
+        database = ReachableSerializer()
+
+    @extend_schema(
+        operation_id="analytics_health",
+        summary="Health of MLflow, the mirror's sync, dead letters, broker and database (staff)",
+        responses={200: OutputSerializer, 503: OpenApiResponse(OutputSerializer, description="status down")},
+        examples=[OpenApiExample("Degraded: the sync is late", value=HEALTH_EXAMPLE, response_only=True)],
+    )
+    def get(self, request):
+        health = health_get()
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if health["status"] == STATUS_DOWN else status.HTTP_200_OK
+        return Response(self.OutputSerializer(health).data, status=code)
+
+    def handle_exception(self, exc):
+        # The database is needed to authenticate: when it is gone, say so instead of a 500.
+        if isinstance(exc, DatabaseError):
+            return Response({"status": STATUS_DOWN, "reasons": ["database_unreachable"],
+                             "database": {"reachable": False, "error": type(exc).__name__}},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return super().handle_exception(exc)
+
+
+class ExperimentsRecreateApi(APIView):
+    permission_classes = [IsSuperuser]
+
+    class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "ExperimentsRecreateInput"
+
+        reset = serializers.BooleanField(required=False, default=False, help_text=(
+            "Put each existing experiment aside (renamed, deleted with its runs) and create it anew."))
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ExperimentsRecreateResult"
+
+        created = serializers.ListField(child=serializers.CharField())
+        restored = serializers.ListField(child=serializers.CharField())
+        reset = serializers.ListField(child=serializers.CharField())
+        unchanged = serializers.ListField(child=serializers.CharField())
+        orphaned_runs = serializers.IntegerField(help_text="Runs left in the experiments a reset put aside.")
+        archived_as = serializers.DictField(child=serializers.CharField(),
+                                            help_text="Reset only: the name each old experiment now has.")
+        experiment_ids = serializers.DictField(child=serializers.CharField())
+        mirrored_runs_dropped = serializers.IntegerField(help_text="Rows of the analytics mirror a reset dropped.")
+
+    @extend_schema(
+        operation_id="analytics_experiments_recreate",
+        summary="Create missing MLflow experiments, restore deleted ones, or reset them (superusers)",
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        examples=[
+            OpenApiExample("Reset", value={"reset": True}, request_only=True),
+            OpenApiExample("Reset result", response_only=True, value={
+                "created": ["intent_evaluation", "intent_optimization"], "restored": [],
+                "reset": ["intent_detection", "intent_prompt_versions"], "unchanged": [], "orphaned_runs": 1532,
+                "archived_as": {"intent_detection": "intent_detection.reset-20261126T130501Z-1",
+                                "intent_prompt_versions": "intent_prompt_versions.reset-20261126T130501Z-2"},
+                "experiment_ids": {"intent_detection": "5", "intent_prompt_versions": "6", "intent_evaluation": "3",
+                                   "intent_optimization": "4"},
+                "mirrored_runs_dropped": 1530}),
+        ],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = experiments_recreate(**serializer.validated_data)
+        except MlflowSourceUnavailable as exc:
+            raise MlflowUnavailable(f"MLflow cannot be reached right now: {exc}") from exc
+        except MlflowSourceError as exc:
+            raise MlflowRefused(f"MLflow refused: {exc}") from exc
+        return Response(self.OutputSerializer(result).data)

@@ -1,0 +1,528 @@
+"""The analytics reports (contract A): overview, trends, errors, model comparison, prompt analysis, the
+combined report and the feedback confusion matrix, as plain dicts, from the mirror's daily rollups.
+
+Where the numbers come from:
+
+- Without filters, everything is read from `DailyRollup` (days × values of one dimension): the cost
+  depends on the period and the number of values, never on the number of runs.
+- One filter alone (e.g. `module=banking`): totals and per-day series come from that dimension's own
+  rollup cells (value `banking`), as fast as the unfiltered path; a breakdown along the filter's own
+  dimension (model-comparison under `model_name=...`) too.
+- Anything else (a breakdown under a filter, or several filters) aggregates the raw `MirroredRun` rows
+  of the period in the database, with the very aggregates the rollups are built with (`rollup_aggregates` of
+  `services.rollups`), so both paths give the same numbers. It reads the period's rows through the
+  (experiment_id, day) index: slower (see bench/analytics.py), but exact and with no extra rollup grain
+  to keep up to date on every sync.
+- Errors' by-type table and latest failing runs read the failing runs alone (partial index
+  `mirroredrun_failing`); the confusion matrix reads the labelled runs alone (`mirroredrun_labelled`).
+- Percentiles come from the merged latency histograms (`rollup_percentile`): within one bucket of exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet
+from django.utils import timezone
+
+from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun, SyncState
+from ..services.rollups import rollup_aggregates
+from . import rollup_percentile
+
+Dimension = DailyRollup.Dimension
+
+# Query filter -> (rollup dimension, MirroredRun column)
+FILTERS: dict[str, tuple[str, str]] = {
+    "module": (Dimension.MODULE, "current_module"),
+    "user_role": (Dimension.ROLE, "user_role"),
+    "model_name": (Dimension.MODEL, "model_name"),
+    "prompt_version": (Dimension.PROMPT_VERSION, "prompt_version"),
+}
+DIMENSION_COLUMN = {dimension: column for dimension, column in FILTERS.values()} | {
+    Dimension.ALL: None, Dimension.INTENT: "detected_intent", Dimension.ERROR_CATEGORY: "error_category",
+}
+WHOLE = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
+         "prompt_tokens", "completion_tokens", "labelled", "correct")
+REAL = ("confidence_sum", "latency_sum_ms", "cost_usd")
+SUMMED = WHOLE + REAL
+LATEST_FAILING = 20
+TOP_ERROR_TYPES = 20
+EVALUATION_METRICS = ("in_scope_accuracy", "oos_recall", "macro_f1", "latency_p50_ms", "examples")
+
+
+# --- The period and where to read it -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scope:
+    """What one report covers: the days since..until (inclusive, UTC) of one experiment, and the filters."""
+
+    experiment_id: str
+    since: date
+    until: date
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def days(self) -> int:
+        return (self.until - self.since).days + 1
+
+    def header(self) -> dict[str, Any]:
+        return {"period": {"days": self.days, "since": self.since.isoformat(), "until": self.until.isoformat()},
+                "filters": dict(self.filters)}
+
+    def start(self) -> datetime:
+        return datetime.combine(self.since, time.min, tzinfo=UTC)
+
+    def end(self) -> datetime:
+        return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
+
+    def raw_runs(self, *, by_start_time: bool = False) -> QuerySet:
+        """The period's mirrored runs that match the filters; `by_start_time`: the period as a start_time
+        range (the same runs: `day` is start_time's UTC date), for the indexes on start_time."""
+        period = ({"start_time__gte": self.start(), "start_time__lt": self.end()} if by_start_time
+                  else {"day__gte": self.since, "day__lte": self.until})
+        rows = MirroredRun.objects.filter(experiment_id=self.experiment_id, **period)
+        return rows.filter(**{FILTERS[name][1]: value for name, value in self.filters.items()})
+
+
+def scope_get(*, days: int, until: date | None = None, filters: Mapping[str, str] | None = None,
+              experiment_name: str | None = None) -> Scope:
+    """The last `days` days up to `until` (default: today, UTC) of the detection experiment's mirror."""
+    until = until or timezone.now().astimezone(UTC).date()
+    filters = {name: value for name, value in (filters or {}).items() if value is not None}
+    unknown = set(filters) - set(FILTERS)
+    if unknown:
+        raise ValueError(f"unknown filters: {sorted(unknown)}")
+    name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
+    state = SyncState.objects.filter(experiment_name=name).only("experiment_id").first()
+    return Scope(experiment_id=state.experiment_id if state else "", since=until - timedelta(days=days - 1),
+                 until=until, filters=filters)
+
+
+@dataclass
+class Cell:
+    """Sums of rollup rows (or raw runs) sharing a key: a dimension value, or a day."""
+
+    key: Any
+    runs: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    out_of_scope: int = 0
+    template_matches: int = 0
+    confidence_count: int = 0
+    latency_count: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    labelled: int = 0
+    correct: int = 0
+    confidence_sum: float = 0.0
+    latency_sum_ms: float = 0.0
+    cost_usd: float = 0.0
+    first_start_time: datetime | None = None
+    last_start_time: datetime | None = None
+    histogram: list[int] | None = None
+
+    def add(self, other: Cell) -> None:
+        for name in SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.first_start_time is not None and (self.first_start_time is None
+                                                   or other.first_start_time < self.first_start_time):
+            self.first_start_time = other.first_start_time
+        if other.last_start_time is not None and (self.last_start_time is None
+                                                  or other.last_start_time > self.last_start_time):
+            self.last_start_time = other.last_start_time
+        if other.histogram is not None:
+            self.histogram = (list(other.histogram) if self.histogram is None
+                              else [a + b for a, b in zip(self.histogram, other.histogram, strict=True)])
+
+    def percentile(self, q: float) -> float | None:
+        return None if self.histogram is None else _ms(rollup_percentile(self.histogram, q))
+
+    @property
+    def error_rate(self) -> float | None:
+        return _ratio(self.errors, self.runs)
+
+    @property
+    def success_rate(self) -> float | None:
+        return _ratio(self.runs - self.errors, self.runs)
+
+    @property
+    def avg_confidence(self) -> float | None:
+        return _ratio(self.confidence_sum, self.confidence_count)
+
+    @property
+    def avg_ms(self) -> float | None:
+        return _ms(_ratio(self.latency_sum_ms, self.latency_count))
+
+    @property
+    def accuracy(self) -> float | None:
+        return _ratio(self.correct, self.labelled)
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _datetime(value: datetime | str | None) -> datetime | None:
+    """A timestamp read with plain SQL: SQLite gives naive UTC (text, or a datetime with its converters)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _number(name: str, value: Any) -> int | float:
+    """A sum as a Python number (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
+    return (float if name in REAL else int)(value or 0)
+
+
+COUNTED = ("runs", "errors", "fallbacks")
+DETAIL_COLUMNS = ("dimension", "value", "day", *SUMMED, "first_start_time", "last_start_time", "latency_histogram")
+
+
+class Cells:
+    """Everything one report reads, in as few queries as the filters allow.
+
+    `detailed` dimensions come as (day, value) cells with every sum and the latency histogram: without
+    filters, one query reads the rollup rows of all of them (days × values: a few hundred rows for 30
+    days), summed here. `counted` dimensions (distributions) need only runs, errors and fallbacks per value:
+    one GROUP BY over their rollup rows. A dimension the rollups cannot answer under the filters is
+    aggregated from the raw rows instead, per (day, value) likewise (see the module's docstring)."""
+
+    def __init__(self, scope: Scope, *, detailed: Iterable[str] = (), counted: Iterable[str] = ()) -> None:
+        self.scope = scope
+        self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
+        self.counts: dict[str, dict[str, Cell]] = {}
+        self._detailed_read(list(detailed))
+        self._counted_read(list(counted))
+
+    def _plan(self, dimension: str) -> tuple[str, str | None, str | None] | None:
+        """(rollup dimension to read, its value to select, the value to report instead) or None: raw rows."""
+        filters = self.scope.filters
+        if not filters:
+            return dimension, None, None
+        if len(filters) == 1:
+            ((name, value),) = filters.items()
+            filter_dimension = FILTERS[name][0]
+            if dimension == Dimension.ALL:
+                return filter_dimension, value, ""
+            if dimension == filter_dimension:
+                return filter_dimension, value, None
+        return None
+
+    def _rollups(self, plans: dict[str, tuple[str, str | None, str | None]], select: str,
+                 group_by: str = "") -> list[tuple]:
+        """Rows of `SELECT <select> FROM` the period's rollups of the planned dimensions. Plain SQL: the hot
+        path of every report, where compiling ORM queries cost more than running them (measured)."""
+        scope = self.scope
+        dimensions = sorted({plan[0] for plan in plans.values()})
+        values = sorted({plan[1] for plan in plans.values()} - {None})
+        adapt = connection.ops.adapt_datefield_value
+        sql = (f"SELECT {select} FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s "
+               f"AND day <= %s AND dimension IN ({', '.join(['%s'] * len(dimensions))})")
+        params: list[Any] = [scope.experiment_id, adapt(scope.since), adapt(scope.until), *dimensions]
+        if values:
+            sql += f" AND value IN ({', '.join(['%s'] * len(values))})"
+            params += values
+        with connection.cursor() as cursor:
+            cursor.execute(sql + group_by, params)
+            return cursor.fetchall()
+
+    def _detailed_read(self, dimensions: list[str]) -> None:
+        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
+        for dimension in dimensions:
+            self.cells[dimension] = []
+        if plans:
+            for row in self._rollups(plans, ", ".join(DETAIL_COLUMNS)):
+                histogram = row[-1]
+                cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-3],
+                                                                                          strict=True)},
+                            first_start_time=_datetime(row[-3]), last_start_time=_datetime(row[-2]),
+                            histogram=json.loads(histogram) if isinstance(histogram, str) else histogram)
+                day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
+                for dimension, (rollup_dimension, _, relabel) in plans.items():
+                    if rollup_dimension == row[0]:
+                        self.cells[dimension].append((day, row[1] if relabel is None else relabel, cell))
+        for dimension in set(dimensions) - set(plans):
+            column = DIMENSION_COLUMN[dimension]
+            group = ["day"] + ([column] if column else [])
+            for row in self.scope.raw_runs().values(*group).annotate(**rollup_aggregates()).order_by():
+                histogram = [0] * LATENCY_BUCKET_COUNT
+                if row["latency_buckets"]:
+                    for bucket, count in Counter(row["latency_buckets"].split(",")).items():
+                        histogram[int(bucket)] = count
+                cell = Cell(key=None, **{name: _number(name, row[name]) for name in SUMMED},
+                            first_start_time=row["first_start_time"], last_start_time=row["last_start_time"],
+                            histogram=histogram)
+                self.cells[dimension].append((row["day"], row[column] if column else "", cell))
+
+    def _counted_read(self, dimensions: list[str]) -> None:
+        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
+        for dimension in dimensions:
+            self.counts[dimension] = {}
+        if plans:
+            sums = ", ".join(f"SUM({name})" for name in COUNTED)
+            for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value"):
+                for dimension, (rollup_dimension, _, relabel) in plans.items():
+                    if rollup_dimension == row[0]:
+                        key = row[1] if relabel is None else relabel
+                        self.counts[dimension][key] = Cell(
+                            key=key, **{name: _number(name, value) for name, value in zip(COUNTED, row[2:],
+                                                                                          strict=True)})
+        for dimension in set(dimensions) - set(plans):
+            column = DIMENSION_COLUMN[dimension]
+            all_aggregates = rollup_aggregates()
+            aggregates = {name: all_aggregates[name] for name in COUNTED}
+            for row in self.scope.raw_runs().values(column).annotate(**aggregates).order_by():
+                self.counts[dimension][row[column]] = Cell(key=row[column],
+                                                           **{n: _number(n, row[n]) for n in COUNTED})
+
+    def by_value(self, dimension: str) -> dict[str, Cell]:
+        if dimension in self.counts:
+            return self.counts[dimension]
+        return self._summed(dimension, by_day=False)
+
+    def by_day(self, dimension: str = Dimension.ALL) -> dict[date, Cell]:
+        return self._summed(dimension, by_day=True)
+
+    def _summed(self, dimension: str, *, by_day: bool) -> dict[Any, Cell]:
+        result: dict[Any, Cell] = {}
+        for day, value, cell in self.cells[dimension]:
+            key = day if by_day else value
+            if key not in result:
+                result[key] = Cell(key=key)
+            result[key].add(cell)
+        return result
+
+    def total(self) -> Cell:
+        """All runs of the scope (from the `all` cells)."""
+        return self._summed(Dimension.ALL, by_day=False).get("") or Cell(key="", histogram=[0] * LATENCY_BUCKET_COUNT)
+
+
+def _days(scope: Scope) -> Iterable[date]:
+    for offset in range(scope.days):
+        yield scope.since + timedelta(days=offset)
+
+
+def _shares(cells: dict[Any, Cell], total: int, name: str) -> list[dict[str, Any]]:
+    return [{name: cell.key, "runs": cell.runs, "share": _ratio(cell.runs, total)}
+            for cell in sorted(cells.values(), key=lambda c: (-c.runs, c.key))]
+
+
+# --- The reports --------------------------------------------------------------------------------------
+
+OVERVIEW_COUNTED = (Dimension.INTENT, Dimension.ROLE, Dimension.MODULE)
+
+
+def _overview(cells: Cells) -> dict[str, Any]:
+    total = cells.total()
+    runs = total.runs
+    return {
+        "total_runs": runs,
+        "success_rate": total.success_rate,
+        "error_rate": total.error_rate,
+        "avg_confidence": total.avg_confidence,
+        "response_time_ms": {"avg": total.avg_ms, "p50": total.percentile(0.5), "p95": total.percentile(0.95),
+                             "p99": total.percentile(0.99)},
+        "template_match_rate": _ratio(total.template_matches, runs),
+        "out_of_scope_rate": _ratio(total.out_of_scope, runs),
+        "fallback_rate": _ratio(total.fallbacks, runs),
+        "tokens": {"prompt": total.prompt_tokens, "completion": total.completion_tokens,
+                   "total": total.prompt_tokens + total.completion_tokens},
+        "cost_usd": total.cost_usd,
+        "labelled_runs": total.labelled,
+        "accuracy": total.accuracy,
+        "intent_distribution": _shares(cells.by_value(Dimension.INTENT), runs, "intent"),
+        "user_roles": _shares(cells.by_value(Dimension.ROLE), runs, "user_role"),
+        "modules": _shares(cells.by_value(Dimension.MODULE), runs, "module"),
+    }
+
+
+def overview_get(*, scope: Scope) -> dict[str, Any]:
+    """Totals of the period: volume, rates, latency (avg and percentiles), tokens and cost, accuracy, and
+    the distribution of intents, user roles and modules."""
+    return scope.header() | _overview(Cells(scope, detailed=[Dimension.ALL], counted=OVERVIEW_COUNTED))
+
+
+def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:
+    rows = []
+    for day in _days(scope):
+        cell = daily.get(day) or Cell(key=day)
+        rows.append({"day": day.isoformat(), "runs": cell.runs, "success_rate": cell.success_rate,
+                     "avg_confidence": cell.avg_confidence, "p50_ms": cell.percentile(0.5),
+                     "p95_ms": cell.percentile(0.95), "out_of_scope_rate": _ratio(cell.out_of_scope, cell.runs),
+                     "error_rate": cell.error_rate})
+    return rows
+
+
+def trends_get(*, scope: Scope) -> dict[str, Any]:
+    """One row per calendar day of the period, oldest first; days without runs have runs 0 and nulls."""
+    return scope.header() | {"days": _trend_rows(scope, Cells(scope, detailed=[Dimension.ALL]).by_day())}
+
+
+def mlflow_run_url(*, experiment_id: str, run_id: str) -> str | None:
+    base = settings.MLFLOW_UI_URL
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+
+def _errors(cells: Cells) -> dict[str, Any]:
+    scope, daily = cells.scope, cells.by_day()
+    runs = sum(cell.runs for cell in daily.values())
+    errors = sum(cell.errors for cell in daily.values())
+    by_category = cells.by_value(Dimension.ERROR_CATEGORY)
+    failing = scope.raw_runs(by_start_time=True).filter(is_error=True)
+    by_type = (failing.values("error_type", "error_category")
+               .annotate(count=Count("id"), sample_run_id=Max("run_id")).order_by("-count", "error_type",
+                                                                                  "error_category"))
+    latest = failing.order_by("-start_time").values("run_id", "request_id", "start_time", "error_category",
+                                                    "error_type", "experiment_id")[:LATEST_FAILING]
+    return {
+        "total_errors": errors,
+        "error_rate": _ratio(errors, runs),
+        # count: runs of the category that failed; fallbacks: runs of the category the local backend saved.
+        "by_category": [{"error_category": cell.key, "count": cell.errors, "fallbacks": cell.fallbacks,
+                         "runs": cell.runs}
+                        for cell in sorted(by_category.values(), key=lambda c: (-c.errors, -c.runs, c.key))
+                        if cell.key and (cell.errors or cell.fallbacks)],
+        "by_type": list(by_type[:TOP_ERROR_TYPES]),
+        "per_day": [{"day": day.isoformat(), "runs": (daily.get(day) or Cell(key=day)).runs,
+                     "errors": (daily.get(day) or Cell(key=day)).errors,
+                     "error_rate": (daily.get(day) or Cell(key=day)).error_rate} for day in _days(scope)],
+        "latest": [{"run_id": row["run_id"], "request_id": row["request_id"], "start_time": row["start_time"],
+                    "error_category": row["error_category"], "error_type": row["error_type"],
+                    "mlflow_url": mlflow_run_url(experiment_id=row["experiment_id"], run_id=row["run_id"])}
+                   for row in latest],
+    }
+
+
+def errors_get(*, scope: Scope) -> dict[str, Any]:
+    """Failing runs of the period: by category (rollups), by type with a sample run id and the latest ones
+    (the failing runs alone, through their partial index), and the error rate per day."""
+    return scope.header() | _errors(Cells(scope, detailed=[Dimension.ALL], counted=[Dimension.ERROR_CATEGORY]))
+
+
+def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
+    return [{"model_name": cell.key, "runs": cell.runs, "success_rate": cell.success_rate,
+             "avg_confidence": cell.avg_confidence, "avg_ms": cell.avg_ms, "p50_ms": cell.percentile(0.5),
+             "p95_ms": cell.percentile(0.95), "prompt_tokens": cell.prompt_tokens,
+             "completion_tokens": cell.completion_tokens, "cost_usd": cell.cost_usd,
+             "fallback_rate": _ratio(cell.fallbacks, cell.runs), "error_rate": cell.error_rate,
+             "labelled_runs": cell.labelled, "accuracy": cell.accuracy}
+            for cell in sorted(cells.by_value(Dimension.MODEL).values(), key=lambda c: (-c.runs, c.key))]
+
+
+def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
+    """Per model: volume, success, confidence, latency, tokens, cost, fallbacks and accuracy, most runs first."""
+    return scope.header() | {"models": _model_comparison(Cells(scope, detailed=[Dimension.MODEL]))}
+
+
+def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per prompt version, its latest finished evaluation run (contract C), from the mirror of the
+    evaluation experiment (the beat sync mirrors it; a request never asks MLflow)."""
+    state = SyncState.objects.filter(experiment_name=settings.ANALYTICS_EVALUATION_EXPERIMENT_NAME).first()
+    if state is None or not state.experiment_id:
+        return {}
+    rows = MirroredRun.objects.filter(experiment_id=state.experiment_id, status="FINISHED")
+    if prompt_versions is not None:
+        rows = rows.filter(prompt_version__in=list(prompt_versions))
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows.order_by("-start_time", "-run_id").values(
+            "run_id", "prompt_version", "metrics", "tags", "start_time", "end_time")[:5000]:
+        if row["prompt_version"] in latest or row["tags"].get("run_kind", "evaluation") != "evaluation":
+            continue
+        metrics = row["metrics"]
+        examples = metrics.get("examples")
+        latest[row["prompt_version"]] = {
+            "run_id": row["run_id"],
+            **{name: metrics.get(name) for name in EVALUATION_METRICS if name != "examples"},
+            "examples": None if examples is None else int(examples),
+            "evaluated_at": row["end_time"] or row["start_time"],
+        }
+    return latest
+
+
+def _prompt_analysis(cells: Cells) -> list[dict[str, Any]]:
+    cells = cells.by_value(Dimension.PROMPT_VERSION)
+    evaluations = evaluations_latest_get(prompt_versions=list(cells)) if cells else {}
+    ordered = sorted(cells.values(), key=lambda c: (c.last_start_time or datetime.min.replace(tzinfo=UTC), c.key),
+                     reverse=True)
+    return [{"prompt_version": cell.key, "first_seen": cell.first_start_time, "last_seen": cell.last_start_time,
+             "runs": cell.runs, "avg_confidence": cell.avg_confidence, "avg_ms": cell.avg_ms,
+             "p95_ms": cell.percentile(0.95), "error_rate": cell.error_rate,
+             "out_of_scope_rate": _ratio(cell.out_of_scope, cell.runs), "labelled_runs": cell.labelled,
+             "accuracy": cell.accuracy, "evaluation": evaluations.get(cell.key)} for cell in ordered]
+
+
+def prompt_analysis_get(*, scope: Scope) -> dict[str, Any]:
+    """Per prompt version (newest first, by last run): first and last run of the period, volume, confidence,
+    latency, error and out-of-scope rates, accuracy, and its latest offline evaluation."""
+    return scope.header() | {"versions": _prompt_analysis(Cells(scope, detailed=[Dimension.PROMPT_VERSION]))}
+
+
+def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
+    p95_target, error_target = settings.ANALYTICS_SLA_P95_MS, settings.ANALYTICS_SLA_ERROR_RATE
+    with_runs = [cell for cell in daily.values() if cell.runs]
+    meeting_p95 = sum(1 for cell in with_runs if (cell.percentile(0.95) or 0.0) <= p95_target)
+    meeting_errors = sum(1 for cell in with_runs if cell.error_rate <= error_target)
+    return {"p95_ms_target": p95_target, "error_rate_target": error_target, "days_with_runs": len(with_runs),
+            "days_meeting_p95": meeting_p95, "days_meeting_error_rate": meeting_errors,
+            "share_meeting_p95": _ratio(meeting_p95, len(with_runs)),
+            "share_meeting_error_rate": _ratio(meeting_errors, len(with_runs))}
+
+
+def report_get(*, scope: Scope) -> dict[str, Any]:
+    """Everything above in one document (each part without its own period and filters), plus the SLA lines:
+    how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
+    cells = Cells(scope, detailed=[Dimension.ALL, Dimension.MODEL, Dimension.PROMPT_VERSION],
+                  counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY])
+    daily = cells.by_day()
+    return scope.header() | {
+        "overview": _overview(cells),
+        "trends": {"days": _trend_rows(scope, daily)},
+        "errors": _errors(cells),
+        "model_comparison": {"models": _model_comparison(cells)},
+        "prompt_analysis": {"versions": _prompt_analysis(cells)},
+        "sla": _sla(daily),
+    }
+
+
+def confusion_get(*, scope: Scope) -> dict[str, Any]:
+    """The labelled runs of the period (feedback): accuracy, the confusion counts expected × detected, and
+    per intent precision, recall, F1 and support. Read from the labelled rows alone (few; partial index
+    `mirroredrun_labelled`): a matrix per day in the rollups would grow with intents², not pay off."""
+    labelled = scope.raw_runs().filter(is_correct__isnull=False)
+    matrix = [{"expected": row["expected_intent"] or "", "detected": row["detected_intent"], "count": row["count"]}
+              for row in labelled.values("expected_intent", "detected_intent").annotate(count=Count("id"))
+              .order_by("expected_intent", "detected_intent")]
+    totals = labelled.aggregate(labelled=Count("id"), correct=Count("id", filter=Q(is_correct=True)))
+    support: Counter[str] = Counter()
+    detected: Counter[str] = Counter()
+    hits: Counter[str] = Counter()
+    for cell in matrix:
+        support[cell["expected"]] += cell["count"]
+        detected[cell["detected"]] += cell["count"]
+        if cell["expected"] == cell["detected"]:
+            hits[cell["expected"]] += cell["count"]
+    per_intent = []
+    for intent in sorted(set(support) | set(detected)):
+        precision = _ratio(hits[intent], detected[intent])
+        recall = _ratio(hits[intent], support[intent])
+        f1 = (None if precision is None or recall is None
+              else 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+        per_intent.append({"intent": intent, "precision": precision, "recall": recall, "f1": f1,
+                           "support": support[intent]})
+    return scope.header() | {"labelled_runs": totals["labelled"], "accuracy": _ratio(totals["correct"],
+                                                                                     totals["labelled"]),
+                             "matrix": matrix, "per_intent": per_intent}
+

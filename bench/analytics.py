@@ -1,0 +1,303 @@
+"""Benchmark: the analytics report endpoints on a mirror of N synthetic runs over 30 days.
+
+    python bench/analytics.py [--runs 1000000] [--repeats 21] [--seed-runs 3000] [--keep]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/intentsite_bench_analytics python bench/analytics.py ...
+
+How the mirror is filled: N `MirroredRun` rows are generated in Python (start times spread evenly over the
+30 days before now; ~25 % LM runs with log-normal latencies around 700 ms, the rest ~1 ms; 6 % with an
+error category, half of them failed; 150 intents, 10 modules, 3 roles, 2 models, 3 prompt versions; 1 %
+labelled with feedback) and bulk-inserted with the sync's own writer (`rows_upsert`: executemany on SQLite,
+COPY on PostgreSQL), 100 k rows per transaction. The rollups are then computed by the sync's own
+`rollups_refresh`, a few days per call: exactly what a full sync leaves behind.
+
+Each endpoint is then called in-process through DRF (`APIRequestFactory`, a staff user, the view itself:
+URL routing and authentication aside, everything a request does: validation, selectors, rendering),
+`--repeats` times after one warm-up; the figure is the median (p50) and the 90th percentile.
+
+The seed's approach (`mlflow.search_runs` over the experiment + pandas for the overview) is measured in the
+same process on a real MLflow SQLite store of `--seed-runs` runs written the same way (MLflow's own tables,
+created by MlflowClient), and scaled linearly to N (its cost is per run: it reads every run of the period).
+
+The database is a temporary SQLite file (or DATABASE_URL's database, created if missing: never the dev
+db.sqlite3). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+WORK = Path(tempfile.mkdtemp(prefix="intentsite-bench-analytics-"))
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{WORK / 'db.sqlite3'}"
+if "db.sqlite3" in DATABASE_URL and str(REPO / "db.sqlite3") in DATABASE_URL:
+    sys.exit("refusing to benchmark on the dev database")
+os.environ.update({
+    "DJANGO_SETTINGS_MODULE": "intentsite.settings",
+    "DATABASE_URL": DATABASE_URL,
+    "CELERY_BROKER_URL": f"sqla+sqlite:///{WORK / 'broker.sqlite'}",
+    "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}",
+    "MLFLOW_ARTIFACT_ROOT": str(WORK / "artifacts"),
+    "INTENTSITE_VAR_DIR": str(WORK / "var"),
+    "LOG_LEVEL": "WARNING",
+})
+
+
+def postgres_database_ensure(url: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+if DATABASE_URL.startswith("postgres"):
+    postgres_database_ensure(DATABASE_URL)
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E402
+
+from analytics.apis import reports  # noqa: E402
+from analytics.models import DailyRollup, MirroredRun, SyncState, latency_bucket  # noqa: E402
+from analytics.services.bulk import rows_upsert  # noqa: E402
+from analytics.services.rollups import rollups_refresh  # noqa: E402
+from analytics.services.sync import WRITTEN_FIELDS  # noqa: E402
+
+EXPERIMENT_ID = "1"
+DAYS = 30
+INTENTS = [f"intent_{i:03d}" for i in range(149)] + ["out_of_scope"]
+MODULES = ["banking", "credit_cards", "kitchen_and_dining", "home", "auto_and_commute", "travel", "utility",
+           "work", "small_talk", "meta"]
+ROLES = ["customer", "agent", "admin"]
+TABS = ["", "accounts", "cards", "payments", "settings"]
+PROMPT_VERSIONS = ["3f2a9c1b7d4e", "a81c44e0b2f9", "0d6e5b3c9a17"]
+ERRORS = ["lm_timeout", "lm_unavailable", "lm_rate_limit", "parse_error", "invalid_output"]
+LM, LOCAL = "openai/gpt-4o-mini", "local/tfidf-linear"
+CHUNK = 100_000
+
+
+def run_values(rng: random.Random) -> dict:
+    """One synthetic detection's contract values (shared by the mirror rows and the seed's MLflow store)."""
+    lm = rng.random() < 0.25
+    error = rng.choice(ERRORS) if rng.random() < 0.06 else None
+    failed = error is not None and rng.random() < 0.5
+    intent = rng.choice(INTENTS)
+    labelled = rng.random() < 0.01
+    return {
+        "lm": lm, "error": error, "failed": failed, "intent": intent,
+        "latency": math.exp(rng.gauss(6.6, 0.7)) if lm else math.exp(rng.gauss(0.0, 0.5)),
+        "role": rng.choice(ROLES), "module": rng.choice(MODULES), "tab": rng.choice(TABS),
+        "prompt_version": rng.choice(PROMPT_VERSIONS), "confidence": round(rng.random(), 4),
+        "template": float(rng.random() < 0.4),
+        "tokens": (rng.randint(80, 600), rng.randint(5, 80), rng.random() / 2000) if lm else None,
+        "expected": (intent if rng.random() < 0.9 else rng.choice(INTENTS)) if labelled else None,
+    }
+
+
+def mirror_fill(n: int, *, seed: int = 1) -> float:
+    """N mirrored rows over the last 30 days, then their rollups; returns seconds."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    end = datetime.now(UTC)
+    start = end - timedelta(days=DAYS)
+    step = (end - start) / n
+    mirrored_at = datetime.now(UTC)
+    for first in range(0, n, CHUNK):
+        rows = []
+        for i in range(first, min(n, first + CHUNK)):
+            v = run_values(rng)
+            begin = start + step * i
+            tokens = v["tokens"]
+            rows.append({
+                "run_id": uuid.UUID(int=rng.getrandbits(128), version=4).hex, "experiment_id": EXPERIMENT_ID,
+                "status": "FAILED" if v["failed"] else "FINISHED", "lifecycle": "active", "start_time": begin,
+                "end_time": begin + timedelta(milliseconds=v["latency"]), "day": begin.date(),
+                "detected_intent": v["intent"], "user_role": v["role"], "current_module": v["module"],
+                "current_tab": v["tab"], "prompt_version": v["prompt_version"], "dspy_version": "3.4.1",
+                "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "fallback_used": v["error"] is not None and not v["failed"], "error_category": v["error"] or "",
+                "error_type": "TimeoutError" if v["error"] else "", "is_error": v["failed"],
+                "model_name": LM if v["lm"] else LOCAL, "category_source": "database", "requires_workflow": False,
+                "message_length": 40, "message_word_count": 8, "confidence_score": v["confidence"],
+                "response_time_ms": v["latency"], "template_match_rate": v["template"],
+                "available_workflow_templates": 16, "available_agent_templates": 9,
+                "prompt_tokens": tokens[0] if tokens else None, "completion_tokens": tokens[1] if tokens else None,
+                "cost_usd": tokens[2] if tokens else None, "latency_bucket": latency_bucket(v["latency"]),
+                "tags": {"mlflow.runName": "bench"}, "params": {}, "metrics": {},
+                "expected_intent": v["expected"],
+                "is_correct": None if v["expected"] is None else v["expected"] == v["intent"],
+                "source_digest": "", "mirrored_at": mirrored_at,
+            })
+        with transaction.atomic():
+            rows_upsert(model=MirroredRun, rows=rows, fields=WRITTEN_FIELDS)
+        print(f"  ... {min(n, first + CHUNK):,} / {n:,} rows", file=sys.stderr, flush=True)
+    inserted = time.perf_counter() - started
+    days = sorted(set(MirroredRun.objects.values_list("day", flat=True).distinct().order_by()))
+    for index in range(0, len(days), 4):
+        rollups_refresh(experiment_id=EXPERIMENT_ID, days=days[index:index + 4])
+    SyncState.objects.update_or_create(experiment_name=settings.MLFLOW_EXPERIMENT_NAME,
+                                       defaults={"experiment_id": EXPERIMENT_ID})
+    with connection.cursor() as cursor:  # planner statistics, as autovacuum / a periodic ANALYZE would leave
+        cursor.execute("ANALYZE")
+    total = time.perf_counter() - started
+    print(f"  mirror: {n:,} rows inserted in {inserted:.1f} s, rollups ({DailyRollup.objects.count():,} rows) "
+          f"in {total - inserted:.1f} s")
+    return total
+
+
+def timed(view, params: dict, user, repeats: int) -> tuple[float, float]:
+    factory = APIRequestFactory()
+    times = []
+    for attempt in range(repeats + 1):
+        request = factory.get("/", params)
+        force_authenticate(request, user=user)
+        began = time.perf_counter()
+        response = view(request)
+        if hasattr(response, "render"):
+            response.render()
+        elapsed = time.perf_counter() - began
+        assert response.status_code == 200, response.content[:500]
+        if attempt:  # the first call warms caches up
+            times.append(elapsed * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
+
+
+CASES = [
+    ("overview", reports.OverviewApi, {}),
+    ("trends", reports.TrendsApi, {}),
+    ("errors", reports.ErrorsApi, {}),
+    ("model-comparison", reports.ModelComparisonApi, {}),
+    ("prompt-analysis", reports.PromptAnalysisApi, {}),
+    ("report", reports.ReportApi, {}),
+    ("report ?format=csv", reports.ReportApi, {"format": "csv"}),
+    ("confusion", reports.ConfusionApi, {}),
+    ("overview days=30", reports.OverviewApi, {"days": 30}),
+    ("trends module=banking (1 filter: rollup)", reports.TrendsApi, {"module": "banking"}),
+    ("overview module=banking (breakdowns: raw)", reports.OverviewApi, {"module": "banking"}),
+    ("overview module+model (2 filters: raw)", reports.OverviewApi, {"module": "banking", "model_name": LM}),
+    ("report module=banking", reports.ReportApi, {"module": "banking"}),
+]
+
+
+def seed_baseline(n: int, repeats: int) -> float:
+    """Seconds per run of the seed's overview: `mlflow.search_runs` of the 7-day window + pandas."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    path = WORK / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{path}")
+    experiment_id = client.create_experiment("intent_detection_seed", artifact_location=(WORK / "art").as_uri())
+    rng = random.Random(7)
+    now_ms = int(time.time() * 1000)
+    step = 7 * 86_400_000 // n
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for i in range(n):
+        v = run_values(rng)
+        run_id = uuid.UUID(int=rng.getrandbits(128), version=4).hex
+        start = now_ms - 7 * 86_400_000 + i * step
+        end = start + max(1, round(v["latency"]))
+        conn.execute("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+                     "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, "
+                     "deleted_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (run_id, "bench", "UNKNOWN", "", "", "unknown", "FAILED" if v["failed"] else "FINISHED", start,
+                      end, "", "active", f"{(WORK / 'art').as_uri()}/{run_id}", int(experiment_id), None))
+        tags = {"user_role": v["role"], "current_module": v["module"], "detected_intent": v["intent"],
+                "prompt_version": v["prompt_version"], "status": "error" if v["failed"] else "success",
+                "fallback_used": str(v["error"] is not None and not v["failed"]).lower()}
+        conn.executemany('INSERT INTO tags ("key", value, run_uuid) VALUES (?,?,?)',
+                         [(k, val, run_id) for k, val in tags.items()])
+        conn.executemany('INSERT INTO params ("key", value, run_uuid) VALUES (?,?,?)',
+                         [("model_name", LM if v["lm"] else LOCAL, run_id)])
+        metrics = {"confidence_score": v["confidence"], "response_time_ms": v["latency"],
+                   "template_match_rate": v["template"]}
+        conn.executemany('INSERT INTO metrics ("key", value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)',
+                         [(k, val, end, run_id, 0, 0) for k, val in metrics.items()])
+        conn.executemany('INSERT INTO latest_metrics ("key", value, timestamp, step, is_nan, run_uuid) '
+                         "VALUES (?,?,?,?,?,?)", [(k, val, end, 0, 0, run_id) for k, val in metrics.items()])
+    conn.execute("COMMIT")
+    conn.close()
+    mlflow.set_tracking_uri(f"sqlite:///{path}")
+
+    def overview() -> None:
+        since = int(time.time() * 1000) - 7 * 86_400_000
+        frame = mlflow.search_runs(experiment_ids=[experiment_id], filter_string=f"attributes.start_time >= {since}",
+                                   max_results=50_000)
+        latency = frame["metrics.response_time_ms"]
+        {
+            "total_runs": len(frame), "success_rate": (frame["tags.status"] == "success").mean(),
+            "avg_confidence": frame["metrics.confidence_score"].mean(), "p50": latency.quantile(0.5),
+            "p95": latency.quantile(0.95), "p99": latency.quantile(0.99),
+            "intents": frame["tags.detected_intent"].value_counts().to_dict(),
+            "roles": frame["tags.user_role"].value_counts().to_dict(),
+            "modules": frame["tags.current_module"].value_counts().to_dict(),
+        }
+
+    overview()
+    times = []
+    for _ in range(max(1, repeats // 7)):
+        began = time.perf_counter()
+        overview()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--seed-runs", type=int, default=3000, help="Runs of the seed-approach baseline store.")
+    parser.add_argument("--keep", action="store_true", help="Keep the database (Postgres) / work folder.")
+    args = parser.parse_args()
+    vendor = connection.vendor
+    print(f"bench/analytics.py: {args.runs:,} runs over {DAYS} days, {vendor} "
+          f"({connection.settings_dict['NAME']}), Python {sys.version.split()[0]}")
+    call_command("migrate", verbosity=0)
+    MirroredRun.objects.all().delete()
+    DailyRollup.objects.all().delete()
+    mirror_fill(args.runs)
+    staff, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    per_run_s = seed_baseline(args.seed_runs, args.repeats)
+    seed_7_days_s = per_run_s * args.runs * 7 / DAYS
+    print(f"  seed approach (mlflow.search_runs + pandas, overview of 7 days): {per_run_s * 1e6:.0f} µs/run "
+          f"measured at {args.seed_runs:,} runs, scaled linearly to the {args.runs * 7 // DAYS:,} runs of 7 days: "
+          f"{seed_7_days_s:.1f} s")
+    print(f"  {'endpoint':<44} {'p50 ms':>9} {'p90 ms':>9}")
+    for label, view_class, params in CASES:
+        p50, p90 = timed(view_class.as_view(), params, staff, args.repeats)
+        ratio = f"  (seed / this: {seed_7_days_s * 1000 / p50:,.0f}x)" if label == "overview" else ""
+        print(f"  {label:<44} {p50:9.2f} {p90:9.2f}{ratio}")
+    if not args.keep:
+        MirroredRun.objects.all().delete()
+        DailyRollup.objects.all().delete()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

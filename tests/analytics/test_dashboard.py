@@ -1,0 +1,279 @@
+"""The "Detection analytics" admin page in a real headless Chromium (Debian's `chromium` + `chromium-driver`):
+its charts are drawn with the data of the report API, the period selector reloads them, zero runs are fine.
+
+`DASHBOARD_SCREENSHOT=docs/dashboard.png pytest tests/analytics/test_dashboard.py -k screenshot` (or
+`make screenshot`) also writes the README's screenshot from a demo-like month of runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+from django.utils import timezone
+
+from analytics.mlflow_source import SourceRun
+from analytics.models import MirroredRun, SyncState
+from analytics.services import mirror_row_build, rollups_refresh, runs_sync
+from tests.conftest import IN_CI
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PAGE = "/admin/analytics/detectionanalytics/"
+WAIT_S = 30
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium and its driver, installed with apt when missing (as root). Skipped, with the reason,
+    only outside CI on a machine where they cannot be installed."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        problem = None
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            problem = "chromium/chromium-driver are not installed and this process cannot apt-get install them"
+        else:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
+            done = subprocess.run(install, env=env, capture_output=True, text=True)
+            if done.returncode != 0:  # stale package lists: update once and try again
+                subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+                done = subprocess.run(install, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                problem = f"apt-get install chromium chromium-driver failed: {done.stderr[-2000:]}"
+        if problem:
+            if IN_CI:
+                pytest.fail(problem)
+            pytest.skip(problem)
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1440,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    # The driver is given explicitly: Selenium Manager never looks for (or downloads) one.
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(WAIT_S)
+    yield driver
+    driver.quit()
+
+
+def staff_session(live_server, driver, django_user_model, *, username: str = "analyst") -> None:
+    """Log the browser in as a staff member (not a superuser) with a real session cookie."""
+    staff = django_user_model.objects.create_user(username, password="pw-analyst-123", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    driver.get(f"{live_server.url}/admin/login/")
+    driver.add_cookie({"name": django_settings.SESSION_COOKIE_NAME,
+                       "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
+
+
+def page_state(driver, days: int) -> dict:
+    """Wait until the page shows the report of `days`, then read what its charts and tiles hold."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(d):
+        state = d.execute_script("return document.getElementById('analytics-dashboard').dataset")
+        if state.get("state") == "error":
+            raise AssertionError(d.find_element("id", "ad-message").text)
+        return state.get("state") == "ready" and state.get("loadedDays") == str(days)
+
+    WebDriverWait(driver, WAIT_S).until(ready)
+    return driver.execute_script("""
+        const chart = (id) => { const c = Chart.getChart(document.getElementById(id));
+            return {labels: c.data.labels, data: c.data.datasets.map((d) => d.data)}; };
+        const tiles = {};
+        document.querySelectorAll('[data-kpi]').forEach((t) => tiles[t.dataset.kpi] = t.querySelector('.ad-kpi-value').textContent);
+        return {
+          runs: chart('chart-runs'), success: chart('chart-success'), confidence: chart('chart-confidence'),
+          latency: chart('chart-latency'), intents: chart('chart-intents'), modules: chart('chart-modules'),
+          errors: chart('chart-errors'), tiles: tiles,
+          message: document.getElementById('ad-message').hidden ? null : document.getElementById('ad-message').textContent,
+          prompts: Array.from(document.querySelectorAll('#table-prompts tbody tr')).map((r) => r.innerText),
+          errorTypes: Array.from(document.querySelectorAll('#table-error-types tbody tr')).map((r) => r.innerText),
+          active: document.querySelector('.ad-period.is-active').dataset.days,
+          location: window.location.search,
+          canvasPixels: (() => { const c = document.getElementById('chart-runs');
+                                 return c.width * c.height; })(),
+        };""")
+
+
+def today_ms(days_ago: int, *, seconds: int = 0) -> int:
+    midnight = datetime.combine(timezone.now().astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
+    return int((midnight - timedelta(days=days_ago)).timestamp() * 1000) + seconds * 1000
+
+
+def test_the_charts_show_the_mirrored_runs_and_the_period_selector_reloads_them(
+        transactional_db, live_server, browser, django_user_model, run_logger):
+    # given: runs logged in MLflow and mirrored by the real sync: 5 in the last week, 4 more 20 days ago
+    log = run_logger.log
+    log(start_ms=today_ms(0, seconds=1), intent="balance", module="banking", latency_ms=2.0, prompt_version="v-new")
+    log(start_ms=today_ms(0, seconds=2), intent="balance", module="banking", latency_ms=4.0, prompt_version="v-new")
+    log(start_ms=today_ms(0, seconds=3), intent="transfer", module="banking", latency_ms=800.0, prompt_version="v-new",
+        error_category="lm_timeout", model="openai/gpt-4o-mini")
+    log(start_ms=today_ms(1), intent="international_visa", module="travel", confidence=0.5, prompt_version="v-new")
+    log(start_ms=today_ms(1, seconds=1), intent="international_visa", module="travel", confidence=0.7,
+        prompt_version="v-new")
+    for i in range(4):
+        log(start_ms=today_ms(20, seconds=i), intent="exchange_rate", module="travel", prompt_version="v-old")
+    runs_sync()
+    assert MirroredRun.objects.count() == 9
+    staff_session(live_server, browser, django_user_model)
+
+    # when: the page opens (its default period is 30 days), then 7 and 90 days are chosen
+    browser.get(f"{live_server.url}{PAGE}?days=7")
+    week = page_state(browser, 7)
+    browser.find_element("css selector", '.ad-period[data-days="30"]').click()
+    month = page_state(browser, 30)
+    browser.find_element("css selector", '.ad-period[data-days="90"]').click()
+    quarter = page_state(browser, 90)
+
+    # then: the week
+    assert week["tiles"]["total_runs"] == "5" and week["tiles"]["error_rate"] == "20.0%"
+    assert week["tiles"]["success_rate"] == "80.0%"
+    assert len(week["runs"]["labels"]) == 7 and week["runs"]["data"][0][-2:] == [2, 3]  # yesterday, today
+    assert sum(week["runs"]["data"][0]) == 5
+    assert week["success"]["data"][0][-2:] == [1.0, pytest.approx(2 / 3)]
+    assert week["success"]["data"][0][0] is None  # a day without runs has no rate
+    assert week["confidence"]["data"][0][-2] == pytest.approx(0.6)
+    assert len(week["latency"]["data"]) == 2 and week["latency"]["data"][0][-1] is not None  # p95, p50
+    assert dict(zip(week["intents"]["labels"], week["intents"]["data"][0], strict=True)) == {
+        "balance": 2, "transfer": 1, "international_visa": 2}
+    assert dict(zip(week["modules"]["labels"], week["modules"]["data"][0], strict=True)) == {"banking": 3, "travel": 2}
+    assert dict(zip(week["errors"]["labels"], week["errors"]["data"][0], strict=True)) == {"lm_timeout": 1}
+    assert len(week["prompts"]) == 1 and week["prompts"][0].startswith("v-new")
+    assert len(week["errorTypes"]) == 1 and "TimeoutError" in week["errorTypes"][0]
+    assert week["message"] is None and week["active"] == "7" and week["canvasPixels"] > 0
+    # the month takes in the older runs
+    assert month["tiles"]["total_runs"] == "9" and month["active"] == "30" and month["location"] == "?days=30"
+    assert len(month["runs"]["labels"]) == 30 and sum(month["runs"]["data"][0]) == 9
+    assert month["runs"]["data"][0][-21] == 4  # 20 days ago
+    assert dict(zip(month["intents"]["labels"], month["intents"]["data"][0], strict=True))["exchange_rate"] == 4
+    assert [row.split("\t")[0] for row in month["prompts"]] == ["v-new", "v-old"]  # newest first
+    assert len(quarter["runs"]["labels"]) == 90 and quarter["tiles"]["total_runs"] == "9"
+
+
+def test_no_runs_at_all_is_shown_plainly(transactional_db, live_server, browser, django_user_model, mlflow_store):
+    staff_session(live_server, browser, django_user_model)
+
+    browser.get(f"{live_server.url}{PAGE}")
+    empty = page_state(browser, 30)
+
+    assert empty["tiles"]["total_runs"] == "0" and empty["tiles"]["success_rate"] == "–"
+    assert empty["runs"]["data"][0] == [0] * 30
+    assert empty["intents"]["data"][0] == [] and empty["modules"]["data"][0] == []
+    assert "No detections were recorded in the last 30 days" in empty["message"]
+    assert browser.find_element("css selector", "#table-prompts tbody tr").text == "No prompt version ran in this period."
+    severe = [entry for entry in browser.get_log("browser")
+              if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]]
+    assert severe == []  # no script error, no failed request
+
+
+def test_the_admin_index_links_the_page_for_staff_only(transactional_db, client, django_user_model):
+    staff = django_user_model.objects.create_user("analyst", password="pw-analyst-123", is_staff=True)
+    user = django_user_model.objects.create_user("user", password="pw-user-123")
+
+    client.force_login(staff)
+    index = client.get("/admin/")
+    page = client.get(PAGE)
+    client.force_login(user)
+    refused = client.get(PAGE)
+
+    assert index.status_code == 200 and PAGE.encode() in index.content and b"Detection analytics" in index.content
+    assert page.status_code == 200 and b'id="analytics-dashboard"' in page.content
+    assert b"analytics/vendor/chart.umd.min.js" in page.content and b"cdn" not in page.content.lower()
+    assert refused.status_code == 302 and "/admin/login/" in refused["Location"]
+
+
+# --- The README's screenshot: a demo-like month -------------------------------------------------------------
+
+DEMO_MODULES = {
+    "banking": ["balance", "transfer", "pay_bill", "freeze_account", "routing", "bill_balance", "interest_rate"],
+    "credit_cards": ["card_declined", "credit_limit", "report_lost_card", "rewards_balance", "apr"],
+    "travel": ["international_visa", "exchange_rate", "plug_type", "book_flight", "travel_alert", "lost_luggage"],
+    "utility": ["timer", "weather", "date", "calculator"],
+}
+
+
+def demo_runs(*, runs: int, days: int, seed: int = 7) -> list[SourceRun]:
+    """A plausible month: more traffic on weekdays and lately, a Zipf-like intent mix, 30 % LM answers with
+    tokens and cost, a few failures and fallbacks, a prompt version change ten days ago."""
+    rng = random.Random(seed)
+    intents = [(module, intent) for module, names in DEMO_MODULES.items() for intent in names]
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(intents))]
+    now_ms = today_ms(0) + 12 * 3_600_000
+    result = []
+    for i in range(runs):
+        day = int(rng.expovariate(1 / (days / 2.5))) % days
+        start = now_ms - day * 86_400_000 - rng.randint(0, 86_000_000)
+        module, intent = rng.choices(intents, weights)[0]
+        lm = rng.random() < 0.3
+        error = rng.choices(["lm_timeout", "lm_rate_limit", "parse_error", "invalid_output"], [5, 2, 2, 1])[0] \
+            if lm and rng.random() < 0.12 else None
+        fallback = bool(error) and rng.random() < 0.7
+        out_of_scope = rng.random() < 0.06
+        tags = {"user_role": rng.choice(["customer", "customer", "agent", "admin"]), "current_module": module,
+                "current_tab": "", "detected_intent": "out_of_scope" if out_of_scope else intent,
+                "dspy_version": "3.4.1", "prompt_version": "3fa2c81d09be" if day < 10 else "9b1e77c0d4a2",
+                "request_id": f"req-{i:06d}", "status": "error" if error and not fallback else "success",
+                "fallback_used": str(fallback).lower()}
+        if error:
+            tags |= {"error_category": error, "error_type": {"lm_timeout": "TimeoutError", "lm_rate_limit": "RateLimitError",
+                                                          "parse_error": "AdapterParseError",
+                                                          "invalid_output": "ValueError"}[error]}
+        latency = math.exp(rng.gauss(6.6, 0.5)) if lm else math.exp(rng.gauss(0.2, 0.5))
+        metrics = {"confidence_score": round(min(1.0, max(0.05, rng.betavariate(6, 1.6))), 4),
+                   "response_time_ms": latency, "template_match_rate": float(rng.random() < 0.4)}
+        if lm:
+            metrics |= {"prompt_tokens": float(rng.randint(380, 520)), "completion_tokens": float(rng.randint(20, 60)),
+                        "cost_usd": rng.uniform(6e-5, 1e-4)}
+        model = "openai/gpt-4o-mini" if lm else "local/tfidf-linear"
+        result.append(SourceRun(run_id=f"{i:032x}", experiment_id="1",
+                                status="FAILED" if error and not fallback else "FINISHED", lifecycle="active",
+                                start_time=start, end_time=start + max(1, round(latency)), tags=tags,
+                                params={"model_name": model, "category_source": "database"}, metrics=metrics))
+    return result
+
+
+def test_screenshot_of_a_demo_month(transactional_db, live_server, browser, django_user_model, settings, tmp_path,
+                                    mlflow_store):
+    settings.MLFLOW_UI_URL = "http://127.0.0.1:5000"
+    runs = demo_runs(runs=6000, days=30)
+    now = timezone.now()
+    MirroredRun.objects.bulk_create([MirroredRun(**mirror_row_build(run), mirrored_at=now) for run in runs],
+                                    batch_size=500)
+    rollups_refresh(experiment_id="1", days=set(MirroredRun.objects.values_list("day", flat=True)))
+    SyncState.objects.create(experiment_name=settings.MLFLOW_EXPERIMENT_NAME, experiment_id="1",
+                             last_succeeded_at=now, newest_start_time=now, mirrored_runs=len(runs))
+    staff_session(live_server, browser, django_user_model)
+
+    browser.get(f"{live_server.url}{PAGE}?days=30")
+    month = page_state(browser, 30)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1440, height + 140)  # the whole page in one picture
+    browser.execute_script("Object.values(Chart.instances).forEach((c) => { c.options.animation = false; c.resize(); });")
+    target = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    saved = browser.get_screenshot_as_file(str(target))
+
+    in_window = [run for run in runs if run.start_time >= today_ms(29)]
+    assert month["tiles"]["total_runs"] == f"{len(in_window):,}"
+    assert sum(month["runs"]["data"][0]) == len(in_window)
+    assert saved and target.stat().st_size > 50_000
+    print(json.dumps({"screenshot": str(target), "runs": len(in_window)}))
