@@ -190,19 +190,26 @@ def tracking_client(uri: str | None = None) -> MlflowClient:
 
 
 @functools.cache
-def _experiment_ids() -> dict[tuple[str, str], str]:
+def _experiment_ids() -> dict[tuple[str, str], tuple[str, float]]:
     return {}
 
 
+# A process looks its experiment up again this often (seconds): after `recreate_experiments --reset`
+# the name points at a new experiment, and every process follows within this long, without a restart.
+EXPERIMENT_RECHECK_S = 60.0
+
+
 def experiment_id_get(name: str | None = None, *, uri: str | None = None) -> str:
-    """The experiment's id, creating it (or restoring it, if deleted) on first use."""
+    """The experiment's id, creating it (or restoring it, if deleted) on first use; looked up again every
+    `EXPERIMENT_RECHECK_S`, so a process follows an experiment that was reset under its name."""
     from mlflow.exceptions import MlflowException
 
     name = name or settings.MLFLOW_EXPERIMENT_NAME
     uri = uri or settings.MLFLOW_TRACKING_URI
     cache = _experiment_ids()
-    if (uri, name) in cache:
-        return cache[(uri, name)]
+    cached = cache.get((uri, name))
+    if cached is not None and time.monotonic() - cached[1] < EXPERIMENT_RECHECK_S:
+        return cached[0]
     client = tracking_client(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -217,7 +224,7 @@ def experiment_id_get(name: str | None = None, *, uri: str | None = None) -> str
         experiment_id = experiment.experiment_id
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment_id)
-    cache[(uri, name)] = experiment_id
+    cache[(uri, name)] = (experiment_id, time.monotonic())
     return experiment_id
 
 

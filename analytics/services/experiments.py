@@ -87,7 +87,8 @@ def experiments_recreate(*, reset: bool = False) -> ExperimentsRecreateResult:
     for good by `mlflow gc`. The mirror of a reset experiment is dropped and its sync starts afresh; a
     restored one is reconciled by the next sync (its runs come back).
 
-    Processes that cached the old experiment id (web, workers) keep writing there until restarted."""
+    Processes that cached the old experiment id (web, workers) look the name up again within a minute
+    (`intent.tracking.EXPERIMENT_RECHECK_S`) and write to the new experiment from then on."""
     result = ExperimentsRecreateResult()
     for name in experiment_names():
         found = mlflow_source.experiment_get(name=name)

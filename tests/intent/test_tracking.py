@@ -251,3 +251,24 @@ def test_prompt_version_is_stable_across_processes_and_changes_with_the_instruct
     assert first == second
     assert changed[0] == first[0]  # the local backend does not read the instructions
     assert changed[1] != first[1]
+
+
+def test_a_process_follows_an_experiment_reset_under_its_name(api_client, small_catalog, mlflow_store, monkeypatch):
+    """After `recreate_experiments --reset` (old experiment renamed and deleted, a new one under the name),
+    runs land in the new experiment once the cached id is older than EXPERIMENT_RECHECK_S: no restart."""
+    client = MlflowClient(mlflow_store)
+    old_id = tracking.experiment_id_get()
+    client.rename_experiment(old_id, "intent_detection.old")
+    client.delete_experiment(old_id)
+    new_id = client.create_experiment("intent_detection")
+
+    assert tracking.experiment_id_get() == old_id  # within the recheck period: the cached id
+    monkeypatch.setattr(tracking, "EXPERIMENT_RECHECK_S", 0.0)
+    assert tracking.experiment_id_get() == new_id
+
+    response = api_client.post("/api/intent/detect", {"message": "what is my balance"}, format="json")
+    assert response.status_code == 200
+    detection_records_log(request_ids=[response.json()["request_id"]])
+    runs = client.search_runs([new_id])
+    assert [run.data.tags["request_id"] for run in runs] == [response.json()["request_id"]]
+    assert client.search_runs([old_id], run_view_type=ViewType.ALL) == []
