@@ -180,4 +180,6 @@ def test_a_real_worker_runs_the_refresh_sent_by_name(run_logger, start_worker):
     row = wait_for(lambda: MirroredRun.objects.filter(run_id=run_id, is_correct__isnull=False).first(), timeout=60,
                    message="the worker to refresh the run")
     assert (row.expected_intent, row.is_correct) == ("transfer", False)
-    assert DailyRollup.objects.get(dimension="all").labelled == 1
+    # The day's rollups are recomputed right after the row is written, in the next transaction.
+    wait_for(lambda: DailyRollup.objects.get(dimension="all").labelled == 1, timeout=30,
+             message="the refresh to recompute the day's rollups")
