@@ -133,6 +133,7 @@ class DailyRollup(models.Model):
         MODEL = "model"
         PROMPT_VERSION = "prompt_version"
         ERROR_CATEGORY = "error_category"
+        ERROR_TYPE = "error_type"  # the errors report's by-type table without reading the failing runs
 
     experiment_id = models.CharField(max_length=32)
     day = models.DateField()

@@ -159,8 +159,8 @@ class ErrorCategorySerializer(serializers.Serializer):
 class ErrorTypeSerializer(serializers.Serializer):
     error_type = serializers.CharField()
     error_category = serializers.CharField()
-    count = serializers.IntegerField()
-    sample_run_id = serializers.CharField()
+    count = serializers.IntegerField(help_text="Failed runs of this type.")
+    sample_run_id = serializers.CharField(allow_null=True, help_text="The newest failed run of this type.")
 
 
 class ErrorDaySerializer(serializers.Serializer):

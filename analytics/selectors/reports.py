@@ -13,8 +13,9 @@ Where the numbers come from:
   `services.rollups`), so both paths give the same numbers. It reads the period's rows through the
   (experiment_id, day) index: slower (see bench/analytics.py), but exact and with no extra rollup grain
   to keep up to date on every sync.
-- Errors' by-type table and latest failing runs read the failing runs alone (partial index
-  `mirroredrun_failing`); the confusion matrix reads the labelled runs alone (`mirroredrun_labelled`).
+- Errors' by-type counts come from the `error_type` rollups; their sample run ids and the latest failing
+  runs from the newest failing runs alone (partial index `mirroredrun_failing`, read backwards, LIMIT); the
+  confusion matrix reads the labelled runs alone (`mirroredrun_labelled`).
 - Percentiles come from the merged latency histograms (`rollup_percentile`): within one bucket of exact.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun, SyncState
@@ -47,6 +48,7 @@ FILTERS: dict[str, tuple[str, str]] = {
 }
 DIMENSION_COLUMN = {dimension: column for dimension, column in FILTERS.values()} | {
     Dimension.ALL: None, Dimension.INTENT: "detected_intent", Dimension.ERROR_CATEGORY: "error_category",
+    Dimension.ERROR_TYPE: "error_type",
 }
 WHOLE = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
          "prompt_tokens", "completion_tokens", "labelled", "correct")
@@ -54,6 +56,7 @@ REAL = ("confidence_sum", "latency_sum_ms", "cost_usd")
 SUMMED = WHOLE + REAL
 LATEST_FAILING = 20
 TOP_ERROR_TYPES = 20
+SAMPLE_WINDOW = 200  # newest failing runs read for the error types' samples
 EVALUATION_METRICS = ("in_scope_accuracy", "oos_recall", "macro_f1", "latency_p50_ms", "examples")
 
 
@@ -381,12 +384,24 @@ def _errors(cells: Cells) -> dict[str, Any]:
     runs = sum(cell.runs for cell in daily.values())
     errors = sum(cell.errors for cell in daily.values())
     by_category = cells.by_value(Dimension.ERROR_CATEGORY)
-    failing = scope.raw_runs(by_start_time=True).filter(is_error=True)
-    by_type = (failing.values("error_type", "error_category")
-               .annotate(count=Count("id"), sample_run_id=Max("run_id")).order_by("-count", "error_type",
-                                                                                  "error_category"))
-    latest = failing.order_by("-start_time").values("run_id", "request_id", "start_time", "error_category",
-                                                    "error_type", "experiment_id")[:LATEST_FAILING]
+    failing = scope.raw_runs(by_start_time=True).filter(is_error=True).order_by("-start_time")
+    # The latest failing runs, and a sample (the latest run) of each frequent error type: the types and
+    # their counts come from the rollups; the samples from the newest failing runs (a short walk down
+    # the failing runs' index), or for a type not among them, its own newest run.
+    recent = list(failing.values("run_id", "request_id", "start_time", "error_category", "error_type",
+                                 "experiment_id")[:SAMPLE_WINDOW])
+    types = sorted((cell for cell in cells.by_value(Dimension.ERROR_TYPE).values() if cell.key and cell.errors),
+                   key=lambda c: (-c.errors, c.key))[:TOP_ERROR_TYPES]
+    samples: dict[str, dict[str, Any]] = {}
+    for row in recent:
+        samples.setdefault(row["error_type"], row)
+    by_type = []
+    for cell in types:
+        sample = samples.get(cell.key) or failing.filter(error_type=cell.key).values(
+            "run_id", "error_category").first()
+        by_type.append({"error_type": cell.key, "error_category": sample["error_category"] if sample else "",
+                        "count": cell.errors, "sample_run_id": sample["run_id"] if sample else None})
+    latest = recent[:LATEST_FAILING]
     return {
         "total_errors": errors,
         "error_rate": _ratio(errors, runs),
@@ -395,7 +410,7 @@ def _errors(cells: Cells) -> dict[str, Any]:
                          "runs": cell.runs}
                         for cell in sorted(by_category.values(), key=lambda c: (-c.errors, -c.runs, c.key))
                         if cell.key and (cell.errors or cell.fallbacks)],
-        "by_type": list(by_type[:TOP_ERROR_TYPES]),
+        "by_type": by_type,
         "per_day": [{"day": day.isoformat(), "runs": (daily.get(day) or Cell(key=day)).runs,
                      "errors": (daily.get(day) or Cell(key=day)).errors,
                      "error_rate": (daily.get(day) or Cell(key=day)).error_rate} for day in _days(scope)],
@@ -409,7 +424,8 @@ def _errors(cells: Cells) -> dict[str, Any]:
 def errors_get(*, scope: Scope) -> dict[str, Any]:
     """Failing runs of the period: by category (rollups), by type with a sample run id and the latest ones
     (the failing runs alone, through their partial index), and the error rate per day."""
-    return scope.header() | _errors(Cells(scope, detailed=[Dimension.ALL], counted=[Dimension.ERROR_CATEGORY]))
+    return scope.header() | _errors(Cells(scope, detailed=[Dimension.ALL],
+                                          counted=[Dimension.ERROR_CATEGORY, Dimension.ERROR_TYPE]))
 
 
 def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
@@ -485,7 +501,7 @@ def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
     cells = Cells(scope, detailed=[Dimension.ALL, Dimension.MODEL, Dimension.PROMPT_VERSION],
-                  counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY])
+                  counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY, Dimension.ERROR_TYPE])
     daily = cells.by_day()
     return scope.header() | {
         "overview": _overview(cells),

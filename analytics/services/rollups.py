@@ -30,6 +30,7 @@ DIMENSION_COLUMNS: dict[str, str | None] = {
     DailyRollup.Dimension.MODEL: "model_name",
     DailyRollup.Dimension.PROMPT_VERSION: "prompt_version",
     DailyRollup.Dimension.ERROR_CATEGORY: "error_category",
+    DailyRollup.Dimension.ERROR_TYPE: "error_type",
 }
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",

@@ -160,3 +160,26 @@ def test_the_report_of_runs_synced_from_mlflow_equals_the_hand_count(run_logger,
     assert [row["runs"] for row in body["trends"]["days"]] == [3, 0, 0]
     assert body["sla"]["days_with_runs"] == 1
     assert timedelta(days=body["period"]["days"]) == timedelta(days=3)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_the_refresh_sent_by_name(run_logger, start_worker):
+    """What the intent app does after writing feedback: `send_task` by name, no import of analytics."""
+    from celery import current_app
+
+    from tests.conftest import wait_for
+
+    run_id = run_logger.log(start_ms=today_ms(1), intent="balance")
+    runs_sync()
+    feedback_write(run_logger.client, run_id, expected="transfer", correct=False)
+    start_worker(name="refresh")
+
+    current_app.send_task("analytics.tasks.runs_refresh_task", kwargs={"run_ids": [run_id]})
+
+    row = wait_for(lambda: MirroredRun.objects.filter(run_id=run_id, is_correct__isnull=False).first(), timeout=60,
+                   message="the worker to refresh the run")
+    assert (row.expected_intent, row.is_correct) == ("transfer", False)
+    # The day's rollups are recomputed right after the row is written, in the next transaction.
+    wait_for(lambda: DailyRollup.objects.get(dimension="all").labelled == 1, timeout=30,
+             message="the refresh to recompute the day's rollups")

@@ -377,3 +377,13 @@ def test_the_schema_describes_every_endpoint_with_examples(anonymous_client):
     overview = schema["paths"][BASE + "overview"]["get"]
     days = next(param for param in overview["parameters"] if param["name"] == "days")
     assert (days["schema"]["minimum"], days["schema"]["maximum"], days["schema"]["default"]) == (1, 365, 7)
+
+
+def test_an_error_type_missing_from_the_newest_failures_still_gets_its_sample(staff_client, known_runs, monkeypatch):
+    from analytics.selectors import reports as selectors
+
+    monkeypatch.setattr(selectors, "SAMPLE_WINDOW", 1)  # only r3 is "recent": r6's type is looked up on its own
+    body = get(staff_client, "errors")
+    assert [(row["error_type"], row["error_category"], row["sample_run_id"]) for row in body["by_type"]] == [
+        ("TimeoutError", "lm_timeout", "r3"), ("ValueError", "parse_error", "r6")]
+    assert [row["run_id"] for row in body["latest"]] == ["r3"]
