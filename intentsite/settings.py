@@ -214,6 +214,8 @@ ANALYTICS_SYNC_LEASE_S = float(os.environ.get("ANALYTICS_SYNC_LEASE_S", "600"))
 # auto: read MLflow's tables directly when the store is a database with the known schema, else the
 # client's search; `client` or `sql` force one.
 ANALYTICS_SYNC_SOURCE = os.environ.get("ANALYTICS_SYNC_SOURCE", "auto")
+# Report answers are cached until the next sync finishes (the key holds its time); 0 turns the cache off.
+ANALYTICS_CACHE_TIMEOUT_S = float(os.environ.get("ANALYTICS_CACHE_TIMEOUT_S", "3600"))
 # The offline evaluation runs (`evaluate_intents`): the beat sync mirrors this experiment too, and
 # prompt-analysis shows each prompt version's latest evaluation from the mirror (never MLflow in a request).
 ANALYTICS_EVALUATION_EXPERIMENT_NAME = os.environ.get("ANALYTICS_EVALUATION_EXPERIMENT_NAME", "intent_evaluation")

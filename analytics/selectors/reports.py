@@ -17,10 +17,16 @@ Where the numbers come from:
   runs from the newest failing runs alone (partial index `mirroredrun_failing`, read backwards, LIMIT); the
   confusion matrix reads the labelled runs alone (`mirroredrun_labelled`).
 - Percentiles come from the merged latency histograms (`rollup_percentile`): within one bucket of exact.
+
+Each answer is cached (Django's cache, `ANALYTICS_CACHE_TIMEOUT_S`) under a key that holds the time every
+sync last finished: the mirror changes only through the sync, so a cached answer is exact until the next
+sync ends (a dashboard polling between two syncs reads the cache). Nothing is cached before a first sync.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -29,6 +35,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -70,6 +77,8 @@ class Scope:
     since: date
     until: date
     filters: Mapping[str, str] = field(default_factory=dict)
+    # When each sync last finished: the mirror's version (empty before any sync), part of the cache key.
+    version: str = ""
 
     @property
     def days(self) -> int:
@@ -103,9 +112,33 @@ def scope_get(*, days: int, until: date | None = None, filters: Mapping[str, str
     if unknown:
         raise ValueError(f"unknown filters: {sorted(unknown)}")
     name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
-    state = SyncState.objects.filter(experiment_name=name).only("experiment_id").first()
-    return Scope(experiment_id=state.experiment_id if state else "", since=until - timedelta(days=days - 1),
-                 until=until, filters=filters)
+    states = list(SyncState.objects.order_by("experiment_name").values_list(
+        "experiment_name", "experiment_id", "last_finished_at"))
+    experiment_id = next((experiment for state_name, experiment, _ in states if state_name == name), "")
+    version = ";".join(f"{state_name}={finished.isoformat()}" for state_name, _, finished in states
+                       if finished is not None)
+    return Scope(experiment_id=experiment_id, since=until - timedelta(days=days - 1), until=until,
+                 filters=filters, version=version)
+
+
+def cached_until_next_sync(selector):
+    """Serve the selector's answer from the cache while no sync has finished since it was computed."""
+
+    @functools.wraps(selector)
+    def cached(*, scope: Scope) -> dict[str, Any]:
+        if not scope.version or settings.ANALYTICS_CACHE_TIMEOUT_S <= 0:
+            return selector(scope=scope)
+        identity = repr((selector.__name__, scope.experiment_id, scope.since, scope.until,
+                         sorted(scope.filters.items()), scope.version))
+        key = "analytics:" + hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
+        answer = cache.get(key)
+        if answer is None:
+            answer = selector(scope=scope)
+            cache.set(key, answer, timeout=settings.ANALYTICS_CACHE_TIMEOUT_S)
+        return answer
+
+    cached.uncached = selector
+    return cached
 
 
 @dataclass
@@ -352,6 +385,7 @@ def _overview(cells: Cells) -> dict[str, Any]:
     }
 
 
+@cached_until_next_sync
 def overview_get(*, scope: Scope) -> dict[str, Any]:
     """Totals of the period: volume, rates, latency (avg and percentiles), tokens and cost, accuracy, and
     the distribution of intents, user roles and modules."""
@@ -369,6 +403,7 @@ def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:
     return rows
 
 
+@cached_until_next_sync
 def trends_get(*, scope: Scope) -> dict[str, Any]:
     """One row per calendar day of the period, oldest first; days without runs have runs 0 and nulls."""
     return scope.header() | {"days": _trend_rows(scope, Cells(scope, detailed=[Dimension.ALL]).by_day())}
@@ -421,6 +456,7 @@ def _errors(cells: Cells) -> dict[str, Any]:
     }
 
 
+@cached_until_next_sync
 def errors_get(*, scope: Scope) -> dict[str, Any]:
     """Failing runs of the period: by category (rollups), by type with a sample run id and the latest ones
     (the failing runs alone, through their partial index), and the error rate per day."""
@@ -438,6 +474,7 @@ def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
             for cell in sorted(cells.by_value(Dimension.MODEL).values(), key=lambda c: (-c.runs, c.key))]
 
 
+@cached_until_next_sync
 def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
     """Per model: volume, success, confidence, latency, tokens, cost, fallbacks and accuracy, most runs first."""
     return scope.header() | {"models": _model_comparison(Cells(scope, detailed=[Dimension.MODEL]))}
@@ -480,6 +517,7 @@ def _prompt_analysis(cells: Cells) -> list[dict[str, Any]]:
              "accuracy": cell.accuracy, "evaluation": evaluations.get(cell.key)} for cell in ordered]
 
 
+@cached_until_next_sync
 def prompt_analysis_get(*, scope: Scope) -> dict[str, Any]:
     """Per prompt version (newest first, by last run): first and last run of the period, volume, confidence,
     latency, error and out-of-scope rates, accuracy, and its latest offline evaluation."""
@@ -497,6 +535,7 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
             "share_meeting_error_rate": _ratio(meeting_errors, len(with_runs))}
 
 
+@cached_until_next_sync
 def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
@@ -513,6 +552,7 @@ def report_get(*, scope: Scope) -> dict[str, Any]:
     }
 
 
+@cached_until_next_sync
 def confusion_get(*, scope: Scope) -> dict[str, Any]:
     """The labelled runs of the period (feedback): accuracy, the confusion counts expected × detected, and
     per intent precision, recall, F1 and support. Read from the labelled rows alone (few; partial index
