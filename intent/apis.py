@@ -6,20 +6,11 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from intentsite.serializers import StrictSerializer
+
 from .program.errors import ERROR_CATEGORIES
 from .selectors import intent_name_known
 from .services import DetectionNotFound, detection_feedback_create, intent_detect
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, so a typo is a 400 instead of being silently ignored."""
-
-    def validate(self, attrs):
-        if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return attrs
 
 
 class IntentDetectApi(APIView):

@@ -10,6 +10,8 @@ from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from intentsite.serializers import StrictSerializer
+
 from ..mlflow_source import MlflowSourceError, MlflowSourceUnavailable
 from ..selectors.health import STATUS_DOWN, health_get
 from ..services.experiments import experiments_recreate
@@ -32,17 +34,6 @@ class MlflowRefused(APIException):
     status_code = status.HTTP_502_BAD_GATEWAY
     default_detail = "MLflow refused the operation."
     default_code = "mlflow_refused"
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, so a typo is a 400 instead of being silently ignored."""
-
-    def validate(self, attrs):
-        if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return attrs
 
 
 HEALTH_EXAMPLE = {
