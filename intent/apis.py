@@ -15,12 +15,18 @@ from .services import DetectionNotFound, detection_feedback_create, intent_detec
 
 class IntentDetectApi(APIView):
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "IntentDetect"
+
         message = serializers.CharField(min_length=1, max_length=4000)
         user_role = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         current_module = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         current_tab = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "IntentDetection"
+
         request_id = serializers.UUIDField()
         intent = serializers.CharField(help_text="A catalog intent, or `out_of_scope`.")
         confidence = serializers.FloatField(min_value=0, max_value=1)
@@ -86,6 +92,9 @@ class IntentFeedbackApi(APIView):
     """A user says which intent a detection should have had; it is recorded on that detection's MLflow run."""
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "IntentFeedback"
+
         request_id = serializers.UUIDField(help_text="The `request_id` a detection answered.")
         correct_intent = serializers.CharField(max_length=100, help_text="A catalog intent, or `out_of_scope`.")
         comment = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
@@ -98,6 +107,9 @@ class IntentFeedbackApi(APIView):
             return value
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "IntentFeedbackRecorded"
+
         request_id = serializers.UUIDField()
         detected_intent = serializers.CharField()
         expected_intent = serializers.CharField()

@@ -186,3 +186,15 @@ def test_openapi_schema_and_swagger_ui(anonymous_client):
     docs = anonymous_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+def test_openapi_schema_has_no_warnings_and_distinct_components(tmp_path):
+    """drf-spectacular warns (and merges them into one, wrong, component) when two serializers share a
+    component name; `--fail-on-warn` turns any such warning into a failure."""
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    text = out.read_text()
+    for component in ("IntentDetectRequest:", "IntentDetection:", "IntentFeedbackRequest:", "IntentFeedbackRecorded:"):
+        assert f"\n    {component}" in text
