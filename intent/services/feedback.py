@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from .. import tracking
 from ..models import DetectionFeedback, DetectionRecord
+from .recording import outbox_claim
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class FeedbackOutcome:
 
 def detection_feedback_log(*, request_ids: list[str]) -> FeedbackOutcome:
     """Write these feedback rows to their detections' runs (idempotent), then ask analytics to re-read them."""
-    claimed = _claim(request_ids)
+    claimed = outbox_claim(model=DetectionFeedback, request_ids=request_ids)
     claimed_ids = {str(feedback.request_id) for feedback in claimed}
     outcome = _write(claimed)
     outcome.skipped = [request_id for request_id in request_ids if request_id not in claimed_ids]
@@ -139,18 +140,6 @@ def analytics_refresh_request(*, run_ids: list[str]) -> None:
         current_app.send_task(ANALYTICS_REFRESH_TASK, kwargs={"run_ids": run_ids})
     except Exception:  # noqa: BLE001 - the broker being down must not undo a logged feedback
         logger.warning("Could not ask analytics to refresh %s run(s)", len(run_ids), exc_info=True)
-
-
-def _claim(request_ids: list[str]) -> list[DetectionFeedback]:
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    (
-        DetectionFeedback.objects.filter(request_id__in=request_ids, state=DetectionFeedback.State.PENDING)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
-                attempts=F("attempts") + 1)
-    )
-    return list(DetectionFeedback.objects.filter(lease_token=token, state=DetectionFeedback.State.PENDING))
 
 
 def _release(feedback: DetectionFeedback, **fields) -> None:

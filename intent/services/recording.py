@@ -38,7 +38,7 @@ def detection_records_log(*, request_ids: list[str]) -> RecordingOutcome:
         prompt_versions_log()
     except Exception as exc:  # the detections matter more; versions are retried with the next batch
         logger.warning("Could not record prompt versions yet: %s", exc)
-    records = _claim(request_ids)
+    records = outbox_claim(model=DetectionRecord, request_ids=request_ids)
     claimed = {str(record.request_id) for record in records}
     outcome.skipped = [request_id for request_id in request_ids if request_id not in claimed]
     if not records:
@@ -76,17 +76,18 @@ def detection_record_log(*, request_id: str) -> tuple[str, str]:
     raise AssertionError("unreachable")
 
 
-def _claim(request_ids: list[str]) -> list[DetectionRecord]:
-    """Take a lease on the pending records among these, atomically on any database."""
+def outbox_claim(*, model: type[DetectionRecord] | type[DetectionFeedback], request_ids: list[str]) -> list:
+    """Take a lease on the pending rows among these of an outbox model (detection records, feedback),
+    atomically on any database: one conditional UPDATE, then the rows that carry this lease's token."""
     token = uuid.uuid4().hex
     now = timezone.now()
     (
-        DetectionRecord.objects.filter(request_id__in=request_ids, state=DetectionRecord.State.PENDING)
+        model.objects.filter(request_id__in=request_ids, state=model.State.PENDING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
                 attempts=F("attempts") + 1)
     )
-    return list(DetectionRecord.objects.filter(lease_token=token, state=DetectionRecord.State.PENDING))
+    return list(model.objects.filter(lease_token=token, state=model.State.PENDING))
 
 
 def _log_one(record: DetectionRecord) -> tuple[str, str]:

@@ -156,11 +156,12 @@ def test_a_worker_holding_an_older_revision_does_not_mark_the_newer_one_done(
     api_client, small_catalog, mlflow_store
 ):
     from intent.services import feedback as feedback_service
+    from intent.services.recording import outbox_claim
 
     request_id = detect(api_client, message="what is my balance")["request_id"]
     detection_records_log(request_ids=[request_id])
     feedback(api_client, request_id=request_id, correct_intent="transfer")
-    claimed = feedback_service._claim([request_id])  # a worker takes revision 1 ...
+    claimed = outbox_claim(model=DetectionFeedback, request_ids=[request_id])  # a worker takes revision 1 ...
     feedback(api_client, request_id=request_id, correct_intent="balance")  # ... while revision 2 arrives
     assert detection_feedback_log(request_ids=[request_id]).skipped == [request_id]  # still leased
     # the worker writes revision 1, but cannot mark revision 2 done: it hands it back for a retry
