@@ -13,6 +13,8 @@ import pytest
 from django.conf import settings
 from mlflow.entities import Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from analytics.mlflow_source import sources_reset
 
@@ -102,3 +104,12 @@ def run_logger(mlflow_store) -> RunLogger:
     client = MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name(settings.MLFLOW_EXPERIMENT_NAME)
     return RunLogger(client=client, experiment_id=experiment.experiment_id)
+
+
+@pytest.fixture
+def staff_client(django_user_model) -> APIClient:
+    """A staff user's client, authenticated by DRF token (the way an API consumer calls the reports)."""
+    staff = django_user_model.objects.create_user(username="sam", password="pw-sam-12345", is_staff=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
+    return client

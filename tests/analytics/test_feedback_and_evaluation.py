@@ -11,8 +11,6 @@ from django.conf import settings
 from django.utils import timezone
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from analytics.models import DailyRollup, MirroredRun
 from analytics.services import runs_sync
@@ -22,14 +20,6 @@ from tests.analytics.test_rollups import assert_rollups_exact
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/analytics/mlflow/"
-
-
-@pytest.fixture
-def staff_client(django_user_model) -> APIClient:
-    staff = django_user_model.objects.create_user(username="sam", password="pw-sam-12345", is_staff=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
-    return client
 
 
 def today_ms(hour: int) -> int:

@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.conf import settings
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from analytics.models import MirroredRun, SyncState, latency_bucket
@@ -82,14 +81,6 @@ def known_runs() -> dict[str, MirroredRun]:
     }
     mirror(list(runs.values()))
     return runs
-
-
-@pytest.fixture
-def staff_client(django_user_model) -> APIClient:
-    staff = django_user_model.objects.create_user(username="sam", password="pw-sam-12345", is_staff=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
-    return client
 
 
 def get(client: APIClient, endpoint: str, **params) -> dict:
