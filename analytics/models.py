@@ -186,6 +186,9 @@ class SyncState(models.Model):
     watermark_ms = models.BigIntegerField(
         null=True, blank=True, help_text="Newest MLflow start_time read (ms); the next sync reads from it minus the overlap.")
     newest_start_time = models.DateTimeField(null=True, blank=True, help_text="Newest start_time in the mirror.")
+    source_position = models.JSONField(
+        default=dict, blank=True, help_text="Where the last read ended in MLflow's store (a SQLite store's rowids): "
+                                            "the next incremental read starts there.")
     dirty_days = models.JSONField(default=list, blank=True, help_text="Days whose rollups are still to recompute.")
     last_started_at = models.DateTimeField(null=True, blank=True)
     last_finished_at = models.DateTimeField(null=True, blank=True)

@@ -26,19 +26,25 @@ def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
     ops = connection.ops
     if isinstance(field, models.DateTimeField):
         if connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone == UTC:
-            return _sqlite_utc_datetime
+            return sqlite_utc_datetime
         return ops.adapt_datetimefield_value
     if isinstance(field, models.DateField):
         return ops.adapt_datefield_value
     if isinstance(field, models.JSONField):
         if connection.vendor == "sqlite":
-            # Sorted keys: equal dicts are equal text, which the upsert's change test compares.
-            return lambda value: "{}" if value == {} else json.dumps(value, cls=field.encoder, sort_keys=True)
+            return lambda value: json_text(value, encoder=field.encoder)
         return lambda value: ops.adapt_json_value(value, field.encoder)
     return None  # str, int, float, bool and None go to the driver as they are
 
 
-def _sqlite_utc_datetime(value: datetime) -> str:
+def json_text(value: Any, *, encoder: type[json.JSONEncoder] | None = None) -> str:
+    """A JSON column's text on SQLite: sorted keys, so that equal dicts are equal text (the upsert's change
+    test compares text), and compact, unescaped UTF-8: what SQLite's `json_group_object` writes for the
+    same strings, so that rows built in SQL by the attached sync compare equal to rows built here."""
+    return json.dumps(value, cls=encoder, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sqlite_utc_datetime(value: datetime) -> str:
     """What `ops.adapt_datetimefield_value` stores for an aware datetime on SQLite with a UTC connection
     ("2026-11-20 00:00:01.001000", naive UTC), without its time zone machinery (several times faster)."""
     if value.tzinfo is UTC:
@@ -58,16 +64,7 @@ def rows_upsert(*, model: type[models.Model], rows: Sequence[dict[str, Any]], fi
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     columns = [meta.get_field(name) for name in fields]
-    tail = ""
-    if conflict:
-        column = {name: quote(meta.get_field(name).column) for name in (*update, *compare)}
-        unique = [conflict] if isinstance(conflict, str) else list(conflict)
-        tail = (f" ON CONFLICT ({', '.join(quote(meta.get_field(name).column) for name in unique)}) DO UPDATE SET "
-                + ", ".join(f"{column[name]} = EXCLUDED.{column[name]}" for name in update))
-        if compare:
-            differs = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
-            tail += " WHERE " + " OR ".join(f"{table}.{column[name]} {differs} EXCLUDED.{column[name]}"
-                                            for name in compare)
+    tail = _conflict_tail(meta, conflict=conflict, update=update, compare=compare)
     values_of = itemgetter(*fields)
     adapted = [(index, adapt) for index, adapt in enumerate(map(_adapter, columns)) if adapt is not None]
     params = []
@@ -84,6 +81,45 @@ def rows_upsert(*, model: type[models.Model], rows: Sequence[dict[str, Any]], fi
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)  # in-process SQLite: no round trip per row
         return cursor.rowcount
+
+
+def _conflict_tail(meta, *, conflict: str | Sequence[str] | None, update: Sequence[str], compare: Sequence[str]) -> str:
+    """` ON CONFLICT (...) DO UPDATE SET ... [WHERE <a compared column differs>]`, or '' without `conflict`."""
+    if not conflict:
+        return ""
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    column = {name: quote(meta.get_field(name).column) for name in (*update, *compare)}
+    unique = [conflict] if isinstance(conflict, str) else list(conflict)
+    tail = (f" ON CONFLICT ({', '.join(quote(meta.get_field(name).column) for name in unique)}) DO UPDATE SET "
+            + ", ".join(f"{column[name]} = EXCLUDED.{column[name]}" for name in update))
+    if compare:
+        differs = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
+        tail += " WHERE " + " OR ".join(f"{table}.{column[name]} {differs} EXCLUDED.{column[name]}"
+                                        for name in compare)
+    return tail
+
+
+def rows_upsert_select(*, model: type[models.Model], fields: Sequence[str], expressions: dict[str, str],
+                       from_where: str, with_sql: str = "", params: Sequence[Any] = (), conflict: str | Sequence[str],
+                       update: Sequence[str] = (), compare: Sequence[str] = (),
+                       returning: Sequence[str] = ()) -> list[tuple]:
+    """`rows_upsert` for rows the database builds itself: `[with_sql] INSERT INTO <model> (fields) SELECT <the
+    fields' expressions> <from_where> ON CONFLICT ...`, on SQLite (qmark `params`, in the caller's transaction).
+    Returns the `returning` columns of every row inserted or updated (SQLite ≥ 3.35)."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(meta.get_field(name).column) for name in fields)
+    sql = (f"{with_sql} INSERT INTO {quote(meta.db_table)} ({names}) SELECT {', '.join(expressions[name] for name in fields)} "
+           f"{from_where}{_conflict_tail(meta, conflict=conflict, update=update, compare=compare)}")
+    if returning:
+        sql += " RETURNING " + ", ".join(quote(meta.get_field(name).column) for name in returning)
+    connection.ensure_connection()
+    cursor = connection.connection.cursor()  # the driver's own: the SQL is SQLite's, placeholders included
+    try:
+        return cursor.execute(sql, list(params)).fetchall()
+    finally:
+        cursor.close()
 
 
 def _postgres_copy_upsert(table: str, columns: list[str], params: list[list[Any]], *, sql_tail: str) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -36,9 +37,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import mlflow_source as contract
-from ..mlflow_source import SourceRun, run_source_get
-from ..models import DailyRollup, MirroredRun, SyncState, latency_bucket
-from .bulk import rows_upsert
+from ..mlflow_source import INT32, AttachedRunSource, MirrorColumn, RunSource, SourceRun, run_source_get
+from ..models import LATENCY_BUCKET_EDGES_MS, DailyRollup, MirroredRun, SyncState, latency_bucket
+from .bulk import json_text, rows_upsert, rows_upsert_select, sqlite_utc_datetime
 from .rollups import rollups_add, rollups_refresh
 
 logger = logging.getLogger(__name__)
@@ -107,23 +108,36 @@ SYNCED_FIELDS = tuple(f.name for f in MirroredRun._meta.concrete_fields if f.nam
 WRITTEN_FIELDS = (*SYNCED_FIELDS, "mirrored_at")
 UPDATE_FIELDS = [name for name in WRITTEN_FIELDS if name != "run_id"]
 COMPARED_FIELDS = [name for name in SYNCED_FIELDS if name != "run_id"]
+# The attached path writes no digest (''): a row whose content it finds equal keeps the one it has.
+ATTACHED_COMPARED_FIELDS = [name for name in COMPARED_FIELDS if name != "source_digest"]
 
 
 def _ms_to_datetime(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
+INTEGER_TEXT = re.compile(r"-?[0-9]{1,10}")
+INT32_MIN, INT32_MAX = INT32
+
+
 def _integer(value: str) -> int | None:
-    try:
-        return int(value)
-    except ValueError:
+    """An integer param: up to 10 ASCII digits, optionally signed, within the column's 32 bits."""
+    if INTEGER_TEXT.fullmatch(value) is None:
         return None
+    number = int(value)
+    return number if INT32_MIN <= number <= INT32_MAX else None
+
+
+def _whole(value: float) -> int | None:
+    """A metric holding an integer of the column's 32 bits (MLflow stores infinities as ±max float)."""
+    return int(value) if math.isfinite(value) and INT32_MIN <= value <= INT32_MAX and value == int(value) else None
 
 
 # Part of every source digest: bump it when `mirror_row_build` maps runs differently, so that every row
 # is compared (and rewritten) once by the next sync. (Mapping the feedback tag and metric into their columns
 # did not bump it: a run without feedback maps as before, and a run that gets feedback changes digest.)
-MAPPING_VERSION = 1
+# 2: integers are ASCII digits within 32 bits; JSON columns are compact text (as SQLite writes them).
+MAPPING_VERSION = 2
 FEEDBACK_BOOLEANS = {1.0: True, 0.0: False}
 
 
@@ -171,7 +185,7 @@ def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, 
             metrics[name] = value
     for name in WHOLE_METRICS:
         value = metrics.pop(name, None)
-        row[name] = int(value) if value is not None and math.isfinite(value) and value == int(value) else None
+        row[name] = None if value is None else _whole(value)
         if value is not None and row[name] is None:
             metrics[name] = value
     expected = tags.pop(contract.EXPECTED_INTENT, None)
@@ -194,10 +208,29 @@ def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, 
     return row
 
 
+# The same mapping, spelled for SQL: the attached path (`AttachedRunSource.mirror_select`) builds rows with it
+# inside SQLite. Tests hold the two paths to the same mirror, edge cases included.
+SQL_TAGS = (*(MirrorColumn(name, "text", length) for name, length in TEXT_TAGS),
+            *(MirrorColumn(name, "boolean") for name in BOOLEAN_TAGS),
+            MirrorColumn(contract.EXPECTED_INTENT, "optional_text", _max_length(contract.EXPECTED_INTENT)),
+            MirrorColumn(contract.STATUS, "status"))
+SQL_PARAMS = (*(MirrorColumn(name, "text", length) for name, length in TEXT_PARAMS),
+              *(MirrorColumn(name, "boolean") for name in BOOLEAN_PARAMS),
+              *(MirrorColumn(name, "integer") for name in INTEGER_PARAMS))
+SQL_METRICS = (*(MirrorColumn(name, "real") for name in REAL_METRICS),
+               *(MirrorColumn(name, "whole") for name in WHOLE_METRICS),
+               MirrorColumn(contract.IS_CORRECT, "feedback"))
+
+
 # --- The sync --------------------------------------------------------------------------------------
 
 def _in_chunk() -> int:
     return 900 if connection.vendor == "sqlite" else 10_000
+
+
+def _as_date(value: date | str) -> date:
+    """A date column read with the driver's cursor: a date (Django registers SQLite's converters), or text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -209,6 +242,7 @@ class _Sync:
     """The state of one running sync (one experiment, one lease)."""
 
     def __init__(self, state: SyncState, owner: str, progress: Progress | None) -> None:
+        self.source: RunSource | None = None
         self.state = state
         self.owner = owner
         self.progress = progress
@@ -242,6 +276,8 @@ class _Sync:
         The upsert compares every synced column of an existing row with the incoming one (in the
         database, NULL-safe) and rewrites only rows that differ: re-reading the overlap window costs a
         comparison, not a write. Added = rows that were not mirrored; updated = rows written minus added."""
+        if isinstance(self.source, AttachedRunSource):
+            return self._apply_attached(runs, gone=gone)
         active = [run for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
         removed = {run.run_id for run in runs if run.lifecycle != contract.LIFECYCLE_ACTIVE} | set(gone)
         found = self._mirrored([run.run_id for run in active] + sorted(removed))
@@ -257,36 +293,98 @@ class _Sync:
         self.last_written_at = now
         for row in rows:
             row["mirrored_at"] = now
-        new_days = {row["day"] for row in rows if row["run_id"] not in mirrored}
-        added = sum(1 for row in rows if row["run_id"] not in mirrored)
+        added = {row["run_id"]: row["day"] for row in rows if row["run_id"] not in mirrored}
         removed_ids = sorted(run_id for run_id in removed if run_id in mirrored)
         with transaction.atomic():
             written = rows_upsert(model=MirroredRun, rows=rows, fields=WRITTEN_FIELDS, conflict="run_id",
                                   update=UPDATE_FIELDS, compare=COMPARED_FIELDS)
-            updated = written - added
-            for chunk in _chunks(removed_ids, _in_chunk()):
-                MirroredRun.objects.filter(run_id__in=chunk).delete()
-            recompute = {mirrored[run_id] for run_id in removed_ids}
-            if updated:  # which rows changed is not known, only how many: their days are among these
-                recompute |= {row["day"] for row in rows if row["run_id"] in mirrored}
-            # Days that only gained runs take them in by addition when they are few (today, in the
-            # steady state); the other touched days are recomputed from their rows.
-            add_days = new_days - recompute - self.dirty
-            if add_days and added <= ROLLUP_ADD_MAX:
-                rollups_add(experiment_id=rows[0]["experiment_id"], days=add_days, mirrored_at=now)
-                self.rollup_days |= add_days
-            else:
-                recompute |= new_days
-            self.dirty |= recompute
-            self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty),
-                              mirrored_runs=F("mirrored_runs") + added - len(removed_ids),
-                              runs_seen=F("runs_seen") + len(runs))
-        self.counts["runs_read"] += len(runs)
-        self.counts["added"] += added
-        self.counts["updated"] += updated
-        self.counts["unchanged"] += len(rows) - added - updated
-        self.counts["deleted"] += len(removed_ids)
-        self.done += len(runs)
+            updated = written - len(added)
+            # Which rows changed is not known, only how many: their days (old and new) are among these.
+            changed = {row["day"] for row in rows if row["run_id"] in mirrored} | {
+                mirrored[row["run_id"]] for row in rows if row["run_id"] in mirrored} if updated else set()
+            self._page_commit(experiment_id=rows[0]["experiment_id"] if rows else "", added=added,
+                              changed_days=changed, removed_ids=removed_ids, mirrored=mirrored, runs_read=len(runs))
+        self._page_count(runs_read=len(runs), added=len(added), updated=updated,
+                         unchanged=len(rows) - len(added) - updated, deleted=len(removed_ids))
+
+    def _apply_attached(self, runs: list[SourceRun], *, gone: Iterable[str]) -> None:
+        """`apply` with rows built inside SQLite from the attached store: one INSERT ... SELECT ... ON CONFLICT
+        ... RETURNING per page, which also says exactly which rows it inserted or changed."""
+        active = [run.run_id for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
+        removed = {run.run_id for run in runs if run.lifecycle != contract.LIFECYCLE_ACTIVE} | set(gone)
+        now = max(timezone.now(), self.last_written_at + timedelta(microseconds=1))
+        self.last_written_at = now
+        with transaction.atomic():
+            mirrored = {run_id: day for run_id, (day, _) in self._mirrored(sorted(removed)).items()}
+            removed_ids = sorted(run_id for run_id in removed if run_id in mirrored)
+            written: list[tuple] = []
+            if active:
+                source: AttachedRunSource = self.source
+                table = connection.ops.quote_name(MirroredRun._meta.db_table)
+                connection.ensure_connection()
+                cursor = connection.connection.cursor()  # the driver's own: the SQL is SQLite's
+                try:
+                    source.page_load(cursor=cursor, run_ids=active)
+                    # The page's runs mirrored already, found through the page's table (one join).
+                    found = cursor.execute(f"SELECT m.run_id, m.day FROM {source.PAGE_TABLE} AS p CROSS JOIN {table} "
+                                           "AS m ON m.run_id = p.run_uuid").fetchall()
+                    mirrored.update((run_id, _as_date(day)) for run_id, day in found)
+                    # Runs mirrored from this very content are left out. Digests only matter for rows read
+                    # again (the overlap window): a page of new runs, or a full sync, does without them.
+                    digests = bool(found) and not self.compare_all
+                    if digests:
+                        source.page_digest(cursor=cursor, version=MAPPING_VERSION)
+                        source.page_drop_unchanged(cursor=cursor, mirror_table=table)
+                    select = source.mirror_select(
+                        cursor=cursor, tags=SQL_TAGS, params=SQL_PARAMS, metrics=SQL_METRICS,
+                        latency_metric=contract.RESPONSE_TIME_MS, latency_edges=LATENCY_BUCKET_EDGES_MS,
+                        json_text=json_text)
+                    written = rows_upsert_select(
+                        model=MirroredRun, fields=WRITTEN_FIELDS, expressions=select.expressions | {"mirrored_at": "?"},
+                        from_where=select.from_where, params=[sqlite_utc_datetime(now)], conflict="run_id",
+                        update=UPDATE_FIELDS, compare=ATTACHED_COMPARED_FIELDS,
+                        returning=("run_id", "day", "experiment_id"))
+                    if digests:
+                        source.page_digests_save(cursor=cursor, mirror_table=table)
+                finally:
+                    cursor.close()
+            written = [(run_id, _as_date(day), experiment) for run_id, day, experiment in written]
+            added = {run_id: day for run_id, day, _ in written if run_id not in mirrored}
+            changed = {day for run_id, day, _ in written if run_id in mirrored} | {
+                mirrored[run_id] for run_id, _, _ in written if run_id in mirrored}
+            self._page_commit(experiment_id=written[0][2] if written else "", added=added, changed_days=changed,
+                              removed_ids=removed_ids, mirrored=mirrored, runs_read=len(runs))
+        self._page_count(runs_read=len(runs), added=len(added), updated=len(written) - len(added),
+                         unchanged=len(active) - len(written), deleted=len(removed_ids))
+
+    def _page_commit(self, *, experiment_id: str, added: dict[str, date], changed_days: set[date],
+                     removed_ids: list[str], mirrored: dict[str, date], runs_read: int) -> None:
+        """The rest of a page's transaction, once its rows are written (`added`: run id -> day of the rows
+        inserted; `changed_days`: days of rows updated): remove the deleted runs, bring the rollups along,
+        renew the lease with the new state."""
+        for chunk in _chunks(removed_ids, _in_chunk()):
+            MirroredRun.objects.filter(run_id__in=chunk).delete()
+        recompute = {mirrored[run_id] for run_id in removed_ids} | changed_days
+        new_days = set(added.values())
+        # Days that only gained runs take them in by addition when they are few (today, in the
+        # steady state); the other touched days are recomputed from their rows.
+        add_days = new_days - recompute - self.dirty
+        if add_days and len(added) <= ROLLUP_ADD_MAX:
+            rollups_add(experiment_id=experiment_id, days=add_days,
+                        run_ids=[run_id for run_id, day in added.items() if day in add_days])
+            self.rollup_days |= add_days
+        else:
+            recompute |= new_days
+        self.dirty |= recompute
+        self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty),
+                          mirrored_runs=F("mirrored_runs") + len(added) - len(removed_ids),
+                          runs_seen=F("runs_seen") + runs_read)
+
+    def _page_count(self, *, runs_read: int, **counts: int) -> None:
+        self.counts["runs_read"] += runs_read
+        for name, count in counts.items():
+            self.counts[name] += count
+        self.done += runs_read
         if self.progress is not None:
             self.progress(self.done, self.total)
 
@@ -359,7 +457,7 @@ def runs_refresh(*, run_ids: Iterable[str], experiment_name: str | None = None) 
     with _leased(name, None) as sync:
         if sync is None:
             return SyncResult(experiment_name=name, skipped=True)
-        source = run_source_get()
+        source = sync.source = run_source_get()
         experiment_id = source.experiment_id_get(name)
         if experiment_id is not None:
             ids = sorted(set(run_ids))
@@ -378,7 +476,7 @@ _UNCHANGED = object()
 
 
 def _finish(sync: _Sync, *, name: str, experiment_id: str | None, source, started: float,
-            watermark: Any = _UNCHANGED, reconciled: bool = False) -> SyncResult:
+            watermark: Any = _UNCHANGED, reconciled: bool = False, position: Any = _UNCHANGED) -> SyncResult:
     """Save the new state and free the lease, in one conditional UPDATE (fails if the lease was lost)."""
     newest = (MirroredRun.objects.filter(experiment_id=experiment_id).order_by("-start_time")
               .values_list("start_time", flat=True).first() if experiment_id is not None else None)
@@ -393,6 +491,8 @@ def _finish(sync: _Sync, *, name: str, experiment_id: str | None, source, starte
     }
     if experiment_id is not None and watermark is not _UNCHANGED:
         changes["watermark_ms"] = watermark
+    if position is not _UNCHANGED:
+        changes["source_position"] = position
     if reconciled:
         changes["last_reconciled_at"] = now
         changes["mirrored_runs"] = MirroredRun.objects.filter(experiment_id=experiment_id).count()
@@ -404,7 +504,7 @@ def _finish(sync: _Sync, *, name: str, experiment_id: str | None, source, starte
 
 def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
     state = sync.state
-    source = run_source_get()
+    source = sync.source = run_source_get()
     experiment_id = source.experiment_id_get(name)
     if experiment_id is None:  # MLflow has no such experiment (yet): nothing to mirror
         return _finish(sync, name=name, experiment_id=None, source=source, started=started)
@@ -425,8 +525,10 @@ def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
     if sync.progress is not None:
         sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
     active_seen: set[str] | None = set() if since_ms is None else None
+    overlap_ms = int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000)
     for page in source.runs_read(experiment_id=experiment_id, since_ms=since_ms,
-                                 page_size=settings.ANALYTICS_SYNC_PAGE_SIZE):
+                                 page_size=settings.ANALYTICS_SYNC_PAGE_SIZE, position=state.source_position,
+                                 overlap_ms=overlap_ms):
         sync.apply(page)
         newest = max(run.start_time for run in page)
         watermark = newest if watermark is None else max(watermark, newest)
@@ -454,7 +556,8 @@ def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
         _reconcile(sync, source, experiment_id, active_seen)
     sync.rollups_refresh(experiment_id)
     return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started,
-                   watermark=watermark, reconciled=active_seen is not None or reconcile_due)
+                   watermark=watermark, reconciled=active_seen is not None or reconcile_due,
+                   position=source.position or {})
 
 
 def _reconcile(sync: _Sync, source, experiment_id: str, active_seen: set[str] | None) -> None:

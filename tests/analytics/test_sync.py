@@ -6,25 +6,30 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from analytics.models import DailyRollup, MirroredRun, SyncState
 from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # outside a transaction: the attached path on SQLite
 
-CONTRACT_TAGS = {"user_role", "current_module", "current_tab", "detected_intent", "dspy_version", "prompt_version",
-                 "request_id", "status", "fallback_used", "error_category", "error_type"}
-CONTRACT_PARAMS = {"model_name", "message_length", "message_word_count", "requires_workflow", "category_source"}
-CONTRACT_METRICS = {"confidence_score", "response_time_ms", "template_match_rate", "available_workflow_templates",
-                    "available_agent_templates", "prompt_tokens", "completion_tokens", "cost_usd"}
-BOOLEANS = {"true": True, "false": False}
+TEXT_TAGS = ("user_role", "current_module", "current_tab", "detected_intent", "dspy_version", "prompt_version",
+             "request_id", "error_category", "error_type")
+TEXT_PARAMS = ("model_name", "category_source")
+INTEGER_PARAMS = ("message_length", "message_word_count")
+REAL_METRICS = ("confidence_score", "response_time_ms", "template_match_rate", "cost_usd")
+WHOLE_METRICS = ("available_workflow_templates", "available_agent_templates", "prompt_tokens", "completion_tokens")
+BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
+LENGTHS = {field.name: field.max_length for field in MirroredRun._meta.fields if field.max_length}
 
 
 def ms(value: datetime | None) -> int | None:
@@ -32,33 +37,50 @@ def ms(value: datetime | None) -> int | None:
 
 
 def expected_row(run) -> dict:
-    """What the mirror must hold for one MLflow run, written out from the contract (not from the service)."""
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    integer = lambda value: None if value is None else int(value)  # noqa: E731
-    return {
-        "run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "status": run.info.status,
-        "lifecycle": "active", "start_time": run.info.start_time, "end_time": run.info.end_time,
-        "day": datetime.fromtimestamp(run.info.start_time / 1000, UTC).date(),
-        "detected_intent": tags.get("detected_intent", ""), "user_role": tags.get("user_role", ""),
-        "current_module": tags.get("current_module", ""), "current_tab": tags.get("current_tab", ""),
-        "prompt_version": tags.get("prompt_version", ""), "dspy_version": tags.get("dspy_version", ""),
-        "request_id": tags.get("request_id", ""), "error_category": tags.get("error_category", ""),
-        "error_type": tags.get("error_type", ""), "fallback_used": BOOLEANS.get(tags.get("fallback_used")),
-        "is_error": tags.get("status") == "error" or run.info.status == "FAILED",
-        "model_name": params.get("model_name", ""), "category_source": params.get("category_source", ""),
-        "requires_workflow": BOOLEANS.get(params.get("requires_workflow")),
-        "message_length": integer(params.get("message_length")),
-        "message_word_count": integer(params.get("message_word_count")),
-        "confidence_score": metrics.get("confidence_score"), "response_time_ms": metrics.get("response_time_ms"),
-        "template_match_rate": metrics.get("template_match_rate"),
-        "available_workflow_templates": integer(metrics.get("available_workflow_templates")),
-        "available_agent_templates": integer(metrics.get("available_agent_templates")),
-        "prompt_tokens": integer(metrics.get("prompt_tokens")),
-        "completion_tokens": integer(metrics.get("completion_tokens")), "cost_usd": metrics.get("cost_usd"),
-        "tags": {k: v for k, v in tags.items() if k not in CONTRACT_TAGS},
-        "params": {k: v for k, v in params.items() if k not in CONTRACT_PARAMS},
-        "metrics": {k: v for k, v in metrics.items() if k not in CONTRACT_METRICS},
-    }
+    """What the mirror must hold for one MLflow run, written out from the contract (not from the service):
+    a contract value goes to its typed column when it fits it, else it stays, as it came, in the JSON column
+    with everything outside the contract (a NaN metric as null)."""
+    tags, params, metrics = dict(run.data.tags), dict(run.data.params), dict(run.data.metrics)
+    row = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "status": run.info.status,
+           "lifecycle": "active", "start_time": run.info.start_time, "end_time": run.info.end_time,
+           "day": datetime.fromtimestamp(run.info.start_time / 1000, UTC).date()}
+
+    def typed(source: dict, name: str, convert, *, missing=None):
+        if name not in source:
+            return missing
+        value = convert(source[name])
+        if value is None:  # does not fit: stays in the JSON column
+            return missing
+        del source[name]
+        return value
+
+    def whole(value: float) -> int | None:
+        return int(value) if math.isfinite(value) and -2**31 <= value < 2**31 and value == int(value) else None
+
+    def integer(value: str) -> int | None:
+        return int(value) if re.fullmatch(r"-?[0-9]{1,10}", value) and -2**31 <= int(value) < 2**31 else None
+
+    for name in TEXT_TAGS:
+        row[name] = typed(tags, name, lambda v, n=name: v if len(v) <= LENGTHS[n] else None, missing="")
+    for name in TEXT_PARAMS:
+        row[name] = typed(params, name, lambda v, n=name: v if len(v) <= LENGTHS[n] else None, missing="")
+    row["fallback_used"] = typed(tags, "fallback_used", BOOLEANS.get)
+    row["requires_workflow"] = typed(params, "requires_workflow", BOOLEANS.get)
+    row["expected_intent"] = typed(tags, "expected_intent", lambda v: v if len(v) <= 200 else None)
+    for name in INTEGER_PARAMS:
+        row[name] = typed(params, name, integer)
+    for name in REAL_METRICS:
+        row[name] = typed(metrics, name, lambda v: v if math.isfinite(v) else None)
+    for name in WHOLE_METRICS:
+        row[name] = typed(metrics, name, whole)
+    row["is_correct"] = typed(metrics, "is_correct", {1.0: True, 0.0: False}.get)
+    status = tags.get("status")
+    row["is_error"] = status == "error" or run.info.status == "FAILED"
+    if status in ("error", "success"):
+        del tags["status"]
+    row["tags"], row["params"] = tags, params
+    row["metrics"] = {key: value if math.isfinite(value) else None for key, value in metrics.items()}
+    return row
 
 
 def mirrored_row(row: MirroredRun) -> dict:
@@ -70,7 +92,8 @@ def mirrored_row(row: MirroredRun) -> dict:
             "request_id", "error_category", "error_type", "fallback_used", "is_error", "model_name",
             "category_source", "requires_workflow", "message_length", "message_word_count", "confidence_score",
             "response_time_ms", "template_match_rate", "available_workflow_templates", "available_agent_templates",
-            "prompt_tokens", "completion_tokens", "cost_usd", "tags", "params", "metrics")},
+            "prompt_tokens", "completion_tokens", "cost_usd", "tags", "params", "metrics", "expected_intent",
+            "is_correct")},
     }
 
 
@@ -85,7 +108,7 @@ def assert_mirror_equals_mlflow(run_logger) -> None:
 def snapshot() -> list[tuple]:
     """Every mirrored row and rollup, as values (ids and write times left out)."""
     runs = sorted(MirroredRun.objects.values_list(
-        *[f.name for f in MirroredRun._meta.concrete_fields if f.name not in {"id", "mirrored_at"}]))
+        *[f.name for f in MirroredRun._meta.concrete_fields if f.name not in {"id", "mirrored_at", "source_digest"}]))
     rollups = sorted((r.experiment_id, r.day, r.dimension, r.value, r.runs, r.errors, r.latency_count,
                       round(r.latency_sum_ms, 6), tuple(r.latency_histogram))
                      for r in DailyRollup.objects.all())
@@ -117,7 +140,8 @@ def test_sync_mirrors_every_run_field_by_field(run_logger):
     result = runs_sync()
 
     assert (result.added, result.updated, result.deleted) == (len(ids), 0, 0)
-    assert result.source == "sql"  # a SQLite store with MLflow 3.17.2's schema
+    # A SQLite store with MLflow 3.17.2's schema: attached to a SQLite mirror, read with SQL into PostgreSQL.
+    assert result.source == ("attached" if connection.vendor == "sqlite" else "sql")
     assert_mirror_equals_mlflow(run_logger)
     custom = MirroredRun.objects.get(run_id=ids["custom"])
     assert custom.metrics == {"toxicity": 0.02, "judge_score": 4.0}  # a new metric, no migration
@@ -350,3 +374,46 @@ def test_a_row_edited_behind_the_syncs_back_is_repaired_by_a_full_sync(run_logge
 
     assert (full.added, full.updated, full.deleted) == (0, 1, 0)
     assert_mirror_equals_mlflow(run_logger)
+
+
+def test_an_incremental_read_of_a_sqlite_store_starts_at_the_tail_of_its_runs_table(run_logger, mlflow_store,
+                                                                                     settings):
+    settings.ANALYTICS_SYNC_OVERLAP_S = 3600
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 10**9
+    path = mlflow_store.removeprefix("sqlite:///")
+    early = [run_logger.log(start_ms=DAY0_MS + i * HOUR_MS) for i in range(6)]  # rowids 1..6
+    runs_sync()
+
+    def rowid(run_id: str) -> int:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT rowid FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()[0]
+
+    # The next window starts an hour before the newest run: the newest two runs, from its rowid on.
+    position = SyncState.objects.get().source_position
+    assert position["rowid_floor"] == rowid(early[4]) and position["rowid_max"] == rowid(early[5])
+    late = run_logger.log(start_ms=DAY0_MS + 5 * HOUR_MS - 1)  # logged late: an old start time, a new rowid
+    run_logger.client.set_tag(early[5], "feedback", "ok")  # a change inside the window
+    run_logger.client.set_tag(early[0], "feedback", "ok")  # a change behind it: not read again
+
+    result = runs_sync()
+
+    assert (result.runs_read, result.added, result.updated) == (3, 1, 1)  # early[4], early[5], late
+    assert MirroredRun.objects.get(run_id=late).run_id == late
+    assert MirroredRun.objects.get(run_id=early[5]).tags["feedback"] == "ok"
+    assert "feedback" not in MirroredRun.objects.get(run_id=early[0]).tags
+
+    # `mlflow gc` removes the run of the highest rowid: the table's highest rowid goes down (as when a VACUUM
+    # renumbers rows), so the noted position is not trusted and the whole table is read again.
+    run_logger.client.delete_run(late)
+    subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", mlflow_store, "--run-ids", late],
+                   check=True, capture_output=True, timeout=120, env=os.environ | {"MLFLOW_TRACKING_URI": mlflow_store})
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MAX(rowid) FROM runs").fetchone()[0] < position["rowid_max"] + 1
+    newest = run_logger.log(start_ms=DAY0_MS + 5 * HOUR_MS + 1)
+
+    settings.ANALYTICS_RECONCILE_INTERVAL_S = 0
+    result = runs_sync()
+
+    assert (result.added, result.deleted) == (1, 1) and MirroredRun.objects.filter(run_id=newest).exists()
+    assert SyncState.objects.get().source_position["rowid_max"] == rowid(newest)
+    assert not MirroredRun.objects.filter(run_id=late).exists()
