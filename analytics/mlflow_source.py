@@ -503,7 +503,7 @@ class AttachedRunSource(SqlRunSource):
     """A SQLite store mirrored into a SQLite database: the store is ATTACHed, read-only, to the mirror's own
     connection, and each page of runs is turned into mirrored rows inside SQLite by one INSERT ... SELECT
     (`mirror_select`), with the mapping of `analytics.services.sync.mirror_row_build` written in SQL; tests
-    hold the two equal. Python sees only run ids: ~10x less work per run than building rows in Python.
+    hold the two equal. Python sees only run ids (`bench/sync.py`: 1.6x the SQL path's full sync).
 
     Metrics outside the contract are the exception: SQLite cannot print every double exactly, so they are
     read as rows and rendered to JSON by `json_text` in Python (runs rarely have any). A page's read holds a

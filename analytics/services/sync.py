@@ -11,6 +11,8 @@ finished run), so one sync:
    page commits together with its rollup work (a few new runs are added to their days' rollups; days
    with updates, deletions or many new runs join `dirty_days`) and the lease renewal, so a sync killed
    halfway leaves nothing inconsistent behind;
+   With a SQLite store and a SQLite mirror (the `attached` source) the rows are built inside SQLite, runs
+   whose digest is unchanged are left out there, and the read starts at the tail of MLflow's runs table;
 3. polls again the mirrored runs still RUNNING that started before that window;
 4. now and then (`ANALYTICS_RECONCILE_INTERVAL_S`, or with `full`) compares the whole run-id set with
    MLflow's: runs removed by `mlflow gc` or deleted long ago leave, restored or late runs arrive;

@@ -9,16 +9,16 @@ import shutil
 import sqlite3
 
 import pytest
+from django.db import connection
 
 from analytics.mlflow_source import (
     MLFLOW_SCHEMA_REVISION,
+    AttachedRunSource,
     ClientRunSource,
     MlflowSourceError,
     SqlRunSource,
     run_source_get,
 )
-from django.db import connection
-
 from analytics.models import DailyRollup, MirroredRun, SyncState
 from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
@@ -111,6 +111,11 @@ def test_every_path_builds_the_same_mirror_edge_cases_included(run_logger, setti
         run_logger.log(start_ms=DAY0_MS + 9, **case)
     settings.ANALYTICS_SYNC_PAGE_SIZE = 9
     paths = ["client", "sql"] + (["attached"] if connection.vendor == "sqlite" else [])
+    # By default: attached when the mirror is SQLite too (and the caller outside a transaction), else SQL.
+    assert type(run_source_get()) is (AttachedRunSource if connection.vendor == "sqlite" else SqlRunSource)
+    if connection.vendor != "sqlite":
+        with pytest.raises(MlflowSourceError):
+            run_source_get(kind="attached")
     results, mirrors, stored = {}, {}, {}
     for path in paths:
         mirror_reset()

@@ -92,8 +92,10 @@ def mirrored_row(row: MirroredRun) -> dict:
             "request_id", "error_category", "error_type", "fallback_used", "is_error", "model_name",
             "category_source", "requires_workflow", "message_length", "message_word_count", "confidence_score",
             "response_time_ms", "template_match_rate", "available_workflow_templates", "available_agent_templates",
-            "prompt_tokens", "completion_tokens", "cost_usd", "tags", "params", "metrics", "expected_intent",
-            "is_correct")},
+            "prompt_tokens", "completion_tokens", "cost_usd", "tags", "params", "expected_intent", "is_correct")},
+        # PostgreSQL's jsonb writes a float without a fraction in full (1e+308 as 1000…0), which reads back as
+        # an int; float() gives the very double that was stored.
+        "metrics": {key: float(value) if isinstance(value, int) else value for key, value in row.metrics.items()},
     }
 
 
