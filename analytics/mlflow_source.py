@@ -507,7 +507,8 @@ class AttachedRunSource(SqlRunSource):
 
     Metrics outside the contract are the exception: SQLite cannot print every double exactly, so they are
     read as rows and rendered to JSON by `json_text` in Python (runs rarely have any). A page's read holds a
-    shared lock on the store until its transaction commits (a fraction of a second), as any reader does.
+    shared lock on the store until its transaction commits, as any reader does: a fraction of a second for
+    an incremental sync, about a second for a full page of 10,000 runs; MLflow's writers wait that long.
     """
 
     kind = "attached"
@@ -712,8 +713,11 @@ def run_source_get(*, uri: str | None = None, kind: str | None = None) -> RunSou
         elif revision is not None:
             logger.warning("MLflow store schema is %s, not %s (MLflow 3.17.2): reading through the client",
                            revision, MLFLOW_SCHEMA_REVISION)
-    if kind in {"sql", "attached"}:
-        raise MlflowSourceError(f"The {kind} fast path cannot read {_display(uri)}")
+    if kind == "attached":
+        raise MlflowSourceError(f"The attached path cannot read {_display(uri)}: it needs a SQLite store file of "
+                                "MLflow 3.17.2's schema, a SQLite mirror, and a sync started outside a transaction")
+    if kind == "sql":
+        raise MlflowSourceError(f"The SQL fast path cannot read {_display(uri)}")
     return ClientRunSource(uri)
 
 

@@ -110,7 +110,8 @@ SYNCED_FIELDS = tuple(f.name for f in MirroredRun._meta.concrete_fields if f.nam
 WRITTEN_FIELDS = (*SYNCED_FIELDS, "mirrored_at")
 UPDATE_FIELDS = [name for name in WRITTEN_FIELDS if name != "run_id"]
 COMPARED_FIELDS = [name for name in SYNCED_FIELDS if name != "run_id"]
-# The attached path writes no digest (''): a row whose content it finds equal keeps the one it has.
+# The attached path compares content only: the digests it computes are saved apart (`page_digests_save`),
+# so that a row differing by its digest alone is not rewritten nor counted as updated.
 ATTACHED_COMPARED_FIELDS = [name for name in COMPARED_FIELDS if name != "source_digest"]
 
 
