@@ -1,10 +1,13 @@
 """Benchmark: the analytics mirror's sync (`analytics.services.runs_sync`) on big SQLite MLflow stores.
 
-    python bench/sync.py [--full-runs 100000] [--client-runs 5000] [--big-runs 1000000] [--delta-runs 1000]
-                         [--deltas 3] [--keep]
+    python bench/sync.py [--full-runs 100000] [--repeats 3] [--client-runs 5000] [--big-runs 1000000]
+                         [--delta-runs 1000] [--deltas 3] [--keep]
 
 1. Full sync of `--full-runs` runs into an empty mirror through the default path for a SQLite store and a
-   SQLite mirror, the attached one (runs/s, end to end: read, compare, upsert, rollups, state).
+   SQLite mirror, the attached one with its worker threads building pages ahead (runs/s, end to end: read,
+   compare, upsert, rollups, state); the same without the workers and through the SQL path, for the ratios.
+   Each `--repeats` times, interleaved, the mirror emptied before each: medians, since a shared machine's
+   speed drifts.
 2. The baseline: `--client-runs` runs synced through `MlflowClient.search_runs` (the client path), and the
    same store through the SQL path (rows built in Python) and the attached path, for the ratios.
 3. Delta: a store of `--big-runs` runs, mirrored in full, then `--delta-runs` new runs appended `--deltas`
@@ -181,22 +184,38 @@ def report(label: str, result) -> None:
           f"-> {result.runs_per_s:,.0f} runs/s ({result.source})")
 
 
-def bench_full(n: int) -> None:
+def bench_full(n: int, repeats: int) -> None:
     path = WORK / "full.db"
     experiment_id = store_create(path)
     end = now_ms()
     seconds = store_fill(path, experiment_id, n, start_ms=end - 30 * DAY_MS, end_ms=end, seed=1)
-    print(f"1. full sync of {n:,} runs ({n:,} runs generated in {seconds:.1f} s, {n / seconds:,.0f} runs/s)")
+    print(f"1. full sync of {n:,} runs ({n:,} runs generated in {seconds:.1f} s, {n / seconds:,.0f} runs/s); "
+          f"each sync {repeats}x into an empty mirror, the median is the figure")
+    variants = {  # label -> (source, worker threads building pages ahead)
+        f"attached path, {settings.ANALYTICS_SYNC_WORKERS} workers (the default)": ("auto", settings.ANALYTICS_SYNC_WORKERS),
+        "attached path, no workers": ("attached", 0),
+        "sql path (rows built in Python)": ("sql", 0),
+    }
+    # Interleaved (each variant once per round): a shared machine's speed drifts over minutes.
+    rates: dict[str, list[float]] = {label: [] for label in variants}
+    last = {}
+    for _ in range(repeats):
+        for label, (source, workers) in variants.items():
+            use_store(path, source=source)
+            settings.ANALYTICS_SYNC_WORKERS = workers
+            mirror_reset()
+            last[label] = runs_sync()
+            rates[label].append(last[label].runs_per_s)
+    medians = {label: statistics.median(values) for label, values in rates.items()}
+    for label in variants:
+        report(f"{label}: last", last[label])
+        print(f"    median {medians[label]:,.0f} runs/s (runs: {', '.join(f'{rate:,.0f}' for rate in rates[label])})")
     use_store(path)
-    mirror_reset()
-    first = runs_sync()
-    report("first sync (empty mirror)", first)
-    report("full re-sync (nothing changed)", runs_sync(full=True))
-    use_store(path, source="sql")
-    mirror_reset()
-    sql = runs_sync()
-    report("first sync, rows built in Python (sql path)", sql)
-    print(f"  {first.source} path / sql path: {first.runs_per_s / sql.runs_per_s:.1f}x")
+    settings.ANALYTICS_SYNC_WORKERS = next(iter(variants.values()))[1]
+    report("  default path, full re-sync (nothing changed)", runs_sync(full=True))
+    default, *others = medians
+    for other in others:
+        print(f"  {default} / {other}: {medians[default] / medians[other]:.2f}x")
 
 
 def bench_client(n: int) -> None:
@@ -242,6 +261,7 @@ def bench_delta(n: int, delta: int, deltas: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full-runs", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="Full syncs per variant in part 1 (median).")
     parser.add_argument("--client-runs", type=int, default=5_000)
     parser.add_argument("--big-runs", type=int, default=1_000_000)
     parser.add_argument("--delta-runs", type=int, default=1_000)
@@ -254,7 +274,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     try:
         if args.full_runs:
-            bench_full(args.full_runs)
+            bench_full(args.full_runs, args.repeats)
         if args.client_runs:
             bench_client(args.client_runs)
         if args.big_runs:

@@ -106,14 +106,14 @@ def rows_upsert_select(*, model: type[models.Model], fields: Sequence[str], expr
                        returning: Sequence[str] = ()) -> list[tuple]:
     """`rows_upsert` for rows the database builds itself: `[with_sql] INSERT INTO <model> (fields) SELECT <the
     fields' expressions> <from_where> ON CONFLICT ...`, on SQLite (qmark `params`, in the caller's transaction).
-    Returns the `returning` columns of every row inserted or updated (SQLite ≥ 3.35)."""
+    Returns the `returning` columns of every row inserted or updated (SQLite ≥ 3.35), as SQLite stores them."""
     meta = model._meta
     quote = connection.ops.quote_name
     names = ", ".join(quote(meta.get_field(name).column) for name in fields)
     sql = (f"{with_sql} INSERT INTO {quote(meta.db_table)} ({names}) SELECT {', '.join(expressions[name] for name in fields)} "
            f"{from_where}{_conflict_tail(meta, conflict=conflict, update=update, compare=compare)}")
-    if returning:
-        sql += " RETURNING " + ", ".join(quote(meta.get_field(name).column) for name in returning)
+    if returning:  # `+column`: the value as stored (a date as text), not run through the driver's converters
+        sql += " RETURNING " + ", ".join("+" + quote(meta.get_field(name).column) for name in returning)
     connection.ensure_connection()
     cursor = connection.connection.cursor()  # the driver's own: the SQL is SQLite's, placeholders included
     try:

@@ -7,14 +7,17 @@ deleted, moved. The database aggregates: one GROUP BY per dimension over the tou
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Aggregate, Count, F, FloatField, Max, Min, Q, QuerySet, Sum, TextField
+from django.conf import settings
+from django.core.exceptions import EmptyResultSet
+from django.db import connection, transaction
+from django.db.models import Aggregate, CharField, Count, F, FloatField, Max, Min, Q, QuerySet, Sum, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from ..mlflow_source import OUT_OF_SCOPE
 from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun
@@ -82,26 +85,91 @@ ROLLUP_FIELDS = ("experiment_id", "day", "dimension", "value", *COUNTS, *SUMS, "
 INTEGER_SUMS = ("prompt_tokens", "completion_tokens")
 
 
+_FLAGS = ("is_error", "fallback_used", "is_correct")
+_NUMBERS = ("template_match_rate", "confidence_score", "response_time_ms", "latency_bucket", "prompt_tokens",
+            "completion_tokens", "cost_usd")
+
+
+def _datetime(value: str) -> datetime:
+    """A start time read as text (see `_cells`) as Django would return it: aware, in UTC."""
+    value = parse_datetime(value)
+    return timezone.make_aware(value, UTC) if settings.USE_TZ and timezone.is_naive(value) else value
+
+
 def _cells(rows: QuerySet, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
-    """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`: one GROUP BY per dimension."""
-    aggregates = rollup_aggregates()
+    """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`, every dimension from one read.
+
+    The rows' few columns are read once and grouped by pandas: ~5x faster than a GROUP BY per dimension in
+    SQLite (9 sorts of every row with ~20 aggregates each), and the same code on PostgreSQL. The aggregates
+    are those of `rollup_aggregates` (the tests hold the rollups equal to them on the raw rows)."""
+    import numpy as np
+    import pandas as pd
+
+    dimensions = [column for column in DIMENSION_COLUMNS.values() if column]
+    names = ["day", "start_time", *dimensions, *_FLAGS, *_NUMBERS]
+    # Day and start time as text: no date and datetime objects made per row. Either database writes a start
+    # time in one fixed format, in UTC, so the text sorts as the time does.
+    as_text = {"day": Cast("day", CharField()), "start_time": Cast("start_time", CharField())}
+    try:
+        sql, params = rows.annotate(**{f"{name}_text": text for name, text in as_text.items()}).values_list(
+            *[f"{name}_text" if name in as_text else name for name in names]).order_by().query.sql_with_params()
+    except EmptyResultSet:
+        return []
+    with connection.cursor() as cursor:  # the driver's values: no per-value conversion by the ORM
+        cursor.execute(sql, params)
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names, coerce_float=True)
+    if frame.empty:
+        return []
+    number = {name: pd.to_numeric(frame[name], errors="coerce").astype("float64") for name in _NUMBERS}
+    confidence, latency = number["confidence_score"], number["response_time_ms"]
+    values = pd.DataFrame({
+        "runs": 1,
+        "errors": frame["is_error"].eq(True),  # SQLite gives 0/1, PostgreSQL booleans; null is not true
+        "fallbacks": frame["fallback_used"].eq(True),
+        "out_of_scope": frame["detected_intent"].eq(OUT_OF_SCOPE),
+        "template_matches": number["template_match_rate"].gt(0),
+        "confidence_count": confidence.notna(),
+        "latency_count": latency.notna(),
+        "labelled": frame["is_correct"].notna(),
+        "correct": frame["is_correct"].eq(True),
+        "confidence_sum": confidence,
+        "confidence_sumsq": confidence * confidence,
+        "latency_sum_ms": latency,
+        "latency_sumsq_ms": latency * latency,
+        "prompt_tokens": number["prompt_tokens"],
+        "completion_tokens": number["completion_tokens"],
+        "cost_usd": number["cost_usd"],
+    }).astype("float64")
+    start_rank, starts = pd.factorize(frame["start_time"], sort=True)  # first/last start: min/max of the rank
+    values["start_rank"] = start_rank
+    buckets = number["latency_bucket"]
+    has_bucket = buckets.notna().to_numpy()
+    bucket = buckets.fillna(0).to_numpy(dtype=np.int64)
+    day_code, days = pd.factorize(frame["day"])
+    days = [date.fromisoformat(day) for day in days]
+
     result: list[dict[str, Any]] = []
     for dimension, column in DIMENSION_COLUMNS.items():
-        group = ["day"] + ([column] if column else [])
-        for values in rows.values_list(*group).annotate(**aggregates).order_by():
-            named = dict(zip(aggregates, values[len(group):], strict=True))
-            histogram = [0] * LATENCY_BUCKET_COUNT
-            if named["latency_buckets"]:
-                for bucket, count in Counter(named["latency_buckets"].split(",")).items():
-                    histogram[int(bucket)] = count
+        # One integer key per (day, value): grouping by it is much cheaper than by the two columns.
+        value_code, value_names = pd.factorize(frame[column]) if column else (np.zeros(len(frame), np.int64), [""])
+        key = day_code.astype(np.int64) * len(value_names) + value_code
+        grouped = values.groupby(key, sort=True)
+        totals = grouped[list(COUNTS + SUMS)].sum()
+        first, last = grouped["start_rank"].min().to_numpy(), grouped["start_rank"].max().to_numpy()
+        keys = totals.index.to_numpy()
+        group = np.searchsorted(keys, key)
+        histograms = np.bincount(group[has_bucket] * LATENCY_BUCKET_COUNT + bucket[has_bucket],
+                                 minlength=len(keys) * LATENCY_BUCKET_COUNT).reshape(len(keys), LATENCY_BUCKET_COUNT)
+        for position, cell in enumerate(totals.itertuples(index=False)):
+            named = cell._asdict()
             result.append({
-                "experiment_id": experiment_id, "day": values[0], "dimension": str(dimension),
-                "value": values[1] if column else "",
-                **{name: int(named[name] or 0) for name in COUNTS},
-                **{name: int(named[name] or 0) if name in INTEGER_SUMS else float(named[name] or 0.0)
-                   for name in SUMS},
-                "latency_histogram": histogram,
-                "first_start_time": named["first_start_time"], "last_start_time": named["last_start_time"],
+                "experiment_id": experiment_id, "day": days[keys[position] // len(value_names)],
+                "dimension": str(dimension), "value": value_names[keys[position] % len(value_names)],
+                **{name: int(named[name]) for name in COUNTS},
+                **{name: int(named[name]) if name in INTEGER_SUMS else float(named[name]) for name in SUMS},
+                "latency_histogram": histograms[position].tolist(),
+                "first_start_time": _datetime(starts[first[position]]),
+                "last_start_time": _datetime(starts[last[position]]),
                 "computed_at": now,
             })
     return result
@@ -138,10 +206,16 @@ def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
     if not days:
         return 0
     with transaction.atomic():
-        computed = rollups_compute(experiment_id=experiment_id, days=days)
-        DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days).delete()
-        rows_upsert(model=DailyRollup, rows=computed, fields=ROLLUP_FIELDS)
-    return len(computed)
+        return rollups_replace(experiment_id=experiment_id, days=days,
+                               cells=rollups_compute(experiment_id=experiment_id, days=days))
+
+
+def rollups_replace(*, experiment_id: str, days: Iterable[date], cells: list[dict[str, Any]]) -> int:
+    """Replace the rollups of these days with `cells` (from `rollups_compute`), in one transaction."""
+    with transaction.atomic():
+        DailyRollup.objects.filter(experiment_id=experiment_id, day__in=sorted(set(days))).delete()
+        rows_upsert(model=DailyRollup, rows=cells, fields=ROLLUP_FIELDS)
+    return len(cells)
 
 
 def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[str]) -> int:

@@ -13,6 +13,7 @@ finished run), so one sync:
    halfway leaves nothing inconsistent behind;
    With a SQLite store and a SQLite mirror (the `attached` source) the rows are built inside SQLite, runs
    whose digest is unchanged are left out there, and the read starts at the tail of MLflow's runs table;
+   a read of every run (the first sync, `full`) has worker threads build the next pages' rows meanwhile;
 3. polls again the mirrored runs still RUNNING that started before that window;
 4. now and then (`ANALYTICS_RECONCILE_INTERVAL_S`, or with `full`) compares the whole run-id set with
    MLflow's: runs removed by `mlflow gc` or deleted long ago leave, restored or late runs arrive;
@@ -27,8 +28,10 @@ import math
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -39,16 +42,27 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import mlflow_source as contract
-from ..mlflow_source import INT32, AttachedRunSource, MirrorColumn, RunSource, SourceRun, run_source_get
+from ..mlflow_source import (
+    INT32,
+    AttachedRunSource,
+    MirrorColumn,
+    MirrorMapping,
+    PagesPrepared,
+    RunSource,
+    SourceRun,
+    run_source_get,
+)
 from ..models import LATENCY_BUCKET_EDGES_MS, DailyRollup, MirroredRun, SyncState, latency_bucket
 from .bulk import json_text, rows_upsert, rows_upsert_select, sqlite_utc_datetime
-from .rollups import rollups_add, rollups_refresh
+from .rollups import rollups_add, rollups_compute, rollups_refresh, rollups_replace
 
 logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Up to this many new runs of a page are added to their days' rollups; more, and the days are recomputed.
 ROLLUP_ADD_MAX = 2000
+# While a read goes on, completed days are recomputed once this many are due (each recompute has a fixed cost).
+ROLLUP_BATCH_DAYS = 7
 Progress = Callable[[int, int | None], None]
 
 
@@ -223,6 +237,8 @@ SQL_PARAMS = (*(MirrorColumn(name, "text", length) for name, length in TEXT_PARA
 SQL_METRICS = (*(MirrorColumn(name, "real") for name in REAL_METRICS),
                *(MirrorColumn(name, "whole") for name in WHOLE_METRICS),
                MirrorColumn(contract.IS_CORRECT, "feedback"))
+SQL_MAPPING = MirrorMapping(tags=SQL_TAGS, params=SQL_PARAMS, metrics=SQL_METRICS, latency_metric=contract.RESPONSE_TIME_MS,
+                            latency_edges=LATENCY_BUCKET_EDGES_MS, json_text=json_text)
 
 
 # --- The sync --------------------------------------------------------------------------------------
@@ -239,6 +255,15 @@ def _as_date(value: date | str) -> date:
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _attached_upsert(*, expressions: dict[str, str], from_where: str, now: datetime) -> list[tuple]:
+    """Upsert the rows SQLite builds with `expressions` (one per synced field) `from_where`, written `now`;
+    returns (run id, day, experiment id) of each row inserted or changed."""
+    return rows_upsert_select(
+        model=MirroredRun, fields=WRITTEN_FIELDS, expressions=expressions | {"mirrored_at": "?"}, from_where=from_where,
+        params=[sqlite_utc_datetime(now)], conflict="run_id", update=UPDATE_FIELDS, compare=ATTACHED_COMPARED_FIELDS,
+        returning=("run_id", "day", "experiment_id"))
 
 
 class _Sync:
@@ -273,14 +298,15 @@ class _Sync:
                 found[run_id] = (day, digest)
         return found
 
-    def apply(self, runs: list[SourceRun], *, gone: Iterable[str] = ()) -> None:
+    def apply(self, runs: list[SourceRun], *, gone: Iterable[str] = (), prepared: str | None = None) -> None:
         """Upsert the active runs, remove deleted ones and the `gone` ids, in one transaction.
 
         The upsert compares every synced column of an existing row with the incoming one (in the
         database, NULL-safe) and rewrites only rows that differ: re-reading the overlap window costs a
-        comparison, not a write. Added = rows that were not mirrored; updated = rows written minus added."""
+        comparison, not a write. Added = rows that were not mirrored; updated = rows written minus added.
+        `prepared`: a table holding the rows of these runs, built ahead (`PagesPrepared`; attached path)."""
         if isinstance(self.source, AttachedRunSource):
-            return self._apply_attached(runs, gone=gone)
+            return self._apply_attached(runs, gone=gone, prepared=prepared)
         active = [run for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
         removed = {run.run_id for run in runs if run.lifecycle != contract.LIFECYCLE_ACTIVE} | set(gone)
         found = self._mirrored([run.run_id for run in active] + sorted(removed))
@@ -310,7 +336,7 @@ class _Sync:
         self._page_count(runs_read=len(runs), added=len(added), updated=updated,
                          unchanged=len(rows) - len(added) - updated, deleted=len(removed_ids))
 
-    def _apply_attached(self, runs: list[SourceRun], *, gone: Iterable[str]) -> None:
+    def _apply_attached(self, runs: list[SourceRun], *, gone: Iterable[str], prepared: str | None) -> None:
         """`apply` with rows built inside SQLite from the attached store: one INSERT ... SELECT ... ON CONFLICT
         ... RETURNING per page, which also says exactly which rows it inserted or changed."""
         active = [run.run_id for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
@@ -322,33 +348,23 @@ class _Sync:
             removed_ids = sorted(run_id for run_id in removed if run_id in mirrored)
             written: list[tuple] = []
             if active:
-                source: AttachedRunSource = self.source
                 table = connection.ops.quote_name(MirroredRun._meta.db_table)
                 connection.ensure_connection()
                 cursor = connection.connection.cursor()  # the driver's own: the SQL is SQLite's
                 try:
-                    source.page_load(cursor=cursor, run_ids=active)
-                    # The page's runs mirrored already, found through the page's table (one join).
-                    found = cursor.execute(f"SELECT m.run_id, m.day FROM {source.PAGE_TABLE} AS p CROSS JOIN {table} "
-                                           "AS m ON m.run_id = p.run_uuid").fetchall()
+                    if prepared is not None:
+                        # The page's runs mirrored already, found through the page's table (one join).
+                        found = cursor.execute(f"SELECT m.run_id, m.day FROM {prepared} AS s CROSS JOIN {table} "
+                                               "AS m ON m.run_id = s.run_id").fetchall()
+                        if found and not self.compare_all:  # rows read again: digests decide, on a read made here
+                            prepared = None
+                    if prepared is None:
+                        written, found = self._attached_rows_write(cursor=cursor, table=table, active=active, now=now)
+                    else:
+                        quote = connection.ops.quote_name  # (WHERE: else SQLite reads ON CONFLICT as a join's ON)
+                        written = _attached_upsert(expressions={name: f"s.{quote(name)}" for name in SYNCED_FIELDS},
+                                                   from_where=f"FROM {prepared} AS s WHERE true", now=now)
                     mirrored.update((run_id, _as_date(day)) for run_id, day in found)
-                    # Runs mirrored from this very content are left out. Digests only matter for rows read
-                    # again (the overlap window): a page of new runs, or a full sync, does without them.
-                    digests = bool(found) and not self.compare_all
-                    if digests:
-                        source.page_digest(cursor=cursor, version=MAPPING_VERSION)
-                        source.page_drop_unchanged(cursor=cursor, mirror_table=table)
-                    select = source.mirror_select(
-                        cursor=cursor, tags=SQL_TAGS, params=SQL_PARAMS, metrics=SQL_METRICS,
-                        latency_metric=contract.RESPONSE_TIME_MS, latency_edges=LATENCY_BUCKET_EDGES_MS,
-                        json_text=json_text)
-                    written = rows_upsert_select(
-                        model=MirroredRun, fields=WRITTEN_FIELDS, expressions=select.expressions | {"mirrored_at": "?"},
-                        from_where=select.from_where, params=[sqlite_utc_datetime(now)], conflict="run_id",
-                        update=UPDATE_FIELDS, compare=ATTACHED_COMPARED_FIELDS,
-                        returning=("run_id", "day", "experiment_id"))
-                    if digests:
-                        source.page_digests_save(cursor=cursor, mirror_table=table)
                 finally:
                     cursor.close()
             written = [(run_id, _as_date(day), experiment) for run_id, day, experiment in written]
@@ -359,6 +375,26 @@ class _Sync:
                               removed_ids=removed_ids, mirrored=mirrored, runs_read=len(runs))
         self._page_count(runs_read=len(runs), added=len(added), updated=len(written) - len(added),
                          unchanged=len(active) - len(written), deleted=len(removed_ids))
+
+    def _attached_rows_write(self, *, cursor, table: str, active: list[str], now: datetime) -> tuple[list[tuple], list[tuple]]:
+        """Read the page's runs from the attached store and upsert their rows, on the mirror's connection.
+        Returns the rows written (run id, day, experiment id) and the page's runs mirrored before (run id, day)."""
+        source: AttachedRunSource = self.source
+        source.page_load(cursor=cursor, run_ids=active)
+        # The page's runs mirrored already, found through the page's table (one join).
+        found = cursor.execute(f"SELECT m.run_id, m.day FROM {source.PAGE_TABLE} AS p CROSS JOIN {table} "
+                               "AS m ON m.run_id = p.run_uuid").fetchall()
+        # Runs mirrored from this very content are left out. Digests only matter for rows read again (the
+        # overlap window): a page of new runs, or a full sync, does without them.
+        digests = bool(found) and not self.compare_all
+        if digests:
+            source.page_digest(cursor=cursor, version=MAPPING_VERSION)
+            source.page_drop_unchanged(cursor=cursor, mirror_table=table)
+        select = source.mirror_select(cursor=cursor, mapping=SQL_MAPPING)
+        written = _attached_upsert(expressions=select.expressions, from_where=select.from_where, now=now)
+        if digests:
+            source.page_digests_save(cursor=cursor, mirror_table=table)
+        return written, found
 
     def _page_commit(self, *, experiment_id: str, added: dict[str, date], changed_days: set[date],
                      removed_ids: list[str], mirrored: dict[str, date], runs_read: int) -> None:
@@ -391,19 +427,71 @@ class _Sync:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
-    def rollups_refresh(self, experiment_id: str, *, before: date | None = None) -> int:
-        """Recompute the dirty days (those `before` a day, if given), a month per transaction; each day
-        leaves `dirty_days` in the transaction that recomputes it."""
+    def rollups_refresh(self, experiment_id: str, *, before: date | None = None, at_least: int = 1) -> int:
+        """Recompute the dirty days (those `before` a day, if given; none while fewer than `at_least` are due),
+        a month per transaction; each day leaves `dirty_days` in the transaction that recomputes it."""
         done = 0
         due = sorted(day for day in self.dirty if before is None or day < before)
+        if len(due) < at_least:
+            return 0
         for chunk in _chunks(due, 31):
             with transaction.atomic():
                 rollups_refresh(experiment_id=experiment_id, days=chunk)
-                self.dirty -= set(chunk)
-                self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty))
+                self._rollups_done(chunk)
             done += len(chunk)
-            self.rollup_days |= set(chunk)
         return done
+
+    def _rollups_done(self, days: list[date]) -> None:
+        """In the transaction that wrote their rollups: the days leave `dirty_days`."""
+        self.dirty -= set(days)
+        self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty))
+        self.rollup_days |= set(days)
+
+
+class _RollupsAhead:
+    """The rollups of a long read's completed days, computed in a thread while the read goes on (a full read
+    through `PagesPrepared`): the thread reads the days' committed rows on its own connection, and the sync
+    writes the cells between two pages. Pages come in start-time order, so the read no longer touches those
+    days; what comes after it (runs polled again, the reconcile) does, once every cell is written (`drain`)."""
+
+    def __init__(self, sync: _Sync, experiment_id: str) -> None:
+        self.sync, self.experiment_id = sync, experiment_id
+        self.pending: deque[tuple[list[date], Future]] = deque()
+        self.executor: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _RollupsAhead:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror-rollups")
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _compute(experiment_id: str, days: list[date]) -> list[dict[str, Any]]:
+        try:
+            return rollups_compute(experiment_id=experiment_id, days=days)
+        finally:
+            connection.close()  # this thread's own
+
+    def step(self, *, before: date) -> None:
+        """Write the cells computed so far; start on the dirty days before `before` once enough are due."""
+        while self.pending and self.pending[0][1].done():
+            self._write()
+        started = {day for days, _ in self.pending for day in days}
+        due = sorted(day for day in self.sync.dirty if day < before and day not in started)
+        if len(due) >= ROLLUP_BATCH_DAYS:
+            self.pending.append((due, self.executor.submit(self._compute, self.experiment_id, due)))
+
+    def drain(self) -> None:
+        while self.pending:
+            self._write()
+
+    def _write(self) -> None:
+        days, future = self.pending.popleft()
+        cells = future.result()
+        with transaction.atomic():
+            rollups_replace(experiment_id=self.experiment_id, days=days, cells=cells)
+            self.sync._rollups_done(days)
 
 
 def _lease_take(state: SyncState, owner: str) -> bool:
@@ -529,17 +617,32 @@ def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
         sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
     active_seen: set[str] | None = set() if since_ms is None else None
     overlap_ms = int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000)
-    for page in source.runs_read(experiment_id=experiment_id, since_ms=since_ms,
-                                 page_size=settings.ANALYTICS_SYNC_PAGE_SIZE, position=state.source_position,
-                                 overlap_ms=overlap_ms):
-        sync.apply(page)
-        newest = max(run.start_time for run in page)
-        watermark = newest if watermark is None else max(watermark, newest)
-        # Pages come in start-time order: the days before this page's last one are complete for this
-        # read, so their rollups are recomputed now (small transactions, visible progress).
-        sync.rollups_refresh(experiment_id, before=_ms_to_datetime(page[-1].start_time).date())
-        if active_seen is not None:
-            active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
+    pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms, page_size=settings.ANALYTICS_SYNC_PAGE_SIZE,
+                             position=state.source_position, overlap_ms=overlap_ms)
+    # A read of every run from a store attached to the mirror: the pages' rows are built ahead, by worker threads,
+    # while the page at hand is written (`PagesPrepared`). An incremental read (a page or two) does without.
+    workers = settings.ANALYTICS_SYNC_WORKERS
+    ahead = isinstance(source, AttachedRunSource) and since_ms is None and workers > 0
+    prepared = (PagesPrepared(source, pages, mapping=SQL_MAPPING, columns=SYNCED_FIELDS, workers=workers) if ahead
+                else nullcontext((page, None) for page in pages))
+    # (Their rollups too, by a thread with its own connection: to the same database, unless that is in memory.)
+    threaded = ahead and not connection.is_in_memory_db()
+    with prepared as read, (_RollupsAhead(sync, experiment_id) if threaded else nullcontext()) as rollups:
+        for page, table in read:
+            sync.apply(page, prepared=table)
+            newest = max(run.start_time for run in page)
+            watermark = newest if watermark is None else max(watermark, newest)
+            # Pages come in start-time order: the days before this page's last one are complete for this
+            # read, so their rollups are recomputed now, a week at a time (small transactions, visible progress).
+            before = _ms_to_datetime(page[-1].start_time).date()
+            if rollups is not None:
+                rollups.step(before=before)
+            else:
+                sync.rollups_refresh(experiment_id, before=before, at_least=ROLLUP_BATCH_DAYS)
+            if active_seen is not None:
+                active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
+        if rollups is not None:
+            rollups.drain()
 
     if since_ms is not None:  # runs still running that started before the window
         # Filtered on status alone, so that the status index is the one used (the experiment's indexes
