@@ -18,7 +18,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)
+# A random SECRET_KEY for this checkout, made once (settings read it when SECRET_KEY is not set).
+var/secret_key:
+	@mkdir -p var
+	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+install: $(STAMP) var/secret_key
 
 demo: install
 	$(BIN)/python manage.py migrate --noinput

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from intentsite.uris import uri_display
+
 logger = logging.getLogger(__name__)
 
 # --- The tracking contract (same names as intent/tracking.py) ------------------------------------
@@ -54,6 +56,7 @@ PROMPT_VERSION = "prompt_version"
 REQUEST_ID = "request_id"
 STATUS = "status"
 FALLBACK_USED = "fallback_used"
+ANSWERED_BY = "answered_by"
 ERROR_CATEGORY = "error_category"
 ERROR_TYPE = "error_type"
 # Feedback (contract B): written on a detection run after the fact
@@ -273,7 +276,7 @@ def sql_schema_revision(uri: str) -> str | None:
         with _engine(uri).connect() as conn:
             return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
     except Exception as exc:  # noqa: BLE001 - any failure means: do not use the SQL path
-        logger.info("MLflow store %s cannot be read with SQL (%s): using the client path", _display(uri), exc)
+        logger.info("MLflow store %s cannot be read with SQL (%s): using the client path", uri_display(uri), exc)
         return None
 
 
@@ -341,7 +344,7 @@ class SqlRunSource:
         floor = None
         sqlite = self.uri.startswith("sqlite:")
         top = self._rows("SELECT COALESCE(MAX(rowid), 0) FROM runs")[0][0] if sqlite else None
-        here = {"store": _display(self.uri), "experiment_id": str(experiment_id)}
+        here = {"store": uri_display(self.uri), "experiment_id": str(experiment_id)}
         if (sqlite and since_ms is not None and position and all(position.get(k) == v for k, v in here.items())
                 and position.get("rowid_max", top + 1) <= top):
             floor = position.get("rowid_floor")
@@ -438,14 +441,14 @@ class MirrorColumn:
 @dataclass(frozen=True)
 class MirrorMapping:
     """The whole mapping from a run to its mirrored row, for SQL (`analytics.services.sync` defines it):
-    the contract's tags, params and metrics with their kinds, the latency histogram's bucket edges, and
-    `json_text(dict)`, which renders a JSON column exactly as the Python path does."""
+    the contract's tags, params and metrics with their kinds, `latency_key(column)`, the SQL of the latency
+    sketch's bucket key, and `json_text(dict)`, which renders a JSON column exactly as the Python path does."""
 
     tags: tuple[MirrorColumn, ...]
     params: tuple[MirrorColumn, ...]
     metrics: tuple[MirrorColumn, ...]
     latency_metric: str
-    latency_edges: tuple[float, ...]
+    latency_key: Callable[[str], str]
     json_text: Callable[[dict], str]
 
 
@@ -681,10 +684,7 @@ class AttachedRunSource(SqlRunSource):
         expressions["params"] = rest("params", params)
         expressions["metrics"] = "COALESCE(p.metrics, '{}')"
         expressions["source_digest"] = "COALESCE(p.digest, '')"
-        edges = tuple(mapping.latency_edges)  # bucket i holds [edges[i-1], edges[i]): Python's bisect_right
-        latency = pick("metrics", latency_metric)
-        buckets = " ".join(f"WHEN {latency} < {edge!r} THEN {index}" for index, edge in enumerate(edges))
-        expressions["latency_bucket"] = f"CASE WHEN {latency} IS NULL THEN NULL {buckets} ELSE {len(edges)} END"
+        expressions["latency_bucket"] = mapping.latency_key(pick("metrics", latency_metric))
         from_where = (f"FROM {self.VALUES_TABLE} AS p CROSS JOIN {schema}.runs AS r ON r.run_uuid = p.run_uuid "
                       f"WHERE r.lifecycle_stage = '{LIFECYCLE_ACTIVE}'")
         return MirrorSelect(expressions=expressions, from_where=from_where, page_table=self.PAGE_TABLE)
@@ -789,7 +789,9 @@ class PagesPrepared:
         attached = [row[1] for row in connection.connection.execute("PRAGMA database_list").fetchall()]
         if alias in attached:  # left by a sync that could not detach it
             connection.connection.execute(f"DETACH DATABASE {alias}")
-        connection.connection.execute(f"ATTACH DATABASE ? AS {alias}", (f"file:{quote(path)}",))
+        # Read-only: the mirror's transactions are IMMEDIATE (settings), which would take a write lock on every
+        # database attached read-write, and the worker could not write its next page there.
+        connection.connection.execute(f"ATTACH DATABASE ? AS {alias}", (f"file:{quote(path)}?mode=ro",))
         self.attached.add(alias)
 
     def _worker(self) -> Any:
@@ -839,18 +841,6 @@ class PagesPrepared:
 
 # --- Choosing a source --------------------------------------------------------------------------------
 
-def _display(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return uri
-
-
 def _attachable(uri: str) -> bool:
     """A SQLite store file, mirrored into a SQLite database by a caller outside any transaction: the store
     can be attached to the mirror's connection. (Inside a transaction that has read it already, SQLite would
@@ -883,10 +873,10 @@ def run_source_get(*, uri: str | None = None, kind: str | None = None) -> RunSou
             logger.warning("MLflow store schema is %s, not %s (MLflow 3.17.2): reading through the client",
                            revision, MLFLOW_SCHEMA_REVISION)
     if kind == "attached":
-        raise MlflowSourceError(f"The attached path cannot read {_display(uri)}: it needs a SQLite store file of "
+        raise MlflowSourceError(f"The attached path cannot read {uri_display(uri)}: it needs a SQLite store file of "
                                 "MLflow 3.17.2's schema, a SQLite mirror, and a sync started outside a transaction")
     if kind == "sql":
-        raise MlflowSourceError(f"The SQL fast path cannot read {_display(uri)}")
+        raise MlflowSourceError(f"The SQL fast path cannot read {uri_display(uri)}")
     return ClientRunSource(uri)
 
 
@@ -903,7 +893,7 @@ def sources_reset() -> None:
 
 def tracking_uri_display(uri: str | None = None) -> str:
     """The tracking URI with any user name, password or token removed."""
-    return _display(uri or settings.MLFLOW_TRACKING_URI)
+    return uri_display(uri or settings.MLFLOW_TRACKING_URI)
 
 
 @dataclass(frozen=True)
@@ -1000,7 +990,7 @@ def mlflow_probe(*, experiment_name: str, uri: str | None = None, timeout_s: flo
         lifecycle = _within(timeout_s, probe, uri, experiment_name, timeout_s)
     except Exception as exc:  # noqa: BLE001 - any failure means: not reachable, and why
         # Drivers quote the URL they tried: keep its credentials out of the report.
-        error = _CREDENTIALS.sub("//", f"{type(exc).__name__}: {exc}".replace(uri, _display(uri)))
+        error = _CREDENTIALS.sub("//", f"{type(exc).__name__}: {exc}".replace(uri, uri_display(uri)))
         return MlflowProbe(reachable=False, experiment_present=False, error=error[:500])
     return MlflowProbe(reachable=True, experiment_present=lifecycle == LIFECYCLE_ACTIVE)
 

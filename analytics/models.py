@@ -6,29 +6,28 @@ else does (feedback too arrives through MLflow: the run's `expected_intent` tag 
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_right
 from datetime import timedelta
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-# Fixed, log-spaced latency bucket edges (ms): 6 per decade from 0.1 ms to 100 s. Bucket 0 holds
-# values below the first edge, bucket i (1..36) holds [edge[i-1], edge[i]), bucket 37 everything from
-# 100 s up. Changing the edges means recomputing every rollup (`sync_mlflow_runs --full`).
-LATENCY_BUCKETS_PER_DECADE = 6
-LATENCY_BUCKET_EDGES_MS: tuple[float, ...] = tuple(
-    float(f"{10 ** (k / LATENCY_BUCKETS_PER_DECADE - 1):.6g}") for k in range(6 * LATENCY_BUCKETS_PER_DECADE + 1)
-)
-LATENCY_BUCKET_COUNT = len(LATENCY_BUCKET_EDGES_MS) + 1
+# The value a dimension of the free-text context (role, module, tab) gets in the rollups for the values beyond
+# its ANALYTICS_ROLLUP_TOP_VALUES most frequent of the day (the raw rows keep every value).
+OTHER = "other"
+# Two values in one rollup value (error type with its category; configured model with what answered):
+# joined by the ASCII unit separator, which tags and model names do not hold.
+COMPOUND_SEPARATOR = "\x1f"
 
 
-def latency_bucket(response_time_ms: float | None) -> int | None:
-    """Index of the histogram bucket of one latency (None for a run without one)."""
-    if response_time_ms is None or math.isnan(response_time_ms):
-        return None
-    return bisect_right(LATENCY_BUCKET_EDGES_MS, response_time_ms)
+def compound_value(*parts: str) -> str:
+    """The parts as one value; '' when every part is empty (a run without an error has no error type)."""
+    return COMPOUND_SEPARATOR.join(parts) if any(parts) else ""
+
+
+def compound_parts(value: str, count: int = 2) -> list[str]:
+    parts = value.split(COMPOUND_SEPARATOR, count - 1)
+    return parts + [""] * (count - len(parts))
 
 
 class MirroredRun(models.Model):
@@ -60,7 +59,9 @@ class MirroredRun(models.Model):
     error_type = models.CharField(max_length=200, blank=True)
     is_error = models.BooleanField(default=False, help_text="Tag status=error, or run status FAILED.")
     # Params of the contract
-    model_name = models.CharField(max_length=200, blank=True)
+    model_name = models.CharField(max_length=200, blank=True, help_text="The configured model.")
+    answered_by = models.CharField(max_length=200, blank=True, help_text=(
+        "The model whose answer this is: the configured one, or the local backend when it fell back."))
     category_source = models.CharField(max_length=32, blank=True)
     requires_workflow = models.BooleanField(null=True, blank=True)
     message_length = models.IntegerField(null=True, blank=True)
@@ -74,7 +75,8 @@ class MirroredRun(models.Model):
     prompt_tokens = models.IntegerField(null=True, blank=True)
     completion_tokens = models.IntegerField(null=True, blank=True)
     cost_usd = models.FloatField(null=True, blank=True)
-    latency_bucket = models.SmallIntegerField(null=True, blank=True, help_text="Histogram bucket of response_time_ms.")
+    latency_bucket = models.SmallIntegerField(
+        null=True, blank=True, help_text="Latency sketch bucket of response_time_ms (`analytics.sketch.sketch_key`).")
 
     # Everything else MLflow holds for the run
     tags = models.JSONField(default=dict, blank=True, help_text="Tags outside the contract (incl. mlflow.*).")
@@ -133,12 +135,15 @@ class DailyRollup(models.Model):
         MODEL = "model"
         PROMPT_VERSION = "prompt_version"
         ERROR_CATEGORY = "error_category"
-        ERROR_TYPE = "error_type"  # the errors report's by-type table without reading the failing runs
+        ERROR_TYPE = "error_type"  # compound: error category and type (the errors report's by-type table)
+        MODEL_ANSWER = "model_answer"  # compound: configured model and the model that answered (fallbacks)
 
     experiment_id = models.CharField(max_length=32)
     day = models.DateField()
     dimension = models.CharField(max_length=16, choices=Dimension.choices)
     value = models.CharField(max_length=200, blank=True, help_text="The dimension's value ('' for all).")
+    folded = models.BooleanField(default=False, help_text=(
+        "An `other` row that holds the values beyond the day's most frequent ones (free-text dimensions)."))
 
     runs = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
@@ -151,7 +156,10 @@ class DailyRollup(models.Model):
     latency_count = models.PositiveIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0.0)
     latency_sumsq_ms = models.FloatField(default=0.0)
-    latency_histogram = models.JSONField(default=list, help_text="Counts per LATENCY_BUCKET_EDGES_MS bucket.")
+    latency_min_ms = models.FloatField(null=True, blank=True)
+    latency_max_ms = models.FloatField(null=True, blank=True)
+    latency_sketch = models.JSONField(default=list, blank=True, help_text=(
+        "[[bucket keys], [counts]] of `analytics.sketch.LatencySketch`: percentiles within 1 % of exact."))
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)

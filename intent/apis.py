@@ -6,7 +6,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from intentsite.serializers import StrictSerializer
+from intentsite.serializers import OptionalCharField, StrictCharField, StrictSerializer, StrictUUIDField
 
 from .program.errors import ERROR_CATEGORIES
 from .selectors import intent_name_known
@@ -14,14 +14,16 @@ from .services import DetectionNotFound, detection_feedback_create, intent_detec
 
 
 class IntentDetectApi(APIView):
+    throttle_scope = "detect"
+
     class InputSerializer(StrictSerializer):
         class Meta:
             ref_name = "IntentDetect"
 
-        message = serializers.CharField(min_length=1, max_length=4000)
-        user_role = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-        current_module = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-        current_tab = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        message = StrictCharField(min_length=1, max_length=4000)
+        user_role = OptionalCharField(max_length=100)
+        current_module = OptionalCharField(max_length=100)
+        current_tab = OptionalCharField(max_length=100)
 
     class OutputSerializer(serializers.Serializer):
         class Meta:
@@ -34,7 +36,9 @@ class IntentDetectApi(APIView):
         workflow_template = serializers.CharField(allow_null=True)
         agent_template = serializers.CharField(allow_null=True)
         reasoning = serializers.CharField()
-        model_name = serializers.CharField()
+        model_name = serializers.CharField(help_text="The configured model.")
+        answered_by = serializers.CharField(help_text=(
+            "The model whose answer this is: `model_name`, or the local backend when the LM failed."))
         prompt_version = serializers.CharField()
         category_source = serializers.ChoiceField(choices=["database", "fallback"])
         fallback_used = serializers.BooleanField(help_text="True when the LM failed and the local backend answered.")
@@ -59,7 +63,8 @@ class IntentDetectApi(APIView):
                 value={"request_id": "6f1c3e0a-8d3b-4c1e-9a57-2d1f0b7a9c11", "intent": "transfer",
                        "confidence": 0.91, "requires_workflow": True, "workflow_template": "money_transfer",
                        "agent_template": None, "reasoning": "Closest catalog intent by TF-IDF n-grams ...",
-                       "model_name": "local/tfidf-linear", "prompt_version": "3fa2c81d09be",
+                       "model_name": "local/tfidf-linear", "answered_by": "local/tfidf-linear",
+                       "prompt_version": "3fa2c81d09be",
                        "category_source": "database", "fallback_used": False, "error_category": None,
                        "response_time_ms": 0.84},
             ),
@@ -79,6 +84,7 @@ class IntentDetectApi(APIView):
             "agent_template": detection.agent_template,
             "reasoning": detection.reasoning,
             "model_name": detection.model_name,
+            "answered_by": detection.answered_by,
             "prompt_version": detection.prompt_version,
             "category_source": detection.category_source,
             "fallback_used": detection.fallback_used,
@@ -91,13 +97,15 @@ class IntentDetectApi(APIView):
 class IntentFeedbackApi(APIView):
     """A user says which intent a detection should have had; it is recorded on that detection's MLflow run."""
 
+    throttle_scope = "feedback"
+
     class InputSerializer(StrictSerializer):
         class Meta:
             ref_name = "IntentFeedback"
 
-        request_id = serializers.UUIDField(help_text="The `request_id` a detection answered.")
-        correct_intent = serializers.CharField(max_length=100, help_text="A catalog intent, or `out_of_scope`.")
-        comment = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+        request_id = StrictUUIDField(help_text="The `request_id` a detection answered.")
+        correct_intent = StrictCharField(max_length=100, help_text="A catalog intent, or `out_of_scope`.")
+        comment = OptionalCharField(max_length=500)
 
         def validate_correct_intent(self, value: str) -> str:
             value = value.strip()

@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dspy
 from django.conf import settings
 
 from intentsite.sqlite import sqlalchemy_sqlite_tune
+from intentsite.uris import uri_display
 
 from .program import Detection, DetectionInput
 from .redaction import message_redact
@@ -57,6 +57,7 @@ PROMPT_VERSION = "prompt_version"
 REQUEST_ID = "request_id"
 STATUS = "status"
 FALLBACK_USED = "fallback_used"
+ANSWERED_BY = "answered_by"  # the model whose answer this is (model_name, or the local backend after a fallback)
 ERROR_CATEGORY = "error_category"
 ERROR_TYPE = "error_type"
 MESSAGE = "message"  # only with INTENT_LOG_MESSAGES=1, redacted
@@ -96,6 +97,7 @@ def run_payload_build(
         REQUEST_ID: request_id,
         STATUS: detection.status,
         FALLBACK_USED: str(detection.fallback_used).lower(),
+        ANSWERED_BY: detection.answered_by,
     }
     if detection.error_category:
         tags[ERROR_CATEGORY] = detection.error_category
@@ -139,14 +141,7 @@ class TrackingPermanentError(Exception):
 
 def tracking_uri_display(uri: str | None = None) -> str:
     """The tracking URI with any credentials removed."""
-    uri = uri or settings.MLFLOW_TRACKING_URI
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return uri
+    return uri_display(uri or settings.MLFLOW_TRACKING_URI)
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -35,9 +35,39 @@ os.environ.setdefault("DSPY_CACHEDIR", str(VAR_DIR / "dspy_cache"))
 
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key-change-me-" + "x" * 24)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else from SECRET_KEY_FILE (`make install` writes a random one to
+    var/secret_key). Only DEBUG may run on a built-in key: anything else refuses to start without one."""
+    key = os.environ.get("SECRET_KEY", "").strip()
+    path = Path(os.environ.get("SECRET_KEY_FILE") or VAR_DIR / "secret_key")
+    if not key and path.is_file():
+        key = path.read_text().strip()
+    if key:
+        return key
+    if DEBUG:
+        return "insecure-dev-key-for-debug-only-" + "x" * 24
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is not set: set the SECRET_KEY environment variable (or SECRET_KEY_FILE), or run `make install`, "
+        f"which writes a random key to {path}. Only DEBUG=1 runs on a built-in development key.")
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
+
+# Behind TLS (what `manage.py check --deploy` asks for): set these in production. Off by default so that
+# `make demo` works over plain http on 127.0.0.1.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# A TLS-terminating proxy in front says so with this header; only trust it behind such a proxy.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SECURE_PROXY_SSL_HEADER", False) else None
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -96,8 +126,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server, the worker and beat read while one of them writes. A checkpoint every ~40 MB of
     # WAL, not 4 MB: a page of the mirror's sync writes ~20 MB, and its index pages are copied back once, not
     # after every page (bench/sync.py: ~5 % of a full sync's time).
+    # IMMEDIATE: a transaction takes the write lock when it begins. A deferred one that reads and then writes
+    # (`get_or_create`) fails at once with "database is locked" when another process writes meanwhile: the busy
+    # timeout does not apply to a read lock's upgrade. Measured: concurrent feedback posts failed 40-50 % without.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; "
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; "
                                         "PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=10000;"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -139,7 +172,23 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "intentsite.exceptions.api_exception_handler",
+    # Per user (per IP when anonymous), per view scope; over the rate: 429 with Retry-After. Counted in the default
+    # cache: per process with the built-in local-memory cache, shared with CACHE_URL=redis://...
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "detect": os.environ.get("THROTTLE_DETECT_RATE", "3000/min"),
+        "feedback": os.environ.get("THROTTLE_FEEDBACK_RATE", "600/min"),
+        "analytics": os.environ.get("THROTTLE_ANALYTICS_RATE", "600/min"),
+    },
 }
+
+# The cache (report answers, throttle counters): local memory per process by default; `redis://host:6379/1`
+# shares it between processes and machines.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {"default": (
+    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL.startswith(("redis://", "rediss://"))
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "intentsite"})}
 SPECTACULAR_SETTINGS = {
     "TITLE": "intentsite API",
     "DESCRIPTION": "Intent detection with DSPy, tracked in MLflow, with analytics.",
@@ -224,6 +273,9 @@ ANALYTICS_CACHE_TIMEOUT_S = float(os.environ.get("ANALYTICS_CACHE_TIMEOUT_S", "3
 # The offline evaluation runs (`evaluate_intents`): the beat sync mirrors this experiment too, and
 # prompt-analysis shows each prompt version's latest evaluation from the mirror (never MLflow in a request).
 ANALYTICS_EVALUATION_EXPERIMENT_NAME = os.environ.get("ANALYTICS_EVALUATION_EXPERIMENT_NAME", "intent_evaluation")
+# The free-text context (user role, module, tab) keeps each day's this many most frequent values in the rollups;
+# the rest roll up as `other` (the mirrored rows keep every value; a filter on a folded value reads them).
+ANALYTICS_ROLLUP_TOP_VALUES = int(os.environ.get("ANALYTICS_ROLLUP_TOP_VALUES", "50"))
 # SLA lines of the report: a day meets the SLA when its p95 latency / its error rate is at most this.
 ANALYTICS_SLA_P95_MS = float(os.environ.get("ANALYTICS_SLA_P95_MS", "1000"))
 ANALYTICS_SLA_ERROR_RATE = float(os.environ.get("ANALYTICS_SLA_ERROR_RATE", "0.01"))

@@ -31,6 +31,17 @@ def isolated_detector(settings, model_cache_dir):
     detector_reset()
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """The default cache (report answers, throttle counters) starts empty in every test: user ids repeat
+    across tests, and one test's requests must not count against the next one's rate."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def clinc150() -> dict:
     return json.loads(CLINC150.read_text())

@@ -71,6 +71,7 @@ class ReachableSerializer(serializers.Serializer):
 
 class HealthApi(APIView):
     permission_classes = [IsAdminUser]
+    throttle_scope = "analytics"
 
     class OutputSerializer(serializers.Serializer):
         class Meta:
@@ -111,6 +112,7 @@ class HealthApi(APIView):
 
 class ExperimentsRecreateApi(APIView):
     permission_classes = [IsSuperuser]
+    throttle_scope = "analytics"
 
     class InputSerializer(StrictSerializer):
         class Meta:

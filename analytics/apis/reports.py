@@ -4,7 +4,7 @@ selectors' dicts are JSON-ready already, so they are returned as they are (no pe
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.http import HttpResponse
@@ -15,6 +15,8 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from intentsite.serializers import QueryCharField, StrictSerializer
 
 from ..selectors.reports import (
     FILTERS,
@@ -31,6 +33,7 @@ from ..selectors.reports import (
 from ..services.exports import trends_csv
 
 FILTER_MAX_LENGTH = 200
+EARLIEST_UNTIL = date(1970, 1, 1)
 
 
 # --- Input ---------------------------------------------------------------------------------------------
@@ -47,22 +50,23 @@ class DaysField(serializers.IntegerField):
         return dictionary.get(self.field_name, serializers.empty)
 
 
-class ReportFilterSerializer(serializers.Serializer):
-    """The period (`days` up to `until`, default today UTC) and the optional filters of every report."""
+class ReportFilterSerializer(StrictSerializer):
+    """The period (`days` up to `until`, default today UTC) and the optional filters of every report. Unknown
+    parameters are a 400 that names them (a typo such as `?modul=banking` must not answer for all modules)."""
 
     days = DaysField(default=30)
-    until = serializers.DateField(required=False, help_text="Last day of the period (UTC); default: today.")
-    module = serializers.CharField(max_length=FILTER_MAX_LENGTH, required=False, help_text="Only runs of this module.")
-    user_role = serializers.CharField(max_length=FILTER_MAX_LENGTH, required=False,
-                                      help_text="Only runs of this user role.")
-    model_name = serializers.CharField(max_length=FILTER_MAX_LENGTH, required=False,
-                                       help_text="Only runs of this model.")
-    prompt_version = serializers.CharField(max_length=FILTER_MAX_LENGTH, required=False,
-                                           help_text="Only runs of this prompt version.")
+    until = serializers.DateField(required=False, help_text=(
+        "Last day of the period (UTC), from 1970-01-01 (MLflow's epoch) to tomorrow; default: today."))
+    module = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this module.")
+    user_role = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this user role.")
+    model_name = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this model.")
+    prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this prompt version.")
 
     def validate_until(self, value):
         if value > timezone.now().date() + timedelta(days=1):
             raise serializers.ValidationError("Must not be in the future.")
+        if value < EARLIEST_UNTIL:
+            raise serializers.ValidationError(f"Must be {EARLIEST_UNTIL.isoformat()} or later (MLflow's epoch).")
         return value
 
 
@@ -100,7 +104,8 @@ def _ms(**kwargs: Any) -> serializers.FloatField:
 
 class ResponseTimeSerializer(serializers.Serializer):
     avg = _ms()
-    p50 = _ms(help_text="From the rollups' latency histograms: within one bucket (~47 %) of exact.")
+    p50 = _ms(help_text=("Nearest-rank, from the rollups' latency sketches: within 1 % of exact and never outside "
+                         "the observed minimum and maximum."))
     p95 = _ms()
     p99 = _ms()
 
@@ -188,21 +193,34 @@ class ErrorsBodySerializer(serializers.Serializer):
     latest = FailingRunSerializer(many=True)
 
 
-class ModelSerializer(serializers.Serializer):
-    model_name = serializers.CharField()
+class AnswersSerializer(serializers.Serializer):
     runs = serializers.IntegerField()
-    success_rate = _rate()
     avg_confidence = _rate()
     avg_ms = _ms()
     p50_ms = _ms()
     p95_ms = _ms()
+    labelled_runs = serializers.IntegerField()
+    accuracy = _rate()
+
+
+class ModelSerializer(serializers.Serializer):
+    model_name = serializers.CharField(help_text="The configured model (`model_name` param of the runs).")
+    runs = serializers.IntegerField()
+    success_rate = _rate(help_text="Runs without an error (a fallback after an LM failure is an error).")
+    lm_success_rate = _rate(help_text="Runs the model itself answered without an error.")
+    fallback_rate = _rate(help_text="Runs the local backend answered because the model failed.")
+    error_rate = _rate()
+    avg_confidence = _rate(help_text="Of the model's own answers.")
+    avg_ms = _ms(help_text="Of the model's own answers.")
+    p50_ms = _ms(help_text="Of the model's own answers.")
+    p95_ms = _ms(help_text="Of the model's own answers.")
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     cost_usd = serializers.FloatField()
-    fallback_rate = _rate()
-    error_rate = _rate()
     labelled_runs = serializers.IntegerField()
     accuracy = _rate()
+    own_answers = AnswersSerializer(help_text="The answers the model gave itself.")
+    fallback_answers = AnswersSerializer(help_text="The answers the local backend gave when the model failed.")
 
 
 class ModelComparisonBodySerializer(serializers.Serializer):
@@ -292,9 +310,14 @@ ERRORS_EXAMPLE = {
                 "mlflow_url": "http://127.0.0.1:5000/#/experiments/1/runs/3f0c9e2b6a1d4f7e8b5c2a9d0e1f3a4b"}],
 }
 MODELS_EXAMPLE = {"models": [{
-    "model_name": "openai/gpt-4o-mini", "runs": 400, "success_rate": 0.97, "avg_confidence": 0.88, "avg_ms": 640.2,
-    "p50_ms": 610.0, "p95_ms": 1350.7, "prompt_tokens": 84210, "completion_tokens": 9120, "cost_usd": 0.0291,
-    "fallback_rate": 0.03, "error_rate": 0.03, "labelled_runs": 25, "accuracy": 0.96}]}
+    "model_name": "openai/gpt-4o-mini", "runs": 400, "success_rate": 0.97, "lm_success_rate": 0.97,
+    "fallback_rate": 0.03, "error_rate": 0.03, "avg_confidence": 0.88, "avg_ms": 640.2, "p50_ms": 610.0,
+    "p95_ms": 1350.7, "prompt_tokens": 84210, "completion_tokens": 9120, "cost_usd": 0.0291, "labelled_runs": 25,
+    "accuracy": 0.96,
+    "own_answers": {"runs": 388, "avg_confidence": 0.88, "avg_ms": 640.2, "p50_ms": 610.0, "p95_ms": 1350.7,
+                    "labelled_runs": 24, "accuracy": 0.9583},
+    "fallback_answers": {"runs": 12, "avg_confidence": 0.91, "avg_ms": 10002.1, "p50_ms": 10001.0,
+                         "p95_ms": 10004.2, "labelled_runs": 1, "accuracy": 1.0}}]}
 PROMPTS_EXAMPLE = {"versions": [{
     "prompt_version": "3fa2c81d09be", "first_seen": "2026-11-01T08:00:00Z", "last_seen": "2026-11-26T09:14:03Z",
     "runs": 1200, "avg_confidence": 0.81, "avg_ms": 212.4, "p95_ms": 1021.8, "error_rate": 0.0125,
@@ -335,6 +358,7 @@ class ReportBaseApi(APIView):
     """Base of the report views: staff only (anonymous 401, others 403); GET with the filter params."""
 
     permission_classes = [IsAdminUser]
+    throttle_scope = "analytics"
     FilterSerializer: type[serializers.Serializer] = ReportFilterSerializer
 
     def scope(self, request) -> Scope:
@@ -419,7 +443,7 @@ class ReportApi(ReportBaseApi):
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     class FilterSerializer(ReportFilterSerializer):
-        pass
+        allowed_extra = frozenset({"format"})  # read by DRF's content negotiation
 
     @_schema(operation_id="analytics_report", summary="Full report", body=ReportBodySerializer,
              example={"overview": OVERVIEW_EXAMPLE, "trends": {"days": [TREND_DAY]}, "errors": ERRORS_EXAMPLE,

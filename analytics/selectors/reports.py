@@ -16,7 +16,10 @@ Where the numbers come from:
 - Errors' by-type counts come from the `error_type` rollups; their sample run ids and the latest failing
   runs from the newest failing runs alone (partial index `mirroredrun_failing`, read backwards, LIMIT); the
   confusion matrix reads the labelled runs alone (`mirroredrun_labelled`).
-- Percentiles come from the merged latency histograms (`rollup_percentile`): within one bucket of exact.
+- Percentiles come from the merged latency sketches (`analytics.sketch`): nearest-rank, within 1 % of exact and
+  never outside the observed [min, max] of their group.
+- The free-text context (role, module, tab) keeps each day's most frequent values in the rollups and rolls the
+  rest up as `other`; a single filter on such a dimension reads the raw rows when any day of the period folded.
 
 Each answer is cached (Django's cache, `ANALYTICS_CACHE_TIMEOUT_S`) under a key that holds the time every
 sync last finished: the mirror changes only through the sync, so a cached answer is exact until the next
@@ -40,9 +43,9 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun, SyncState
-from ..services.rollups import rollup_aggregates
-from . import rollup_percentile
+from ..models import OTHER, DailyRollup, MirroredRun, SyncState, compound_parts, compound_value
+from ..services.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS, rollup_aggregates, sketch_of_buckets
+from ..sketch import LatencySketch
 
 Dimension = DailyRollup.Dimension
 
@@ -52,10 +55,6 @@ FILTERS: dict[str, tuple[str, str]] = {
     "user_role": (Dimension.ROLE, "user_role"),
     "model_name": (Dimension.MODEL, "model_name"),
     "prompt_version": (Dimension.PROMPT_VERSION, "prompt_version"),
-}
-DIMENSION_COLUMN = {dimension: column for dimension, column in FILTERS.values()} | {
-    Dimension.ALL: None, Dimension.INTENT: "detected_intent", Dimension.ERROR_CATEGORY: "error_category",
-    Dimension.ERROR_TYPE: "error_type",
 }
 WHOLE = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
          "prompt_tokens", "completion_tokens", "labelled", "correct")
@@ -162,23 +161,27 @@ class Cell:
     cost_usd: float = 0.0
     first_start_time: datetime | None = None
     last_start_time: datetime | None = None
-    histogram: list[int] | None = None
+    latency_min_ms: float | None = None
+    latency_max_ms: float | None = None
+    sketch: LatencySketch | None = None
 
     def add(self, other: Cell) -> None:
         for name in SUMMED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        if other.first_start_time is not None and (self.first_start_time is None
-                                                   or other.first_start_time < self.first_start_time):
-            self.first_start_time = other.first_start_time
-        if other.last_start_time is not None and (self.last_start_time is None
-                                                  or other.last_start_time > self.last_start_time):
-            self.last_start_time = other.last_start_time
-        if other.histogram is not None:
-            self.histogram = (list(other.histogram) if self.histogram is None
-                              else [a + b for a, b in zip(self.histogram, other.histogram, strict=True)])
+        self.first_start_time = _extreme(min, self.first_start_time, other.first_start_time)
+        self.last_start_time = _extreme(max, self.last_start_time, other.last_start_time)
+        self.latency_min_ms = _extreme(min, self.latency_min_ms, other.latency_min_ms)
+        self.latency_max_ms = _extreme(max, self.latency_max_ms, other.latency_max_ms)
+        if other.sketch is not None:
+            if self.sketch is None:
+                self.sketch = LatencySketch()
+            self.sketch.add(other.sketch)
 
     def percentile(self, q: float) -> float | None:
-        return None if self.histogram is None else _ms(rollup_percentile(self.histogram, q))
+        """Nearest-rank, within 1 % of exact and never outside the cell's observed [min, max]."""
+        if self.sketch is None:
+            return None  # (not rounded like the averages: a rounding of 0.0005 ms is more than 1 % of 0.04 ms)
+        return self.sketch.quantile(q, low=self.latency_min_ms, high=self.latency_max_ms)
 
     @property
     def error_rate(self) -> float | None:
@@ -199,6 +202,11 @@ class Cell:
     @property
     def accuracy(self) -> float | None:
         return _ratio(self.correct, self.labelled)
+
+
+def _extreme(pick, a, b):
+    """min or max of two values that may be None (None: no value)."""
+    return b if a is None else a if b is None else pick(a, b)
 
 
 def _ratio(part: float, whole: float) -> float | None:
@@ -224,13 +232,14 @@ def _number(name: str, value: Any) -> int | float:
 
 
 COUNTED = ("runs", "errors", "fallbacks")
-DETAIL_COLUMNS = ("dimension", "value", "day", *SUMMED, "first_start_time", "last_start_time", "latency_histogram")
+DETAIL_COLUMNS = ("dimension", "value", "day", *SUMMED, "first_start_time", "last_start_time", "latency_min_ms",
+                  "latency_max_ms", "latency_sketch")
 
 
 class Cells:
     """Everything one report reads, in as few queries as the filters allow.
 
-    `detailed` dimensions come as (day, value) cells with every sum and the latency histogram: without
+    `detailed` dimensions come as (day, value) cells with every sum and the latency sketch: without
     filters, one query reads the rollup rows of all of them (days × values: a few hundred rows for 30
     days), summed here. `counted` dimensions (distributions) need only runs, errors and fallbacks per value:
     one GROUP BY over their rollup rows. A dimension the rollups cannot answer under the filters is
@@ -251,11 +260,23 @@ class Cells:
         if len(filters) == 1:
             ((name, value),) = filters.items()
             filter_dimension = FILTERS[name][0]
+            if filter_dimension in FOLDED_DIMENSIONS and self._folds(filter_dimension):
+                return None  # the value may be among those rolled up as `other`: the raw rows know
             if dimension == Dimension.ALL:
                 return filter_dimension, value, ""
             if dimension == filter_dimension:
                 return filter_dimension, value, None
         return None
+
+    def _folds(self, dimension: str) -> bool:
+        """Did any day of the period roll values of this dimension up as `other`?"""
+        scope = self.scope
+        adapt = connection.ops.adapt_datefield_value
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {DailyRollup._meta.db_table} WHERE dimension = %s AND day >= %s AND "
+                           "day <= %s AND experiment_id = %s AND folded LIMIT 1",
+                           [dimension, adapt(scope.since), adapt(scope.until), scope.experiment_id])
+            return cursor.fetchone() is not None
 
     def _rollups(self, plans: dict[str, tuple[str, str | None, str | None]], select: str,
                  group_by: str = "") -> list[tuple]:
@@ -281,27 +302,24 @@ class Cells:
             self.cells[dimension] = []
         if plans:
             for row in self._rollups(plans, ", ".join(DETAIL_COLUMNS)):
-                histogram = row[-1]
-                cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-3],
+                sketch = row[-1]
+                cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-5],
                                                                                           strict=True)},
-                            first_start_time=_datetime(row[-3]), last_start_time=_datetime(row[-2]),
-                            histogram=json.loads(histogram) if isinstance(histogram, str) else histogram)
+                            first_start_time=_datetime(row[-5]), last_start_time=_datetime(row[-4]),
+                            latency_min_ms=row[-3], latency_max_ms=row[-2],
+                            sketch=LatencySketch.from_stored(json.loads(sketch) if isinstance(sketch, str) else sketch))
                 day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
                 for dimension, (rollup_dimension, _, relabel) in plans.items():
                     if rollup_dimension == row[0]:
                         self.cells[dimension].append((day, row[1] if relabel is None else relabel, cell))
         for dimension in set(dimensions) - set(plans):
-            column = DIMENSION_COLUMN[dimension]
-            group = ["day"] + ([column] if column else [])
-            for row in self.scope.raw_runs().values(*group).annotate(**rollup_aggregates()).order_by():
-                histogram = [0] * LATENCY_BUCKET_COUNT
-                if row["latency_buckets"]:
-                    for bucket, count in Counter(row["latency_buckets"].split(",")).items():
-                        histogram[int(bucket)] = count
+            columns = DIMENSION_COLUMNS[dimension]
+            for row in self.scope.raw_runs().values("day", *columns).annotate(**rollup_aggregates()).order_by():
                 cell = Cell(key=None, **{name: _number(name, row[name]) for name in SUMMED},
                             first_start_time=row["first_start_time"], last_start_time=row["last_start_time"],
-                            histogram=histogram)
-                self.cells[dimension].append((row["day"], row[column] if column else "", cell))
+                            latency_min_ms=row["latency_min_ms"], latency_max_ms=row["latency_max_ms"],
+                            sketch=sketch_of_buckets(row["latency_buckets"]))
+                self.cells[dimension].append((row["day"], _raw_value(row, columns), cell))
 
     def _counted_read(self, dimensions: list[str]) -> None:
         plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
@@ -317,12 +335,12 @@ class Cells:
                             key=key, **{name: _number(name, value) for name, value in zip(COUNTED, row[2:],
                                                                                           strict=True)})
         for dimension in set(dimensions) - set(plans):
-            column = DIMENSION_COLUMN[dimension]
+            columns = DIMENSION_COLUMNS[dimension]
             all_aggregates = rollup_aggregates()
             aggregates = {name: all_aggregates[name] for name in COUNTED}
-            for row in self.scope.raw_runs().values(column).annotate(**aggregates).order_by():
-                self.counts[dimension][row[column]] = Cell(key=row[column],
-                                                           **{n: _number(n, row[n]) for n in COUNTED})
+            for row in self.scope.raw_runs().values(*columns).annotate(**aggregates).order_by():
+                key = _raw_value(row, columns)
+                self.counts[dimension][key] = Cell(key=key, **{n: _number(n, row[n]) for n in COUNTED})
 
     def by_value(self, dimension: str) -> dict[str, Cell]:
         if dimension in self.counts:
@@ -343,7 +361,12 @@ class Cells:
 
     def total(self) -> Cell:
         """All runs of the scope (from the `all` cells)."""
-        return self._summed(Dimension.ALL, by_day=False).get("") or Cell(key="", histogram=[0] * LATENCY_BUCKET_COUNT)
+        return self._summed(Dimension.ALL, by_day=False).get("") or Cell(key="")
+
+
+def _raw_value(row: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """A dimension's value in a row of raw aggregates, as the rollups spell it (`compound_value`)."""
+    return compound_value(*(row[column] or "" for column in columns)) if columns else ""
 
 
 def _days(scope: Scope) -> Iterable[date]:
@@ -351,9 +374,17 @@ def _days(scope: Scope) -> Iterable[date]:
         yield scope.since + timedelta(days=offset)
 
 
-def _shares(cells: dict[Any, Cell], total: int, name: str) -> list[dict[str, Any]]:
-    return [{name: cell.key, "runs": cell.runs, "share": _ratio(cell.runs, total)}
-            for cell in sorted(cells.values(), key=lambda c: (-c.runs, c.key))]
+def _shares(cells: dict[Any, Cell], total: int, name: str, *, top: int | None = None) -> list[dict[str, Any]]:
+    """Each value's runs and share, most runs first; with `top`, the values beyond it as one `other` entry (the
+    period's union of each day's most frequent values can still be long)."""
+    ordered = sorted(cells.values(), key=lambda c: (-c.runs, c.key))
+    counts = [(cell.key, cell.runs) for cell in ordered]
+    if top is not None and len(counts) > top:
+        kept, rest = counts[:top], counts[top:]
+        other = sum(runs for _, runs in rest) + sum(runs for key, runs in kept if key == OTHER)
+        counts = sorted([(key, runs) for key, runs in kept if key != OTHER] + [(OTHER, other)],
+                        key=lambda item: (-item[1], item[0]))
+    return [{name: key, "runs": runs, "share": _ratio(runs, total)} for key, runs in counts]
 
 
 # --- The reports --------------------------------------------------------------------------------------
@@ -380,8 +411,8 @@ def _overview(cells: Cells) -> dict[str, Any]:
         "labelled_runs": total.labelled,
         "accuracy": total.accuracy,
         "intent_distribution": _shares(cells.by_value(Dimension.INTENT), runs, "intent"),
-        "user_roles": _shares(cells.by_value(Dimension.ROLE), runs, "user_role"),
-        "modules": _shares(cells.by_value(Dimension.MODULE), runs, "module"),
+        "user_roles": _shares(cells.by_value(Dimension.ROLE), runs, "user_role", top=settings.ANALYTICS_ROLLUP_TOP_VALUES),
+        "modules": _shares(cells.by_value(Dimension.MODULE), runs, "module", top=settings.ANALYTICS_ROLLUP_TOP_VALUES),
     }
 
 
@@ -429,13 +460,14 @@ def _errors(cells: Cells) -> dict[str, Any]:
                    key=lambda c: (-c.errors, c.key))[:TOP_ERROR_TYPES]
     samples: dict[str, dict[str, Any]] = {}
     for row in recent:
-        samples.setdefault(row["error_type"], row)
+        samples.setdefault(compound_value(row["error_category"], row["error_type"]), row)
     by_type = []
-    for cell in types:
-        sample = samples.get(cell.key) or failing.filter(error_type=cell.key).values(
-            "run_id", "error_category").first()
-        by_type.append({"error_type": cell.key, "error_category": sample["error_category"] if sample else "",
-                        "count": cell.errors, "sample_run_id": sample["run_id"] if sample else None})
+    for cell in types:  # each (category, type) pair on a row of its own
+        category, error_type = compound_parts(cell.key)
+        sample = samples.get(cell.key) or failing.filter(error_category=category, error_type=error_type).values(
+            "run_id").first()
+        by_type.append({"error_type": error_type, "error_category": category, "count": cell.errors,
+                        "sample_run_id": sample["run_id"] if sample else None})
     latest = recent[:LATEST_FAILING]
     return {
         "total_errors": errors,
@@ -464,20 +496,45 @@ def errors_get(*, scope: Scope) -> dict[str, Any]:
                                           counted=[Dimension.ERROR_CATEGORY, Dimension.ERROR_TYPE]))
 
 
+def _answers(cell: Cell | None) -> dict[str, Any]:
+    cell = cell or Cell(key=None)
+    return {"runs": cell.runs, "avg_confidence": cell.avg_confidence, "avg_ms": cell.avg_ms,
+            "p50_ms": cell.percentile(0.5), "p95_ms": cell.percentile(0.95), "labelled_runs": cell.labelled,
+            "accuracy": cell.accuracy}
+
+
 def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
-    return [{"model_name": cell.key, "runs": cell.runs, "success_rate": cell.success_rate,
-             "avg_confidence": cell.avg_confidence, "avg_ms": cell.avg_ms, "p50_ms": cell.percentile(0.5),
-             "p95_ms": cell.percentile(0.95), "prompt_tokens": cell.prompt_tokens,
-             "completion_tokens": cell.completion_tokens, "cost_usd": cell.cost_usd,
-             "fallback_rate": _ratio(cell.fallbacks, cell.runs), "error_rate": cell.error_rate,
-             "labelled_runs": cell.labelled, "accuracy": cell.accuracy}
-            for cell in sorted(cells.by_value(Dimension.MODEL).values(), key=lambda c: (-c.runs, c.key))]
+    """Per configured model: its volume, errors, fallbacks, tokens and accuracy over all its runs, and the
+    answers split by who gave them: the model itself (`own_answers`, what its confidence and latency mean)
+    and the local backend after the model failed (`fallback_answers`). A run mirrored without `answered_by`
+    (tracked before it existed) counts as the model's own."""
+    own: dict[str, Cell] = {}
+    fallback: dict[str, Cell] = {}
+    for key, cell in cells.by_value(Dimension.MODEL_ANSWER).items():
+        model_name, answered_by = compound_parts(key)
+        target = own if answered_by in (model_name, "") else fallback
+        target.setdefault(model_name, Cell(key=model_name)).add(cell)
+    rows = []
+    for cell in sorted(cells.by_value(Dimension.MODEL).values(), key=lambda c: (-c.runs, c.key)):
+        mine = own.get(cell.key) or Cell(key=cell.key)
+        rows.append({
+            "model_name": cell.key, "runs": cell.runs, "success_rate": cell.success_rate,
+            "lm_success_rate": _ratio(mine.runs - mine.errors, cell.runs),
+            "fallback_rate": _ratio(cell.fallbacks, cell.runs), "error_rate": cell.error_rate,
+            "avg_confidence": mine.avg_confidence, "avg_ms": mine.avg_ms, "p50_ms": mine.percentile(0.5),
+            "p95_ms": mine.percentile(0.95), "prompt_tokens": cell.prompt_tokens,
+            "completion_tokens": cell.completion_tokens, "cost_usd": cell.cost_usd, "labelled_runs": cell.labelled,
+            "accuracy": cell.accuracy, "own_answers": _answers(mine), "fallback_answers": _answers(fallback.get(cell.key)),
+        })
+    return rows
 
 
 @cached_until_next_sync
 def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
-    """Per model: volume, success, confidence, latency, tokens, cost, fallbacks and accuracy, most runs first."""
-    return scope.header() | {"models": _model_comparison(Cells(scope, detailed=[Dimension.MODEL]))}
+    """Per configured model: volume, success of the model itself, fallbacks, tokens, cost and accuracy, with
+    confidence and latency of its own answers apart from the fallback answers; most runs first."""
+    return scope.header() | {"models": _model_comparison(Cells(scope, detailed=[Dimension.MODEL,
+                                                                                 Dimension.MODEL_ANSWER]))}
 
 
 def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -539,7 +596,7 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
 def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
-    cells = Cells(scope, detailed=[Dimension.ALL, Dimension.MODEL, Dimension.PROMPT_VERSION],
+    cells = Cells(scope, detailed=[Dimension.ALL, Dimension.MODEL, Dimension.MODEL_ANSWER, Dimension.PROMPT_VERSION],
                   counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY, Dimension.ERROR_TYPE])
     daily = cells.by_day()
     return scope.header() | {

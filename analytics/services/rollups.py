@@ -20,21 +20,26 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from ..mlflow_source import OUT_OF_SCOPE
-from ..models import LATENCY_BUCKET_COUNT, DailyRollup, MirroredRun
+from ..models import COMPOUND_SEPARATOR, OTHER, DailyRollup, MirroredRun
+from ..sketch import ZERO_KEY, LatencySketch
 from .bulk import rows_upsert
 
-# dimension -> MirroredRun column (None: every run of the day)
-DIMENSION_COLUMNS: dict[str, str | None] = {
-    DailyRollup.Dimension.ALL: None,
-    DailyRollup.Dimension.INTENT: "detected_intent",
-    DailyRollup.Dimension.ROLE: "user_role",
-    DailyRollup.Dimension.MODULE: "current_module",
-    DailyRollup.Dimension.TAB: "current_tab",
-    DailyRollup.Dimension.MODEL: "model_name",
-    DailyRollup.Dimension.PROMPT_VERSION: "prompt_version",
-    DailyRollup.Dimension.ERROR_CATEGORY: "error_category",
-    DailyRollup.Dimension.ERROR_TYPE: "error_type",
+Dimension = DailyRollup.Dimension
+# dimension -> the MirroredRun columns its value is made of (none: every run of the day; two: a compound value)
+DIMENSION_COLUMNS: dict[str, tuple[str, ...]] = {
+    Dimension.ALL: (),
+    Dimension.INTENT: ("detected_intent",),
+    Dimension.ROLE: ("user_role",),
+    Dimension.MODULE: ("current_module",),
+    Dimension.TAB: ("current_tab",),
+    Dimension.MODEL: ("model_name",),
+    Dimension.PROMPT_VERSION: ("prompt_version",),
+    Dimension.ERROR_CATEGORY: ("error_category",),
+    Dimension.ERROR_TYPE: ("error_category", "error_type"),
+    Dimension.MODEL_ANSWER: ("model_name", "answered_by"),
 }
+# The free-text context: its values beyond the day's ANALYTICS_ROLLUP_TOP_VALUES most frequent roll up as `other`.
+FOLDED_DIMENSIONS = frozenset({Dimension.ROLE, Dimension.MODULE, Dimension.TAB})
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
           "labelled", "correct")
@@ -43,8 +48,8 @@ SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_m
 
 
 class LatencyBuckets(Aggregate):
-    """The group's latency buckets as one comma-separated string, counted into the histogram in Python:
-    one GROUP BY per dimension instead of a second one per (value, bucket)."""
+    """The group's latency sketch keys as one comma-separated string, counted into a sketch in Python: one
+    GROUP BY per dimension instead of a second one per (value, key)."""
 
     function = "GROUP_CONCAT"
     output_field = TextField()
@@ -72,6 +77,8 @@ def rollup_aggregates() -> dict[str, Any]:
         "confidence_sumsq": Sum(F("confidence_score") * F("confidence_score"), output_field=FloatField()),
         "latency_sum_ms": Sum("response_time_ms"),
         "latency_sumsq_ms": Sum(F("response_time_ms") * F("response_time_ms"), output_field=FloatField()),
+        "latency_min_ms": Min("response_time_ms"),
+        "latency_max_ms": Max("response_time_ms"),
         "prompt_tokens": Sum("prompt_tokens"),
         "completion_tokens": Sum("completion_tokens"),
         "cost_usd": Sum("cost_usd"),
@@ -80,14 +87,20 @@ def rollup_aggregates() -> dict[str, Any]:
     }
 
 
-ROLLUP_FIELDS = ("experiment_id", "day", "dimension", "value", *COUNTS, *SUMS, "latency_histogram",
-                 "first_start_time", "last_start_time", "computed_at")
+def sketch_of_buckets(buckets: str | None) -> LatencySketch:
+    """The sketch of a `LatencyBuckets` aggregate (the raw-row path of the reports)."""
+    return LatencySketch.from_keys(int(key) for key in buckets.split(",")) if buckets else LatencySketch()
+
+
+ROLLUP_FIELDS = ("experiment_id", "day", "dimension", "value", "folded", *COUNTS, *SUMS, "latency_min_ms",
+                 "latency_max_ms", "latency_sketch", "first_start_time", "last_start_time", "computed_at")
 INTEGER_SUMS = ("prompt_tokens", "completion_tokens")
 
 
 _FLAGS = ("is_error", "fallback_used", "is_correct")
 _NUMBERS = ("template_match_rate", "confidence_score", "response_time_ms", "latency_bucket", "prompt_tokens",
             "completion_tokens", "cost_usd")
+_KEY_SPAN = 1 << 16  # sketch keys are 16-bit: (cell, key) packed into one integer
 
 
 def _datetime(value: str) -> datetime:
@@ -96,17 +109,57 @@ def _datetime(value: str) -> datetime:
     return timezone.make_aware(value, UTC) if settings.USE_TZ and timezone.is_naive(value) else value
 
 
-def _cells(rows: QuerySet, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
+def _values_of(frame, columns: tuple[str, ...]):
+    """The dimension's value of every row: '' for ALL, the column, or the compound of two columns ('' when both
+    are empty: a run without an error has no error type)."""
+    import pandas as pd
+
+    if not columns:
+        return pd.Series("", index=frame.index)
+    if len(columns) == 1:
+        return frame[columns[0]].fillna("")
+    joined = frame[columns[0]].fillna("").str.cat([frame[c].fillna("") for c in columns[1:]], sep=COMPOUND_SEPARATOR)
+    return joined.mask(joined == COMPOUND_SEPARATOR * (len(columns) - 1), "")
+
+
+def _fold(cells: list[dict[str, Any]], *, top: int) -> list[dict[str, Any]]:
+    """Each day's values of a free-text dimension beyond its `top` most frequent (most runs, then name) as one
+    `other` cell (`folded`); a value `other` of the day joins it. Other dimensions pass as they are."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    result = []
+    for cell in cells:
+        if cell["dimension"] in FOLDED_DIMENSIONS:
+            groups.setdefault((cell["day"], cell["dimension"]), []).append(cell)
+        else:
+            result.append(cell)
+    for group in groups.values():
+        if len(group) <= top:
+            result.extend(group)
+            continue
+        ranked = sorted(group, key=lambda cell: (-cell["runs"], cell["value"]))
+        result.extend(cell for cell in ranked[:top] if cell["value"] != OTHER)
+        folded = [cell for cell in ranked if cell["value"] == OTHER] + [
+            cell for cell in ranked[top:] if cell["value"] != OTHER]
+        merged = folded[0]
+        for cell in folded[1:]:
+            merged = _merged(merged, cell)
+        result.append(merged | {"value": OTHER, "folded": True})
+    return result
+
+
+def _cells(rows: QuerySet, *, experiment_id: str, now: datetime, fold: bool = True) -> list[dict[str, Any]]:
     """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`, every dimension from one read.
 
     The rows' few columns are read once and grouped by pandas: ~5x faster than a GROUP BY per dimension in
     SQLite (9 sorts of every row with ~20 aggregates each), and the same code on PostgreSQL. The aggregates
-    are those of `rollup_aggregates` (the tests hold the rollups equal to them on the raw rows)."""
+    are those of `rollup_aggregates` (the tests hold the rollups equal to them on the raw rows). With `fold`,
+    the free-text dimensions keep each day's ANALYTICS_ROLLUP_TOP_VALUES most frequent values; the rest roll up
+    as `other` (`folded`)."""
     import numpy as np
     import pandas as pd
 
-    dimensions = [column for column in DIMENSION_COLUMNS.values() if column]
-    names = ["day", "start_time", *dimensions, *_FLAGS, *_NUMBERS]
+    dimension_columns = sorted({column for columns in DIMENSION_COLUMNS.values() for column in columns})
+    names = ["day", "start_time", *dimension_columns, *_FLAGS, *_NUMBERS]
     # Day and start time as text: no date and datetime objects made per row. Either database writes a start
     # time in one fixed format, in UTC, so the text sorts as the time does.
     as_text = {"day": Cast("day", CharField()), "start_time": Cast("start_time", CharField())}
@@ -142,37 +195,47 @@ def _cells(rows: QuerySet, *, experiment_id: str, now: datetime) -> list[dict[st
     }).astype("float64")
     start_rank, starts = pd.factorize(frame["start_time"], sort=True)  # first/last start: min/max of the rank
     values["start_rank"] = start_rank
+    values["latency"] = latency
     buckets = number["latency_bucket"]
     has_bucket = buckets.notna().to_numpy()
-    bucket = buckets.fillna(0).to_numpy(dtype=np.int64)
+    bucket = buckets.fillna(0).to_numpy(dtype=np.int64) - ZERO_KEY  # 0 .. 65535
     day_code, days = pd.factorize(frame["day"])
     days = [date.fromisoformat(day) for day in days]
 
     result: list[dict[str, Any]] = []
-    for dimension, column in DIMENSION_COLUMNS.items():
+    for dimension, columns in DIMENSION_COLUMNS.items():
+        value_code, value_names = pd.factorize(_values_of(frame, columns))
         # One integer key per (day, value): grouping by it is much cheaper than by the two columns.
-        value_code, value_names = pd.factorize(frame[column]) if column else (np.zeros(len(frame), np.int64), [""])
         key = day_code.astype(np.int64) * len(value_names) + value_code
         grouped = values.groupby(key, sort=True)
         totals = grouped[list(COUNTS + SUMS)].sum()
         first, last = grouped["start_rank"].min().to_numpy(), grouped["start_rank"].max().to_numpy()
+        lowest, highest = grouped["latency"].min().to_numpy(), grouped["latency"].max().to_numpy()
         keys = totals.index.to_numpy()
         group = np.searchsorted(keys, key)
-        histograms = np.bincount(group[has_bucket] * LATENCY_BUCKET_COUNT + bucket[has_bucket],
-                                 minlength=len(keys) * LATENCY_BUCKET_COUNT).reshape(len(keys), LATENCY_BUCKET_COUNT)
+        # The sketches of every cell at once: (cell, bucket) pairs counted, in cell order, then key order.
+        pairs, counts = np.unique(group[has_bucket] * _KEY_SPAN + bucket[has_bucket], return_counts=True)
+        pair_cell = pairs // _KEY_SPAN
+        bounds = np.searchsorted(pair_cell, np.arange(len(keys) + 1))
+        sketch_keys = (pairs % _KEY_SPAN + ZERO_KEY).tolist()
+        counts = counts.tolist()
         for position, cell in enumerate(totals.itertuples(index=False)):
             named = cell._asdict()
+            day_index, value_index = divmod(int(keys[position]), len(value_names))
+            low, high = bounds[position], bounds[position + 1]
             result.append({
-                "experiment_id": experiment_id, "day": days[keys[position] // len(value_names)],
-                "dimension": str(dimension), "value": value_names[keys[position] % len(value_names)],
+                "experiment_id": experiment_id, "day": days[day_index], "dimension": str(dimension),
+                "value": value_names[value_index], "folded": False,
                 **{name: int(named[name]) for name in COUNTS},
                 **{name: int(named[name]) if name in INTEGER_SUMS else float(named[name]) for name in SUMS},
-                "latency_histogram": histograms[position].tolist(),
+                "latency_min_ms": None if np.isnan(lowest[position]) else float(lowest[position]),
+                "latency_max_ms": None if np.isnan(highest[position]) else float(highest[position]),
+                "latency_sketch": [sketch_keys[low:high], counts[low:high]] if high > low else [],
                 "first_start_time": _datetime(starts[first[position]]),
                 "last_start_time": _datetime(starts[last[position]]),
                 "computed_at": now,
             })
-    return result
+    return _fold(result, top=settings.ANALYTICS_ROLLUP_TOP_VALUES) if fold else result
 
 
 def _key(cell: dict[str, Any]) -> tuple:
@@ -180,14 +243,22 @@ def _key(cell: dict[str, Any]) -> tuple:
 
 
 def _merged(cell: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """Two rollup cells of the same key as one: counts and sums add, histograms add, times widen."""
+    """Two rollup cells of the same key as one: counts and sums add, sketches add, extremes and times widen."""
+    sketch = LatencySketch.from_stored(cell["latency_sketch"])
+    sketch.add(LatencySketch.from_stored(other["latency_sketch"]))
     return cell | {
         **{name: cell[name] + other[name] for name in (*COUNTS, *SUMS)},
-        "latency_histogram": [a + b for a, b in zip(cell["latency_histogram"], other["latency_histogram"],
-                                                    strict=True)],
+        "folded": cell["folded"] or other["folded"],
+        "latency_min_ms": _extreme(min, cell["latency_min_ms"], other["latency_min_ms"]),
+        "latency_max_ms": _extreme(max, cell["latency_max_ms"], other["latency_max_ms"]),
+        "latency_sketch": sketch.stored() if sketch.count else [],
         "first_start_time": min(cell["first_start_time"], other["first_start_time"]),
         "last_start_time": max(cell["last_start_time"], other["last_start_time"]),
     }
+
+
+def _extreme(pick, a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else pick(a, b)
 
 
 def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[str, Any]]:
@@ -223,9 +294,11 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
 
     For a few new runs in a big day this is much cheaper than recomputing the day (the steady state of
     the sync: a minute of new runs, today's rollups): the new runs are found by id and aggregated alone.
-    It is exact for counts, histograms and first/last times; sums get the new runs' sums added (float
-    rounding aside, what a recompute gives). Only for runs added, never updated or removed: those days are
-    recomputed. Call it in the transaction that mirrored the runs. Returns the rollup rows written."""
+    It is exact for counts, sketches, extremes and first/last times; sums get the new runs' sums added (float
+    rounding aside, what a recompute gives). A value of a free-text dimension that the day has no row for goes
+    to the day's `other` row once the day has ANALYTICS_ROLLUP_TOP_VALUES values or a fold already (a value is
+    always wholly in its own row or wholly in `other`). Only for runs added, never updated or removed: those
+    days are recomputed. Call it in the transaction that mirrored the runs. Returns the rollup rows written."""
     days = sorted(set(days))
     run_ids = list(run_ids)
     if not days or not run_ids:
@@ -233,11 +306,35 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
     now = timezone.now()
     # By id alone: with the experiment and days too, SQLite's planner would walk the days' index instead.
     rows = MirroredRun.objects.filter(run_id__in=run_ids)
-    cells = {_key(cell): cell for cell in _cells(rows, experiment_id=experiment_id, now=now)}
-    for values in DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days).values(*ROLLUP_FIELDS):
-        if _key(values) in cells:
-            cells[_key(values)] = _merged(cells[_key(values)], values) | {"computed_at": now}
+    existing = {_key(values): values for values in DailyRollup.objects.filter(
+        experiment_id=experiment_id, day__in=days).values(*ROLLUP_FIELDS)}
+    named: dict[tuple, int] = {}  # (day, dimension) -> values with a row of their own
+    folds: set[tuple] = set()  # (day, dimension) with an `other` row holding folds
+    for day, dimension, value in existing:
+        if existing[(day, dimension, value)]["folded"]:
+            folds.add((day, dimension))
+        else:
+            named[(day, dimension)] = named.get((day, dimension), 0) + 1
+    top = settings.ANALYTICS_ROLLUP_TOP_VALUES
+    cells = _cells(rows, experiment_id=experiment_id, now=now, fold=False)
+    # A day with no rows of a dimension yet takes the new runs' cells folded as a recompute would fold them.
+    known = set(named) | folds
+    cells = (_fold([cell for cell in cells if (cell["day"], cell["dimension"]) not in known], top=top)
+             + [cell for cell in cells if (cell["day"], cell["dimension"]) in known])
+    changed: dict[tuple, dict[str, Any]] = {}
+    for cell in cells:
+        day, dimension, value = _key(cell)
+        if (cell["dimension"] in FOLDED_DIMENSIONS and not cell["folded"] and (day, dimension, value) not in existing
+                and (day, dimension, value) not in changed):
+            if (day, dimension) in folds or named.get((day, dimension), 0) >= top:
+                cell = cell | {"value": OTHER, "folded": True}
+                folds.add((day, dimension))
+            else:
+                named[(day, dimension)] = named.get((day, dimension), 0) + 1
+        key = _key(cell)
+        base = changed.get(key) or existing.get(key)
+        changed[key] = (cell if base is None else _merged(base, cell)) | {"computed_at": now}
     with transaction.atomic():
-        rows_upsert(model=DailyRollup, rows=list(cells.values()), fields=ROLLUP_FIELDS,
+        rows_upsert(model=DailyRollup, rows=list(changed.values()), fields=ROLLUP_FIELDS,
                     conflict=("experiment_id", "day", "dimension", "value"), update=ROLLUP_FIELDS[4:])
-    return len(cells)
+    return len(changed)

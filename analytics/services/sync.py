@@ -52,7 +52,8 @@ from ..mlflow_source import (
     SourceRun,
     run_source_get,
 )
-from ..models import LATENCY_BUCKET_EDGES_MS, DailyRollup, MirroredRun, SyncState, latency_bucket
+from ..models import DailyRollup, MirroredRun, SyncState
+from ..sketch import sketch_key, sql_key
 from .bulk import json_text, rows_upsert, rows_upsert_select, sqlite_utc_datetime
 from .rollups import rollups_add, rollups_compute, rollups_refresh, rollups_replace
 
@@ -109,7 +110,7 @@ def _max_length(column: str) -> int:
 TEXT_TAGS = tuple((name, _max_length(name)) for name in (
     contract.DETECTED_INTENT, contract.USER_ROLE, contract.CURRENT_MODULE, contract.CURRENT_TAB,
     contract.PROMPT_VERSION, contract.DSPY_VERSION, contract.REQUEST_ID, contract.ERROR_CATEGORY,
-    contract.ERROR_TYPE))
+    contract.ERROR_TYPE, contract.ANSWERED_BY))
 BOOLEAN_TAGS = (contract.FALLBACK_USED,)
 TEXT_PARAMS = tuple((name, _max_length(name)) for name in (contract.MODEL_NAME, contract.CATEGORY_SOURCE))
 BOOLEAN_PARAMS = (contract.REQUIRES_WORKFLOW,)
@@ -154,7 +155,8 @@ def _whole(value: float) -> int | None:
 # is compared (and rewritten) once by the next sync. (Mapping the feedback tag and metric into their columns
 # did not bump it: a run without feedback maps as before, and a run that gets feedback changes digest.)
 # 2: integers are ASCII digits within 32 bits; JSON columns are compact text (as SQLite writes them).
-MAPPING_VERSION = 2
+# 3: `answered_by`; latency_bucket is the key of the latency sketch (analytics.sketch).
+MAPPING_VERSION = 3
 FEEDBACK_BOOLEANS = {1.0: True, 0.0: False}
 
 
@@ -221,7 +223,7 @@ def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, 
     row["params"] = params
     # JSON has no NaN: a NaN metric is mirrored as null.
     row["metrics"] = {key: value if math.isfinite(value) else None for key, value in metrics.items()}
-    row["latency_bucket"] = latency_bucket(row[contract.RESPONSE_TIME_MS])
+    row["latency_bucket"] = sketch_key(row[contract.RESPONSE_TIME_MS])
     return row
 
 
@@ -238,7 +240,7 @@ SQL_METRICS = (*(MirrorColumn(name, "real") for name in REAL_METRICS),
                *(MirrorColumn(name, "whole") for name in WHOLE_METRICS),
                MirrorColumn(contract.IS_CORRECT, "feedback"))
 SQL_MAPPING = MirrorMapping(tags=SQL_TAGS, params=SQL_PARAMS, metrics=SQL_METRICS, latency_metric=contract.RESPONSE_TIME_MS,
-                            latency_edges=LATENCY_BUCKET_EDGES_MS, json_text=json_text)
+                            latency_key=sql_key, json_text=json_text)
 
 
 # --- The sync --------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ class Detection:
     workflow_template: str | None
     agent_template: str | None
     reasoning: str
-    model_name: str
+    model_name: str  # the configured model
     prompt_version: str
     category_source: str
     fallback_used: bool
@@ -55,6 +55,7 @@ class Detection:
     available_workflow_templates: int = 0
     available_agent_templates: int = 0
     lm_usage: dict[str, Any] = field(default_factory=dict)
+    answered_by: str = ""  # the model whose answer this is: model_name, or the local backend when it fell back
 
 
 @dataclass
@@ -185,6 +186,7 @@ class IntentDetector:
             available_workflow_templates=len(self.catalog.workflow_templates),
             available_agent_templates=len(self.catalog.agent_templates),
             lm_usage=_usage(prediction),
+            answered_by=self.model_name if self.lm is not None and failure is None else LOCAL_MODEL_NAME,
         )
 
 

@@ -56,7 +56,8 @@ class RunLogger:
         tags = {"user_role": role, "current_module": module, "current_tab": tab, "detected_intent": intent,
                 "dspy_version": "3.4.1", "prompt_version": prompt_version,
                 "request_id": request_id or f"req-{random.getrandbits(64):016x}",
-                "status": "error" if failed else "success", "fallback_used": str(fallback).lower()}
+                "status": "error" if failed else "success", "fallback_used": str(fallback).lower(),
+                "answered_by": MODELS[0] if fallback else model}
         if error_category:
             tags["error_category"] = error_category
             tags["error_type"] = "TimeoutError" if error_category == "lm_timeout" else "RuntimeError"

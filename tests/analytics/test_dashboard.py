@@ -132,8 +132,11 @@ def test_the_charts_show_the_mirrored_runs_and_the_period_selector_reloads_them(
         prompt_version="v-new")
     for i in range(4):
         log(start_ms=today_ms(20, seconds=i), intent="exchange_rate", module="travel", prompt_version="v-old")
+    # the same error type in another category: a row of its own in the error types' table
+    log(start_ms=today_ms(20, seconds=9), intent="transfer", module="banking", prompt_version="v-old",
+        error_category="lm_unavailable", extra_tags={"error_type": "TimeoutError"}, model="openai/gpt-4o-mini")
     runs_sync()
-    assert MirroredRun.objects.count() == 9
+    assert MirroredRun.objects.count() == 10
     staff_session(live_server, browser, django_user_model)
 
     # when: the page opens (its default period is 30 days), then 7 and 90 days are chosen
@@ -161,12 +164,14 @@ def test_the_charts_show_the_mirrored_runs_and_the_period_selector_reloads_them(
     assert len(week["errorTypes"]) == 1 and "TimeoutError" in week["errorTypes"][0]
     assert week["message"] is None and week["active"] == "7" and week["canvasPixels"] > 0
     # the month takes in the older runs
-    assert month["tiles"]["total_runs"] == "9" and month["active"] == "30" and month["location"] == "?days=30"
-    assert len(month["runs"]["labels"]) == 30 and sum(month["runs"]["data"][0]) == 9
-    assert month["runs"]["data"][0][-21] == 4  # 20 days ago
+    assert month["tiles"]["total_runs"] == "10" and month["active"] == "30" and month["location"] == "?days=30"
+    assert len(month["runs"]["labels"]) == 30 and sum(month["runs"]["data"][0]) == 10
+    assert month["runs"]["data"][0][-21] == 5  # 20 days ago
+    assert sorted(row.split("\t")[:3] for row in month["errorTypes"]) == [
+        ["TimeoutError", "lm_timeout", "1"], ["TimeoutError", "lm_unavailable", "1"]]
     assert dict(zip(month["intents"]["labels"], month["intents"]["data"][0], strict=True))["exchange_rate"] == 4
     assert [row.split("\t")[0] for row in month["prompts"]] == ["v-new", "v-old"]  # newest first
-    assert len(quarter["runs"]["labels"]) == 90 and quarter["tiles"]["total_runs"] == "9"
+    assert len(quarter["runs"]["labels"]) == 90 and quarter["tiles"]["total_runs"] == "10"
 
 
 def test_no_runs_at_all_is_shown_plainly(transactional_db, live_server, browser, django_user_model, mlflow_store):

@@ -1,37 +1,43 @@
-"""Rollups equal aggregates of the raw mirrored rows: counts exactly, sums to float tolerance, percentiles
-from the histogram in the bucket of the exact value; and they stay so through updates and deletes."""
+"""Rollups equal aggregates of the raw mirrored rows: counts and extremes exactly, sums to float tolerance,
+percentiles from the sketch within 1 % of exact nearest-rank and inside [min, max]; and they stay so through
+updates, deletes, runs arriving a few at a time, and the folding of free-text values beyond a day's top N."""
 
 from __future__ import annotations
 
 import math
 import random
-from datetime import timedelta
 
 import pytest
 
-from analytics.models import LATENCY_BUCKET_EDGES_MS, DailyRollup, MirroredRun, latency_bucket
-from analytics.selectors import breakdown_get, latency_percentile_exact, rollup_percentile, runs_aggregate_exact
+from analytics.models import OTHER, DailyRollup, MirroredRun
 from analytics.services import runs_sync
-from analytics.services.rollups import DIMENSION_COLUMNS
+from analytics.services.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS
+from analytics.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
 from tests.analytics.conftest import DAY0_MS, DAY_MS
+from tests.analytics.reference import COUNTS, SUMS, aggregate_exact, nearest_rank
 
 pytestmark = pytest.mark.django_db
 
-COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
-          "prompt_tokens", "completion_tokens", "labelled", "correct")
-SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_ms", "cost_usd")
+def within_sketch_accuracy(estimate: float | None, exact: float | None, low: float | None = None,
+                           high: float | None = None) -> bool:
+    """Within 1 % of the exact value (the sketch's bound, plus float slack) and inside [low, high]."""
+    if exact is None:
+        return estimate is None
+    inside = (low is None or estimate >= low) and (high is None or estimate <= high)
+    return inside and abs(estimate - exact) <= (RELATIVE_ACCURACY + 1e-12) * abs(exact)
 
 
-def assert_rollups_exact(*, skip_days: set | frozenset = frozenset()) -> int:
+def assert_rollups_exact(*, skip_days: set | frozenset = frozenset(), top: int | None = None) -> int:
     """Every rollup row (of days not in `skip_days`) against the raw rows; returns how many cells were
-    compared."""
+    compared. `top`: the fold of the free-text dimensions to expect."""
     compared = 0
     experiments = set(MirroredRun.objects.values_list("experiment_id", flat=True)) | set(
         DailyRollup.objects.values_list("experiment_id", flat=True))
     for experiment_id in experiments:
         for dimension in DIMENSION_COLUMNS:
-            exact = {key: cell for key, cell in runs_aggregate_exact(
-                experiment_id=experiment_id, dimension=dimension).items() if key[0] not in skip_days}
+            exact = {key: cell for key, cell in aggregate_exact(
+                experiment_id=experiment_id, dimension=dimension,
+                top=top if dimension in FOLDED_DIMENSIONS else None).items() if key[0] not in skip_days}
             rollups = {(r.day, r.value): r for r in DailyRollup.objects.filter(experiment_id=experiment_id,
                                                                               dimension=dimension)
                        if r.day not in skip_days}
@@ -45,15 +51,15 @@ def assert_rollups_exact(*, skip_days: set | frozenset = frozenset()) -> int:
                         dimension, key, name)
                 assert (rollup.first_start_time, rollup.last_start_time) == (
                     expected["first_start_time"], expected["last_start_time"])
-                assert sum(rollup.latency_histogram) == expected["latency_count"]
-                for q in (0.5, 0.95):
-                    exact_p = latency_percentile_exact(experiment_id=experiment_id, day=key[0], dimension=dimension,
-                                                       value=key[1], q=q)
-                    estimate = rollup_percentile(rollup.latency_histogram, q)
-                    if exact_p is None:
-                        assert estimate is None
-                    else:
-                        assert abs(latency_bucket(estimate) - latency_bucket(exact_p)) <= 1, (dimension, key, q)
+                assert (rollup.latency_min_ms, rollup.latency_max_ms) == (
+                    expected["latency_min_ms"], expected["latency_max_ms"])
+                sketch = LatencySketch.from_stored(rollup.latency_sketch)
+                assert sketch.count == expected["latency_count"]
+                for q in (0.5, 0.95, 0.99):
+                    estimate = sketch.quantile(q, low=rollup.latency_min_ms, high=rollup.latency_max_ms)
+                    assert within_sketch_accuracy(estimate, nearest_rank(expected["latencies"], q),
+                                                  expected["latency_min_ms"], expected["latency_max_ms"]), (
+                        dimension, key, q)
                 compared += 1
     return compared
 
@@ -94,35 +100,45 @@ def test_rollups_stay_exact_through_updates_and_deletes(run_logger):
     assert assert_rollups_exact() > 0
 
 
-def test_percentiles_from_the_histogram_land_in_the_exact_values_bucket():
-    rng = random.Random(3)
+@pytest.mark.parametrize("case", ["one", "two", "identical", "heavy_tail", "lognormal", "tiny_and_huge", "zeros"])
+def test_sketch_percentiles_are_within_one_percent_of_nearest_rank_and_inside_min_max(case):
+    rng = random.Random(case)
     for _ in range(200):
-        values = [math.exp(rng.gauss(rng.uniform(-2, 9), rng.uniform(0.1, 2))) for _ in range(rng.randint(1, 300))]
-        histogram = [0] * (len(LATENCY_BUCKET_EDGES_MS) + 1)
-        for value in values:
-            histogram[latency_bucket(value)] += 1
-        ordered = sorted(values)
+        n = {"one": 1, "two": 2}.get(case, rng.randint(1, 400))
+        if case == "identical":
+            values = [rng.uniform(0.01, 20_000)] * n
+        elif case == "heavy_tail":
+            values = [rng.paretovariate(0.7) * 3 for _ in range(n)]
+        elif case == "tiny_and_huge":
+            values = [10 ** rng.uniform(-3, 7) for _ in range(n)]
+        elif case == "zeros":
+            values = [0.0 if rng.random() < 0.3 else rng.expovariate(0.01) for _ in range(n)]
+        else:
+            values = [math.exp(rng.gauss(rng.uniform(-2, 9), rng.uniform(0.1, 2))) for _ in range(n)]
+        # In two parts merged, as days merge into a period, and through the stored form.
+        cut = rng.randint(0, n)
+        sketch = LatencySketch.from_keys(sketch_key(v) for v in values[:cut])
+        sketch.add(LatencySketch.from_keys(sketch_key(v) for v in values[cut:]))
+        sketch = LatencySketch.from_stored(sketch.stored())
+        low, high = min(values), max(values)
         for q in (0.01, 0.5, 0.9, 0.95, 0.99, 1.0):
-            exact = ordered[max(1, math.ceil(q * len(ordered))) - 1]
-            assert latency_bucket(rollup_percentile(histogram, q)) == latency_bucket(exact)
-    assert rollup_percentile([0] * 38, 0.5) is None
+            estimate = sketch.quantile(q, low=low, high=high)
+            exact = nearest_rank(values, q)
+            assert within_sketch_accuracy(estimate, exact, low, high), (case, q, estimate, exact)
+        if n == 1:
+            assert sketch.quantile(0.95, low=low, high=high) == values[0]  # one run: exactly its latency
+    assert LatencySketch().quantile(0.5) is None
 
 
-def test_the_breakdown_selector_reads_the_rollups(run_logger):
-    log_days(run_logger, random.Random(11), days=2, per_day=50)
-    runs_sync()
-    day0 = MirroredRun.objects.order_by("day").first().day
+def test_a_latency_on_a_bucket_edge_has_the_same_key_in_python_and_in_sqlite():
+    import sqlite3
 
-    breakdown = {b.value: b for b in breakdown_get(since=day0, until=day0 + timedelta(days=1), dimension="intent")}
+    from analytics.sketch import GAMMA, sql_key
 
-    raw = runs_aggregate_exact(experiment_id=run_logger.experiment_id, dimension="intent")
-    for intent, b in breakdown.items():
-        cells = [cell for (day, value), cell in raw.items() if value == intent]
-        assert b.runs == sum(c["runs"] for c in cells)
-        assert b.errors == sum(c["errors"] for c in cells)
-        n = sum(c["confidence_count"] for c in cells)
-        assert math.isclose(b.confidence_mean, sum(c["confidence_sum"] for c in cells) / n)
-    assert sum(b.runs for b in breakdown.values()) == 100
+    values = [GAMMA ** k for k in range(-400, 900, 7)] + [0.001, 0.5, 1.0, 10_512.0, 791.0, 1e300, 0.0, -1.0]
+    connection = sqlite3.connect(":memory:")
+    for value in values:
+        assert connection.execute(f"SELECT {sql_key('?1')}", (value,)).fetchone()[0] == sketch_key(value), value
 
 
 def test_rollups_stay_exact_when_runs_arrive_a_few_at_a_time(run_logger):
@@ -138,3 +154,49 @@ def test_rollups_stay_exact_when_runs_arrive_a_few_at_a_time(run_logger):
         assert result.added == 7 and result.updated == 0
         assert assert_rollups_exact() > 0
     assert DailyRollup.objects.filter(dimension="all").order_by("day").last().runs == 30 + 4 * 7
+
+
+def test_free_text_values_beyond_the_days_top_fold_into_other_and_filters_stay_exact(run_logger, settings,
+                                                                                     django_user_model):
+    """300 spam values of `current_module` (and roles) in a day: the rollups keep the day's 5 most frequent and
+    one `other` row; totals stay exact; a filter on a folded value reads the raw rows and is exact too."""
+    from rest_framework.test import APIClient
+
+    settings.ANALYTICS_ROLLUP_TOP_VALUES = 5
+    rng = random.Random(8)
+    clock = DAY0_MS
+    for index in range(300):
+        clock += 1000
+        module = f"spam-{index}" if index % 3 else rng.choice(["banking", "travel"])
+        run_logger.log_random(rng, start_ms=clock, module=module, role=f"role-{index % 40}")
+    runs_sync()
+
+    modules = DailyRollup.objects.filter(dimension="module")
+    assert modules.count() == 6 and modules.get(value=OTHER).folded
+    assert sum(modules.values_list("runs", flat=True)) == 300
+    assert DailyRollup.objects.filter(dimension="role").count() == 6
+    assert DailyRollup.objects.filter(dimension="intent", folded=True).count() == 0  # bounded by the catalog
+    assert assert_rollups_exact(top=5) > 0
+
+    # a few more runs arrive (rollups_add): new values go to `other`, known ones to their row
+    for index in range(20):
+        clock += 1000
+        run_logger.log_random(rng, start_ms=clock, module="banking" if index % 2 else f"late-spam-{index}")
+    result = runs_sync()
+    assert result.added == 20
+    assert DailyRollup.objects.filter(dimension="module").count() == 6
+    assert sum(DailyRollup.objects.filter(dimension="module").values_list("runs", flat=True)) == 320
+
+    staff = django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    client = APIClient()
+    client.force_login(staff)
+    since = {"until": "2026-11-20", "days": 1}
+    overview = client.get("/api/analytics/mlflow/overview", since).json()
+    assert overview["total_runs"] == 320 and len(overview["modules"]) <= 6
+    folded_value = next(value for value in MirroredRun.objects.values_list("current_module", flat=True)
+                        if value.startswith("spam-") and not DailyRollup.objects.filter(dimension="module",
+                                                                                       value=value).exists())
+    filtered = client.get("/api/analytics/mlflow/overview", {**since, "module": folded_value}).json()
+    assert filtered["total_runs"] == MirroredRun.objects.filter(current_module=folded_value).count() == 1
+    banking = client.get("/api/analytics/mlflow/overview", {**since, "module": "banking"}).json()
+    assert banking["total_runs"] == MirroredRun.objects.filter(current_module="banking").count()

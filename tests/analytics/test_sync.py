@@ -23,7 +23,7 @@ from tests.analytics.conftest import DAY0_MS, HOUR_MS
 pytestmark = pytest.mark.django_db(transaction=True)  # outside a transaction: the attached path on SQLite
 
 TEXT_TAGS = ("user_role", "current_module", "current_tab", "detected_intent", "dspy_version", "prompt_version",
-             "request_id", "error_category", "error_type")
+             "request_id", "error_category", "error_type", "answered_by")
 TEXT_PARAMS = ("model_name", "category_source")
 INTEGER_PARAMS = ("message_length", "message_word_count")
 REAL_METRICS = ("confidence_score", "response_time_ms", "template_match_rate", "cost_usd")
@@ -89,7 +89,7 @@ def mirrored_row(row: MirroredRun) -> dict:
         "start_time": ms(row.start_time), "end_time": ms(row.end_time), "day": row.day,
         **{name: getattr(row, name) for name in (
             "detected_intent", "user_role", "current_module", "current_tab", "prompt_version", "dspy_version",
-            "request_id", "error_category", "error_type", "fallback_used", "is_error", "model_name",
+            "request_id", "error_category", "error_type", "answered_by", "fallback_used", "is_error", "model_name",
             "category_source", "requires_workflow", "message_length", "message_word_count", "confidence_score",
             "response_time_ms", "template_match_rate", "available_workflow_templates", "available_agent_templates",
             "prompt_tokens", "completion_tokens", "cost_usd", "tags", "params", "expected_intent", "is_correct")},
@@ -112,7 +112,8 @@ def snapshot() -> list[tuple]:
     runs = sorted(MirroredRun.objects.values_list(
         *[f.name for f in MirroredRun._meta.concrete_fields if f.name not in {"id", "mirrored_at", "source_digest"}]))
     rollups = sorted((r.experiment_id, r.day, r.dimension, r.value, r.runs, r.errors, r.latency_count,
-                      round(r.latency_sum_ms, 6), tuple(r.latency_histogram))
+                      round(r.latency_sum_ms, 6), r.latency_min_ms, r.latency_max_ms,
+                      tuple(map(tuple, r.latency_sketch)))
                      for r in DailyRollup.objects.all())
     return [tuple(runs), tuple(rollups)]
 

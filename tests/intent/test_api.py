@@ -35,14 +35,15 @@ def test_detects_a_catalog_intent_from_the_database(api_client, small_catalog):
     assert body["fallback_used"] is False
     assert body["error_category"] is None
     assert body["model_name"] == "local/tfidf-linear"
+    assert body["answered_by"] == "local/tfidf-linear"
     assert 0.0 < body["confidence"] <= 1.0
     assert len(body["prompt_version"]) == 12
     assert body["response_time_ms"] > 0
     uuid.UUID(body["request_id"])
     assert set(body) == {
         "request_id", "intent", "confidence", "requires_workflow", "workflow_template", "agent_template",
-        "reasoning", "model_name", "prompt_version", "category_source", "fallback_used", "error_category",
-        "response_time_ms",
+        "reasoning", "model_name", "answered_by", "prompt_version", "category_source", "fallback_used",
+        "error_category", "response_time_ms",
     }
 
 
@@ -102,12 +103,37 @@ def test_catalog_change_is_picked_up_with_a_new_prompt_version(api_client, small
         ({"message": "hi", "current_module": "m" * 101}, "current_module"),
         ({"message": "hi", "current_tab": {"nested": 1}}, "current_tab"),
         ({"message": "hi", "mesage": "typo"}, "mesage"),
+        # strings must be strings: DRF's CharField would turn these into text
+        ({"message": 123}, "message"),
+        ({"message": True}, "message"),
+        ({"message": 1.5}, "message"),
+        ({"message": "hi", "user_role": 5}, "user_role"),
+        ({"message": "hi", "current_module": False}, "current_module"),
     ],
 )
 def test_invalid_input_is_a_400_naming_the_field(api_client, payload, field):
     response = api_client.post(URL, payload, format="json")
     assert response.status_code == 400
     assert field in response.json(), response.json()
+
+
+def test_null_for_an_optional_field_means_not_given(api_client, small_catalog):
+    response = api_client.post(URL, {"message": "what is my balance", "user_role": None, "current_module": None,
+                                      "current_tab": None}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["intent"] == "balance"
+
+
+def test_too_many_detections_are_throttled_with_retry_after(api_client, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "detect", "5/min")
+    codes = [api_client.post(URL, {"message": "hi"}, format="json").status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2
+    response = api_client.post(URL, {"message": "hi"}, format="json")
+    assert response.status_code == 429
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert "throttled" in response.json()["detail"].lower()
 
 
 def test_message_of_exactly_4000_characters_is_accepted(api_client):

@@ -219,11 +219,14 @@
               td(v.labelled_runs ? pct(v.accuracy) : dash, "num"), td(evaluation)];
     }), 11, "No prompt version ran in this period.");
 
+    // Confidence and latency are the model's own answers'; the local backend's answers after a failure apart.
     fillTable("table-models", report.model_comparison.models.map((m) => [
-      td(code(m.model_name)), td(int(m.runs), "num"), td(pct(m.success_rate), "num"), td(dec(m.avg_confidence), "num"),
-      td(ms(m.p50_ms), "num"), td(ms(m.p95_ms), "num"), td(int((m.prompt_tokens || 0) + (m.completion_tokens || 0)), "num"),
-      td(usd(m.cost_usd), "num"), td(pct(m.fallback_rate), "num"), td(m.labelled_runs ? pct(m.accuracy) : dash, "num"),
-    ]), 10, "No model ran in this period.");
+      td(code(m.model_name)), td(int(m.runs), "num"), td(pct(m.lm_success_rate), "num"), td(pct(m.fallback_rate), "num"),
+      td(dec(m.avg_confidence), "num"), td(ms(m.p50_ms), "num"), td(ms(m.p95_ms), "num"),
+      td(m.fallback_answers.runs ? dec(m.fallback_answers.avg_confidence) : dash, "num"),
+      td(int((m.prompt_tokens || 0) + (m.completion_tokens || 0)), "num"),
+      td(usd(m.cost_usd), "num"), td(m.labelled_runs ? pct(m.accuracy) : dash, "num"),
+    ]), 11, "No model ran in this period.");
 
     const message = document.getElementById("ad-message");
     message.classList.remove("is-error");

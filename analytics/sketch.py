@@ -1,0 +1,113 @@
+"""Latency percentiles within 1 % of exact: DDSketch's logarithmic buckets (γ = 1.02), stored sparse, merged by adding.
+
+A latency x > 0 falls in the bucket `key = ⌈log_γ x⌉`, which holds (γ^(key-1), γ^key]; the bucket's value
+2·γ^key / (γ+1) is within α = (γ-1)/(γ+1) ≈ 0.99 % of every latency in it (Masson et al., "DDSketch", VLDB
+2019). A percentile is read nearest-rank (the ⌈q·n⌉-th smallest latency) from the bucket that holds it, so it
+is within α of the exact nearest-rank percentile, and clamped into the group's observed [min, max]: it can
+never lie outside what was measured (one run: exactly its latency).
+
+The key of each run is computed once, when the run is mirrored (`MirroredRun.latency_bucket`), in Python or,
+on the attached path, in SQL (`SQL_KEY`): both call C's `log`, so they agree to the bit. The `ddsketch`
+package is not used: it reads quantiles at rank q·(n-1), not nearest-rank, and stores its own protobuf.
+Django-free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+GAMMA = 1.02
+LOG_GAMMA = math.log(GAMMA)
+RELATIVE_ACCURACY = (GAMMA - 1) / (GAMMA + 1)
+# Keys fit a 16-bit column: every latency from 1e-281 ms to 1e281 ms has its own bucket; beyond, the end ones.
+ZERO_KEY = -32768  # latencies of 0 (or below): their value is 0
+KEY_MIN, KEY_MAX = -32767, 32767
+
+
+def sketch_key(value: float | None) -> int | None:
+    """The bucket of one latency (None for a run without one)."""
+    if value is None or math.isnan(value):
+        return None
+    if value <= 0:
+        return ZERO_KEY
+    return max(KEY_MIN, min(KEY_MAX, math.ceil(math.log(value) / LOG_GAMMA)))
+
+
+def sql_key(column: str) -> str:
+    """`sketch_key` as an SQLite expression (SQLite ≥ 3.35 with its math functions, as Python's sqlite3 has)."""
+    return (f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} <= 0 THEN {ZERO_KEY} "
+            f"ELSE MAX({KEY_MIN}, MIN({KEY_MAX}, CAST(ceil(ln({column}) / {LOG_GAMMA!r}) AS INTEGER))) END")
+
+
+def bucket_value(key: int) -> float:
+    """The value that stands for every latency of the bucket: within RELATIVE_ACCURACY of each."""
+    return 0.0 if key == ZERO_KEY else 2.0 * GAMMA ** key / (GAMMA + 1.0)
+
+
+class LatencySketch:
+    """Counts per bucket key, mergeable by adding; stored as `[[keys...], [counts...]]`, keys ascending (JSON
+    lists parse several times faster than an object of the same size). Parts are merged lazily, once, when a
+    percentile is asked for."""
+
+    __slots__ = ("_parts", "_merged")
+
+    def __init__(self, parts: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> None:
+        self._parts: list[tuple[Sequence[int], Sequence[int]]] = [part for part in parts if len(part[0])]
+        self._merged: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_keys(cls, keys: Iterable[int | None]) -> LatencySketch:
+        present = [key for key in keys if key is not None]
+        if not present:
+            return cls()
+        values, counts = np.unique(np.asarray(present, dtype=np.int64), return_counts=True)
+        return cls([(values, counts)])
+
+    @classmethod
+    def from_stored(cls, stored: Sequence[Sequence[int]] | None) -> LatencySketch:
+        return cls([(stored[0], stored[1])] if stored else [])
+
+    def add(self, other: LatencySketch) -> None:
+        self._parts.extend(other._parts)
+        self._merged = None
+
+    def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._merged is None:
+            if not self._parts:
+                self._merged = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            elif len(self._parts) == 1:
+                self._merged = (np.asarray(self._parts[0][0], np.int64), np.asarray(self._parts[0][1], np.int64))
+            else:
+                keys = np.concatenate([np.asarray(part[0], np.int64) for part in self._parts])
+                counts = np.concatenate([np.asarray(part[1], np.int64) for part in self._parts])
+                unique, inverse = np.unique(keys, return_inverse=True)
+                self._merged = (unique, np.bincount(inverse, weights=counts).astype(np.int64))
+            self._parts = [self._merged]
+        return self._merged
+
+    @property
+    def count(self) -> int:
+        return int(self._merge()[1].sum())
+
+    def stored(self) -> list[list[int]]:
+        keys, counts = self._merge()
+        return [keys.tolist(), counts.tolist()]
+
+    def quantile(self, q: float, *, low: float | None = None, high: float | None = None) -> float | None:
+        """The nearest-rank q-quantile (0 < q ≤ 1), within RELATIVE_ACCURACY of exact and clamped into
+        [low, high] (the group's observed minimum and maximum, when known). None when empty."""
+        keys, counts = self._merge()
+        total = int(counts.sum())
+        if total == 0:
+            return None
+        rank = max(1, math.ceil(q * total))
+        position = int(np.searchsorted(np.cumsum(counts), rank))
+        value = bucket_value(int(keys[position]))
+        if low is not None:
+            value = max(value, low)
+        if high is not None:
+            value = min(value, high)
+        return value
