@@ -473,6 +473,7 @@ SPLIT = "split"
 BASE_PROMPT_VERSION = "base_prompt_version"
 OPTIMIZER = "optimizer"
 CATALOG_VERSION = "catalog_version"
+IMPROVED = "improved"  # optimization: "true" | "false" (score_after > score_before; a tie is "false")
 # Metrics
 IN_SCOPE_ACCURACY = "in_scope_accuracy"
 OOS_RECALL = "oos_recall"

@@ -240,6 +240,8 @@ INTENT_TRACKING_ENABLED = env_bool("INTENT_TRACKING_ENABLED", True)
 TRACKING_BULK_WRITES = env_bool("TRACKING_BULK_WRITES", True)
 # Log the (redacted) message text as a run tag. Off by default: messages are personal data.
 INTENT_LOG_MESSAGES = env_bool("INTENT_LOG_MESSAGES", False)
+# Region (ISO 3166 alpha-2) that redaction assumes for phone numbers written without a +country code.
+INTENT_PHONE_REGION = os.environ.get("INTENT_PHONE_REGION", "US")
 # A record whose run cannot be logged is retried with backoff for this long, then dead-lettered.
 TRACKING_RETRY_WINDOW_S = float(os.environ.get("TRACKING_RETRY_WINDOW_S", "900"))
 # The flush re-sends pending records older than this that no worker holds (lost messages).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import statistics
 import time
 from collections import Counter
@@ -124,6 +125,72 @@ def _read_jsonl(path: Path) -> list[tuple[LabelledExample, str | None]]:
             raise DatasetFormatError(f"{path}: line {number}: split must be a string")
         examples.append((_example(row["message"], row["intent"]), split))
     return examples
+
+
+# --- A sample of a labelled set: stratified by intent, out-of-scope its own stratum, seeded -----------
+
+
+def examples_sample(examples: Sequence[LabelledExample], *, limit: int | None, seed: int = 0) -> list[LabelledExample]:
+    """`limit` examples drawn per intent (out_of_scope is a stratum like any intent), in the dataset's order.
+
+    Each stratum gets its proportional share of `limit`, rounded by largest remainder (ties broken by the
+    seed), so the sample has exactly `limit` examples; when `limit` >= the number of strata, a stratum whose
+    share rounded to 0 gets one example, taken from the stratum furthest above its share. Within a stratum
+    the examples are drawn by `random.Random(seed)`: the same dataset, limit and seed give the same sample.
+    No limit, or one >= the dataset, gives the whole dataset.
+
+    Not scikit-learn's `train_test_split(stratify=...)`: it leaves intents out (125 of CLINC150's 151 strata
+    at 151 examples), refuses a stratum with a single example, and refuses a sample as large as the set.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be >= 1")
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    strata: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        strata.setdefault(example.intent, []).append(index)
+    rng = random.Random(seed)
+    sizes = {name: len(strata[name]) for name in sorted(strata)}
+    chosen = [index for name, count in sample_allocation(sizes, limit, rng).items()
+              for index in rng.sample(strata[name], count)]
+    return [examples[index] for index in sorted(chosen)]
+
+
+def sample_allocation(sizes: dict[str, int], limit: int, rng: random.Random) -> dict[str, int]:
+    """How many examples of each stratum (`sizes`: stratum -> examples) a sample of `limit` takes: the
+    largest-remainder rounding of the proportional shares, at least one per stratum when limit >= strata."""
+    total = sum(sizes.values())
+    names = list(sizes)
+    rng.shuffle(names)  # the order ties are broken in (a stable sort keeps it)
+    # share of a stratum = limit * size / total, kept as integers: floor and remainder (over `total`)
+    allocation = {name: limit * sizes[name] // total for name in names}
+    remainder = {name: limit * sizes[name] % total for name in names}
+    left = limit - sum(allocation.values())
+    for name in sorted(names, key=remainder.__getitem__, reverse=True)[:left]:
+        allocation[name] += 1
+    if limit >= len(names):
+        for name in [name for name in names if allocation[name] == 0]:
+            # the donor is the stratum furthest above its share (allocation - share, times `total`)
+            donor = max((other for other in names if allocation[other] > 1),
+                        key=lambda other: allocation[other] * total - limit * sizes[other])
+            allocation[donor] -= 1
+            allocation[name] = 1
+    return {name: allocation[name] for name in sizes if allocation[name]}
+
+
+def sample_description(examples: Sequence[LabelledExample], sample: Sequence[LabelledExample], *,
+                       limit: int | None, seed: int) -> str:
+    """One line saying how `sample` was drawn from `examples` (see `examples_sample`)."""
+    if limit is None:
+        return f"sample: all {len(examples):,} examples (no limit)"
+    if len(sample) == len(examples):
+        return f"sample: all {len(examples):,} examples (the limit {limit:,} is not smaller than the set)"
+    strata = {e.intent for e in examples}
+    kinds = " incl. out_of_scope" if OUT_OF_SCOPE in strata else ", no out_of_scope in the set"
+    drawn = len({e.intent for e in sample})
+    missing = f"; {len(sample)} < {len(strata)}, only {drawn} represented" if drawn < len(strata) else ""
+    return (f"sample: {len(sample):,} of {len(examples):,} examples, stratified by intent "
+            f"({len(strata)} strata{kinds}{missing}), seed {seed}")
 
 
 def evaluate(

@@ -11,7 +11,8 @@ examples plus the training split's in-scope examples, and re-choose its out-of-s
 validation split (`choose_oos_threshold`).
 
 Both are scored before and after on the validation split with the same `evaluate`; the score is the
-share of validation examples answered right (out-of-scope included).
+share of validation examples answered right (out-of-scope included). The result `improved` only when it
+answers strictly more of them right than before: a tie is no gain.
 """
 
 from __future__ import annotations
@@ -59,9 +60,14 @@ def intent_match(example: dspy.Example, prediction: dspy.Prediction, trace: Any 
     return getattr(prediction, "intent", None) == example.intent
 
 
+def correct(report: EvaluationReport) -> int:
+    """Examples answered right, out-of-scope included."""
+    return sum(y == p for y, p in zip(report.labels, report.predictions, strict=True))
+
+
 def accuracy(report: EvaluationReport) -> float:
     """Share of the examples answered right, out-of-scope included."""
-    return sum(y == p for y, p in zip(report.labels, report.predictions, strict=True)) / len(report.labels)
+    return correct(report) / len(report.labels)
 
 
 @dataclass
@@ -81,6 +87,11 @@ class OptimizationResult:
     @property
     def score_after(self) -> float:
         return accuracy(self.after)
+
+    @property
+    def improved(self) -> bool:
+        """Strictly better on the validation split; a tie is no gain, so not an improvement."""
+        return correct(self.after) > correct(self.before)
 
 
 def optimizer_build(name: str, *, lm: dspy.LM | None = None, max_demos: int = 4, num_threads: int = 1, seed: int = 0):

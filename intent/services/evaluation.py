@@ -35,21 +35,24 @@ def detector_evaluate(
     split: str,
     detector: IntentDetector | None = None,
     track: bool = True,
+    sample: dict[str, int] | None = None,
     progress: Callable[[Iterable], Iterable] = lambda items: items,
 ) -> EvaluationResult:
-    """Run the detector (the configured one by default) over the examples; log the run in `intent_evaluation`."""
+    """Run the detector (the configured one by default) over the examples; log the run in `intent_evaluation`
+    (`sample`: how the examples were sampled, e.g. limit and seed, logged as params)."""
     detector = detector or detector_get()
     report = evaluate(lambda message: detector.detect(DetectionInput(message=message)).intent, examples,
                       progress=progress)
     run_id = None
     if track:
-        run_id = evaluation_run_log(report=report, detector=detector, dataset=dataset, split=split)
+        run_id = evaluation_run_log(report=report, detector=detector, dataset=dataset, split=split, sample=sample)
     return EvaluationResult(report=report, model_name=detector.model_name, prompt_version=detector.prompt_version,
                             catalog_version=detector.catalog.version, catalog_source=detector.catalog.source,
                             run_id=run_id)
 
 
-def evaluation_run_log(*, report: EvaluationReport, detector: IntentDetector, dataset: Path, split: str) -> str:
+def evaluation_run_log(*, report: EvaluationReport, detector: IntentDetector, dataset: Path, split: str,
+                       sample: dict[str, int] | None = None) -> str:
     return tracking.experiment_run_log(
         experiment=tracking.EVALUATION_EXPERIMENT,
         run_name=f"eval-{detector.prompt_version}-{Path(dataset).stem}",
@@ -61,6 +64,7 @@ def evaluation_run_log(*, report: EvaluationReport, detector: IntentDetector, da
             tracking.RUN_KIND: "evaluation",
             tracking.CATALOG_VERSION: detector.catalog.version,
         },
+        params={f"sample.{key}": value for key, value in (sample or {}).items()},
         metrics=tracking.evaluation_metrics(report.summary()),
         dicts={tracking.PER_INTENT_REPORT_ARTIFACT: per_intent_report(report)},
         figures={tracking.CONFUSION_MATRIX_ARTIFACT: confusion_figure(report.labels, report.predictions)},

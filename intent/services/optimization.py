@@ -52,10 +52,12 @@ def prompt_program_optimize(
     dataset: Path,
     max_demos: int = 4,
     num_threads: int = 1,
+    sample: dict[str, int] | None = None,
     progress: Callable[[Iterable], Iterable] = lambda items: items,
 ) -> OptimizationOutcome:
     """Optimize the configured detector's program (LM: a DSPy optimizer; local: refit + threshold), save it,
-    register its prompt version (not active), and log the run in `intent_optimization`."""
+    register its prompt version (not active), and log the run in `intent_optimization`, tagged `improved`
+    (strictly better on val). `sample`: how train and val were sampled (limit, seed), logged as params."""
     base = detector_get()
     directory = Path(settings.INTENT_PROGRAM_DIR)
     directory.mkdir(parents=True, exist_ok=True)
@@ -103,10 +105,12 @@ def prompt_program_optimize(
             tracking.RUN_KIND: "optimization",
             tracking.DATASET: Path(dataset).name,
             tracking.CATALOG_VERSION: base.catalog.version,
+            tracking.IMPROVED: str(result.improved).lower(),
         },
         params={**{f"optimizer.{key}": value for key, value in result.params.items()},
                 "train_examples": len(train), "val_examples": len(val), "dspy_version": dspy.__version__,
-                **{f"result.{key}": value for key, value in result.notes.items()}},
+                **{f"result.{key}": value for key, value in result.notes.items()},
+                **{f"sample.{key}": value for key, value in (sample or {}).items()}},
         metrics=metrics,
         dicts={
             tracking.PROGRAM_STATE_ARTIFACT: state,

@@ -70,7 +70,7 @@ def test_evaluation_run_figures_equal_hand_computed_ones(tmp_path, small_catalog
     assert f"mlflow_run_id={run.info.run_id}" in out
 
 
-def test_clinc150_split_and_limit(tmp_path, small_catalog, mlflow_store, clinc150):
+def test_clinc150_split_and_limit(tmp_path, small_catalog, mlflow_store, clinc150, capsys):
     path = tmp_path / "clinc.json"
     path.write_text(json.dumps({"val": [pair for pair in clinc150["val"] if pair[1] in {"balance", "transfer"}],
                                 "oos_val": clinc150["oos_val"][:5]}))
@@ -79,7 +79,11 @@ def test_clinc150_split_and_limit(tmp_path, small_catalog, mlflow_store, clinc15
     assert run.data.tags["split"] == "val"
     assert run.data.tags["dataset"] == "clinc.json"
     assert run.data.metrics["examples"] == 12
-    assert "oos_recall" not in run.data.metrics  # the first 12 are all in scope
+    # the first 12 would all be balance; the sample has both intents and out-of-scope (shares 5.3, 5.3, 1.3)
+    assert "oos_recall" in run.data.metrics
+    assert run.data.params == {"sample.limit": "12", "sample.seed": "0"}
+    assert ("sample: 12 of 45 examples, stratified by intent (3 strata incl. out_of_scope), seed 0"
+            in capsys.readouterr().out)
 
 
 def test_no_mlflow_logs_nothing(tmp_path, small_catalog, mlflow_store, capsys):

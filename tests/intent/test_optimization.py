@@ -112,6 +112,10 @@ def test_optimizer_run_is_tracked_and_its_saved_state_answers(
         assert metrics["score_after"] == pytest.approx(1.0)
         assert metrics["in_scope_accuracy_after"] == pytest.approx(1.0)
         assert f"prompt_version={new_version}" in out
+        # better on val: said so, tagged so, and activation suggested
+        assert tags["improved"] == "true"
+        assert "scored better on val: 100.00% (5 of 5 right) > 20.00% (1 of 5 right) (before)" in out
+        assert f"activate with: python manage.py activate_prompt_version {new_version}" in out
         saved = program_dir / f"{new_version}.json"
         client = MlflowClient(mlflow_store)
         artifact = Path(client.download_artifacts(run.info.run_id, "program_state.json", str(tmp_path)))
@@ -159,6 +163,65 @@ def test_activation_changes_the_reported_prompt_version(
             before["prompt_version"])
 
 
+class Forgetter(Learner):
+    """A fake LM that knows every labelled utterance until it is shown demos, then answers out_of_scope."""
+
+    def __call__(self, body: dict) -> dict:
+        answer = super().__call__(body)
+        has_demos = any(m["role"] == "assistant" for m in body["messages"])
+        message = field(body["messages"][-1]["content"], "message")
+        answer["intent"] = "out_of_scope" if has_demos else self.labels.get(message, "out_of_scope")
+        return answer
+
+
+class Steady(Learner):
+    """A fake LM that knows every labelled utterance, demos or not."""
+
+    def __call__(self, body: dict) -> dict:
+        answer = super().__call__(body)
+        answer["intent"] = self.labels.get(field(body["messages"][-1]["content"], "message"), "out_of_scope")
+        return answer
+
+
+@pytest.mark.parametrize(("behaviour", "verdict"), [
+    (Forgetter, "The optimized program scored worse on val: 20.00% (1 of 5 right) < 100.00% (5 of 5 right) "
+                "(before)."),
+    (Steady, "The optimized program scored the same on val: 100.00% (5 of 5 right), as before; no gain."),
+])
+def test_no_better_program_is_saved_but_not_suggested_for_activation(
+    small_catalog, mlflow_store, program_dir, labelled_set, use_lm, capsys, behaviour, verdict
+):
+    with FakeLLMServer(behaviour(labelled_set)) as server:
+        use_lm(server)
+        call_command("optimize_intents", "--dataset", str(labelled_set), "--optimizer", "labeled")
+    out = capsys.readouterr().out
+    (run,) = optimization_runs(mlflow_store)
+    new_version = run.data.tags["prompt_version"]
+    assert run.data.tags["improved"] == "false"
+    assert run.data.metrics["score_after"] <= run.data.metrics["score_before"]
+    assert (f"{verdict} Not suggesting activation; it is saved as prompt version {new_version} and can still "
+            f"be activated by hand.") in out
+    assert "activate with" not in out and "activate_prompt_version" not in out
+    version = PromptVersion.objects.get(version=new_version)  # saved and registered all the same
+    assert not version.is_active and Path(version.program_path).exists()
+
+
+def test_limit_samples_each_split_by_intent(small_catalog, mlflow_store, program_dir, labelled_set, use_lm, capsys):
+    with FakeLLMServer(Learner(labelled_set)) as server:
+        use_lm(server)
+        call_command("optimize_intents", "--dataset", str(labelled_set), "--optimizer", "labeled", "--limit", "4")
+    out = capsys.readouterr().out
+    assert "train sample: 4 of 8 examples, stratified by intent (4 strata, no out_of_scope in the set), seed 0" in out
+    assert ("val sample: 4 of 5 examples, stratified by intent (5 strata incl. out_of_scope; 4 < 5, only 4 "
+            "represented), seed 0") in out
+    (run,) = optimization_runs(mlflow_store)
+    assert run.data.params["train_examples"] == "4" and run.data.params["val_examples"] == "4"
+    assert run.data.params["sample.limit"] == "4" and run.data.params["sample.seed"] == "0"
+    # LabeledFewShot(k=4) keeps the 4 training examples: one per intent, not the first 4 rows (2 intents)
+    demos = json.loads((program_dir / f"{run.data.tags['prompt_version']}.json").read_text())["detect"]["demos"]
+    assert sorted(demo["intent"] for demo in demos) == sorted(INTENTS)
+
+
 def test_local_backend_refits_and_rechooses_its_threshold(
     api_client, small_catalog, mlflow_store, program_dir, labelled_set, capsys
 ):
@@ -172,6 +235,8 @@ def test_local_backend_refits_and_rechooses_its_threshold(
     assert run.data.params["optimizer.added_examples"] == "8"
     assert 0 <= float(run.data.params["optimizer.oos_threshold"]) <= 1
     assert {"score_before", "score_after"} <= set(run.data.metrics)
+    improved = run.data.metrics["score_after"] > run.data.metrics["score_before"]
+    assert run.data.tags["improved"] == str(improved).lower()
     assert (program_dir / f"{new_version}.joblib").exists()
 
     call_command("activate_prompt_version", new_version)

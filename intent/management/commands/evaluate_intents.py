@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from intent.program.evaluation import DatasetFormatError, dataset_read
+from intent.program.evaluation import DatasetFormatError, dataset_read, examples_sample, sample_description
 from intent.services.evaluation import detector_evaluate
 
 
@@ -16,7 +16,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dataset", type=Path, required=True)
         parser.add_argument("--split", default="test", help="CLINC150 split (its oos_<split> is added).")
-        parser.add_argument("--limit", type=int, default=None, help="Evaluate the first N examples only.")
+        parser.add_argument("--limit", type=int, default=None, metavar="N",
+                            help="Evaluate a sample of N examples, stratified by intent (out-of-scope is a stratum "
+                                 "of its own; proportional shares, every intent at least once when N >= the number "
+                                 "of intents), drawn with --seed. N >= the dataset: the whole dataset.")
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the --limit sample (default 0).")
         parser.add_argument("--no-mlflow", action="store_true", help="Print the figures only; log no run.")
 
     def handle(self, *args, **options):
@@ -27,16 +31,19 @@ class Command(BaseCommand):
             examples = dataset_read(dataset, split=options["split"])
         except DatasetFormatError as exc:
             raise CommandError(str(exc)) from exc
-        if options["limit"]:
-            examples = examples[: options["limit"]]
         if not examples:
             raise CommandError(f"{dataset}: no examples")
+        sample = examples_sample(examples, limit=options["limit"], seed=options["seed"])
+        if options["limit"] is not None:
+            self.stdout.write(sample_description(examples, sample, limit=options["limit"], seed=options["seed"]))
+        examples = sample
         is_clinc = Path(dataset).suffix.lower() not in {".csv", ".jsonl", ".ndjson"}
         result = detector_evaluate(
             examples=examples,
             dataset=dataset,
             split=options["split"] if is_clinc else "all",
             track=not options["no_mlflow"],
+            sample={"limit": options["limit"], "seed": options["seed"]} if options["limit"] is not None else None,
             progress=lambda items: tqdm(items, desc="evaluating", unit="q", disable=None),
         )
         report = result.report
