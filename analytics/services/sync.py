@@ -542,27 +542,28 @@ def runs_sync(*, experiment_name: str | None = None, full: bool = False, progres
 
 
 def runs_refresh(*, run_ids: Iterable[str], experiment_name: str | None = None) -> SyncResult:
-    """Read these runs again now, however old, e.g. right after a tag was added to them (feedback):
-    the incremental sync only re-reads the overlap window. Same lease, upsert and rollups as `runs_sync`;
-    the watermark does not move. Ids MLflow no longer has leave the mirror."""
+    """Read these runs again now, however old, e.g. right after a tag was added to them (feedback): the
+    incremental sync only re-reads the overlap window. It is an incremental sync plus these runs, under the
+    same lease: a refresh never leaves the mirror less complete than a sync would (mirroring a few labelled
+    runs ahead of the others made a report say "2 runs, 2 labelled" until the next sync). Ids MLflow no longer
+    has leave the mirror."""
     name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
     started = time.monotonic()
     with _leased(name, None) as sync:
         if sync is None:
             return SyncResult(experiment_name=name, skipped=True)
-        source = sync.source = run_source_get()
-        experiment_id = source.experiment_id_get(name)
-        if experiment_id is not None:
-            ids = sorted(set(run_ids))
-            found = source.runs_get(experiment_id=experiment_id, run_ids=ids)
-            # Looked up by id alone: SQLite's planner would walk the experiment's index for experiment + ids.
-            mirrored_here = {
-                run_id for chunk in _chunks(ids, _in_chunk())
-                for run_id, experiment in MirroredRun.objects.filter(run_id__in=chunk).values_list("run_id", "experiment_id")
-                if experiment == experiment_id}
-            sync.apply(found, gone=mirrored_here - {run.run_id for run in found})
-            sync.rollups_refresh(experiment_id)
-        return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started)
+        return _run(sync, name=name, full=False, started=started, refresh=sorted(set(run_ids)))
+
+
+def _refresh(sync: _Sync, source: RunSource, experiment_id: str, run_ids: list[str]) -> None:
+    """Re-read these runs of the experiment, mirrored or not, wherever they are in time."""
+    found = source.runs_get(experiment_id=experiment_id, run_ids=run_ids)
+    # Looked up by id alone: SQLite's planner would walk the experiment's index for experiment + ids.
+    mirrored_here = {
+        run_id for chunk in _chunks(run_ids, _in_chunk())
+        for run_id, experiment in MirroredRun.objects.filter(run_id__in=chunk).values_list("run_id", "experiment_id")
+        if experiment == experiment_id}
+    sync.apply(found, gone=mirrored_here - {run.run_id for run in found})
 
 
 _UNCHANGED = object()
@@ -595,7 +596,7 @@ def _finish(sync: _Sync, *, name: str, experiment_id: str | None, source, starte
     return result
 
 
-def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
+def _run(sync: _Sync, *, name: str, full: bool, started: float, refresh: list[str] = ()) -> SyncResult:
     state = sync.state
     source = sync.source = run_source_get()
     experiment_id = source.experiment_id_get(name)
@@ -657,6 +658,9 @@ def _run(sync: _Sync, *, name: str, full: bool, started: float) -> SyncResult:
         if unfinished:
             found = source.runs_get(experiment_id=experiment_id, run_ids=unfinished)
             sync.apply(found, gone=set(unfinished) - {run.run_id for run in found})
+
+    if refresh:
+        _refresh(sync, source, experiment_id, list(refresh))
 
     reconcile_due = (state.last_reconciled_at is None or timezone.now() - state.last_reconciled_at
                      >= timedelta(seconds=settings.ANALYTICS_RECONCILE_INTERVAL_S))

@@ -85,6 +85,21 @@ def test_feedback_round_trip_through_mlflow_the_sync_and_the_reports(run_logger,
     assert_rollups_exact()
 
 
+def test_a_refresh_never_leaves_the_mirror_less_complete_than_a_sync(run_logger, staff_client):
+    """30 runs logged, none mirrored yet, feedback on 2: the refresh mirrors all 30 (an incremental sync plus
+    the 2 ids), not the 2 labelled ones ahead of the rest ("total_runs 2, labelled 2, accuracy 0.0")."""
+    logged = [run_logger.log(start_ms=today_ms(0) + index * 1000, intent="balance") for index in range(30)]
+    feedback_write(run_logger.client, logged[3], expected="transfer", correct=False)
+    feedback_write(run_logger.client, logged[7], expected="balance", correct=True)
+
+    result = runs_refresh_task(run_ids=[logged[3], logged[7]])
+
+    assert result["added"] == 30
+    overview = staff_client.get(BASE + "overview", {"days": 1}).json()
+    assert (overview["total_runs"], overview["labelled_runs"], overview["accuracy"]) == (30, 2, 0.5)
+    assert_rollups_exact()
+
+
 def evaluation_log(client: MlflowClient, experiment_id: str, *, prompt_version: str, start_ms: int,
                    accuracy: float, finish: bool = True) -> str:
     """An evaluation run as `evaluate_intents` logs it (contract C)."""
