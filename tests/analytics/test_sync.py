@@ -19,6 +19,7 @@ from django.db import connection
 from analytics.models import DailyRollup, MirroredRun, SyncState
 from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
+from tests.conftest import REPO, child_env
 
 pytestmark = pytest.mark.django_db(transaction=True)  # outside a transaction: the attached path on SQLite
 
@@ -331,6 +332,19 @@ def test_the_command_prints_a_one_line_summary(run_logger, capsys):
     assert "3/3" in first.err  # the tqdm bar, on stderr
     assert second.out.strip().startswith("intent_detection: 0 added, 0 updated, 0 deleted")
     assert second.err == ""
+
+
+def test_the_command_says_its_result_once_and_no_log_line_crosses_the_bar(run_logger):
+    """As a user sees it (a process of its own, logging configured as in production): the summary once, on
+    stdout; stderr holds the bar and no copy of the summary."""
+    for i in range(3):
+        run_logger.log(start_ms=DAY0_MS + i)
+    done = subprocess.run([sys.executable, "manage.py", "sync_mlflow_runs"], env=child_env(LOG_LEVEL="INFO"),
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    everything = done.stdout + done.stderr
+    assert everything.count("3 added, 0 updated, 0 deleted") == 1, everything
+    assert done.stdout.strip().startswith("intent_detection: 3 added") and "Mirror sync:" not in everything
 
 
 def test_the_command_syncs_another_experiment_by_name(run_logger, capsys):
