@@ -73,7 +73,7 @@ class IntentDetectApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = intent_detect(**serializer.validated_data)
+        result = intent_detect(**serializer.validated_data, user=request.user)
         detection = result.detection
         data = {
             "request_id": result.request_id,
@@ -95,7 +95,9 @@ class IntentDetectApi(APIView):
 
 
 class IntentFeedbackApi(APIView):
-    """A user says which intent a detection should have had; it is recorded on that detection's MLflow run."""
+    """A user says which intent a detection should have had; it is recorded on that detection's MLflow run. Only
+    the user who asked for the detection, or a reviewer (permission `intent.label_detections`), may label it;
+    for anyone else it does not exist (404, as an unknown id)."""
 
     throttle_scope = "feedback"
 

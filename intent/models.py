@@ -1,5 +1,5 @@
 """The intent catalog: categories with example utterances, and the workflow and agent templates
-that a detected intent selects; the tracking outboxes (detections, feedback) and prompt versions."""
+that a detected intent selects; the tracking outboxes (detections, feedback), labels and prompt versions."""
 
 from django.conf import settings
 from django.db import models
@@ -79,6 +79,8 @@ class DetectionRecord(models.Model):
 
     request_id = models.UUIDField(unique=True)
     created_at = models.DateTimeField(db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+", help_text="Who asked for the detection: may give its feedback.")
     payload = models.JSONField(help_text="The run: tags, params, metrics, start/end time and status.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -138,9 +140,29 @@ class DetectionFeedback(models.Model):
         ordering = ["-updated_at"]
         verbose_name_plural = "detection feedback"
         indexes = [models.Index(fields=["state", "updated_at"])]
+        permissions = [("label_detections", "Can label any user's detections (reviewers)")]
 
     def __str__(self) -> str:
         return f"{self.request_id}: {self.detected_intent} -> {self.expected_intent} ({self.state})"
+
+
+class DetectionLabel(models.Model):
+    """Every label given to a detection, with its author: the history behind `DetectionFeedback`, whose latest
+    label is what accuracy counts."""
+
+    request_id = models.UUIDField(db_index=True, help_text="The detection's request id.")
+    expected_intent = models.CharField(max_length=100)
+    is_correct = models.BooleanField()
+    comment = models.CharField(max_length=500, blank=True, help_text="Redacted before it was stored.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="detection_labels")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.expected_intent} by {self.user or 'nobody'}"
 
 
 class PromptVersion(models.Model):

@@ -14,7 +14,7 @@ from django.utils import timezone
 from ..detectors import detector_get
 from ..dispatch import record_publisher
 from ..models import DetectionRecord
-from ..program import Detection, DetectionInput
+from ..program import Detection, DetectionInput, IntentDetector
 from ..tracking import run_payload_build
 
 logger = logging.getLogger(__name__)
@@ -27,23 +27,28 @@ class DetectionResult:
 
 
 def intent_detect(
-    *, message: str, user_role: str = "", current_module: str = "", current_tab: str = ""
+    *, message: str, user_role: str = "", current_module: str = "", current_tab: str = "", user=None,
+    detector: IntentDetector | None = None, started_at_ms: int | None = None,
 ) -> DetectionResult:
-    started_at_ms = int(time.time() * 1000)
+    """Detect the message's intent and record the detection for tracking. `user`: who asked (they may give
+    its feedback later). `detector` and `started_at_ms` are for traffic made up on purpose (`seed_demo_traffic`):
+    another detector than the process's, a start time in the past."""
+    started_at_ms = int(time.time() * 1000) if started_at_ms is None else started_at_ms
     request = DetectionInput(message=message, user_role=user_role, current_module=current_module,
                              current_tab=current_tab)
-    detection = detector_get().detect(request)
+    detection = (detector or detector_get()).detect(request)
     request_id = uuid.uuid4()
     if settings.INTENT_TRACKING_ENABLED:
         detection_record_create(
             request_id=request_id,
             payload=run_payload_build(request_id=str(request_id), request=request, detection=detection,
                                       started_at_ms=started_at_ms),
+            user=user if user is not None and user.is_authenticated else None,
         )
     return DetectionResult(request_id=request_id, detection=detection)
 
 
-def detection_record_create(*, request_id: uuid.UUID, payload: dict) -> DetectionRecord:
+def detection_record_create(*, request_id: uuid.UUID, payload: dict, user=None) -> DetectionRecord:
     """Write the record (the outbox row) and, once committed, hand it to Celery.
 
     The message is published by a background thread (`intent.dispatch`), so the request never waits
@@ -51,6 +56,7 @@ def detection_record_create(*, request_id: uuid.UUID, payload: dict) -> Detectio
     it later. A record is never lost.
     """
     with transaction.atomic():
-        record = DetectionRecord.objects.create(request_id=request_id, created_at=timezone.now(), payload=payload)
+        record = DetectionRecord.objects.create(request_id=request_id, created_at=timezone.now(), payload=payload,
+                                                user=user)
         transaction.on_commit(lambda: record_publisher.submit(str(request_id)), robust=True)
     return record

@@ -20,7 +20,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import tracking
-from ..models import DetectionFeedback, DetectionRecord
+from ..models import DetectionFeedback, DetectionLabel, DetectionRecord
+from ..redaction import message_redact
 from .recording import outbox_claim
 
 logger = logging.getLogger(__name__)
@@ -35,19 +36,25 @@ class DetectionNotFound(LookupError):
 def detection_feedback_create(
     *, request_id: uuid.UUID, expected_intent: str, comment: str = "", user=None
 ) -> DetectionFeedback:
-    """Record (or replace: the latest wins) a user's feedback on one detection; queue its MLflow write."""
+    """Record (or replace: the latest wins) a label on one detection, keep it in the history with its author,
+    and queue its MLflow write. Only the user who asked for the detection, or a user with the
+    `intent.label_detections` permission (reviewers), may label it; to anyone else the detection does not exist
+    (`DetectionNotFound`, the same answer as for an unknown id). The comment is redacted before it is stored."""
+    author = user if user is not None and user.is_authenticated else None
     with transaction.atomic():
-        payload = DetectionRecord.objects.filter(request_id=request_id).values_list("payload", flat=True).first()
-        if payload is None:
+        record = DetectionRecord.objects.filter(request_id=request_id).values("payload", "user_id").first()
+        if record is None or not _may_label(author, owner_id=record["user_id"]):
             raise DetectionNotFound(f"No detection with request_id {request_id}")
-        detected_intent = payload["tags"][tracking.DETECTED_INTENT]
+        detected_intent = record["payload"]["tags"][tracking.DETECTED_INTENT]
         values = {
             "detected_intent": detected_intent,
             "expected_intent": expected_intent,
             "is_correct": expected_intent == detected_intent,
-            "comment": comment[: tracking.FEEDBACK_COMMENT_MAX],
-            "user": user if user is not None and user.is_authenticated else None,
+            "comment": message_redact(comment)[: tracking.FEEDBACK_COMMENT_MAX],
+            "user": author,
         }
+        DetectionLabel.objects.create(request_id=request_id, expected_intent=expected_intent,
+                                      is_correct=values["is_correct"], comment=values["comment"], user=author)
         feedback, created = DetectionFeedback.objects.get_or_create(request_id=request_id, defaults=values)
         if not created:
             # Back to pending with a new revision; a worker holding the old revision keeps its lease and,
@@ -59,6 +66,12 @@ def detection_feedback_create(
             feedback.refresh_from_db()
         transaction.on_commit(lambda: _queue([str(request_id)]), robust=True)
     return feedback
+
+
+def _may_label(user, *, owner_id: int | None) -> bool:
+    if user is None:
+        return False
+    return (owner_id is not None and user.pk == owner_id) or user.has_perm("intent.label_detections")
 
 
 def _queue(request_ids: list[str]) -> None:

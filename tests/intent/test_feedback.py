@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 from mlflow.tracking import MlflowClient
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from intent.models import DetectionFeedback, DetectionRecord
 from intent.services import (
@@ -80,6 +82,9 @@ def test_unknown_request_id_is_404(api_client, small_catalog):
         ({"request_id": "REQ", "correct_intent": ""}, "correct_intent"),
         ({"request_id": "REQ", "correct_intent": "balance", "comment": "x" * 501}, "comment"),
         ({"request_id": "REQ", "correct_intent": "balance", "expected": "x"}, "expected"),
+        ({"request_id": 12345, "correct_intent": "balance"}, "request_id"),  # a UUID is a string
+        ({"request_id": "REQ", "correct_intent": 7}, "correct_intent"),
+        ({"request_id": "REQ", "correct_intent": "balance", "comment": ["a", "list"]}, "comment"),
     ],
 )
 def test_bad_feedback_is_a_400_naming_the_field(api_client, small_catalog, payload, field):
@@ -89,6 +94,59 @@ def test_bad_feedback_is_a_400_naming_the_field(api_client, small_catalog, paylo
     assert response.status_code == 400, response.content
     assert field in response.json()
     assert not DetectionFeedback.objects.exists()
+
+
+def client_of(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def test_only_the_asker_or_a_reviewer_may_label_a_detection_and_every_label_is_kept(
+        api_client, user, small_catalog, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    from intent.models import DetectionLabel
+
+    request_id = detect(api_client, message="what is my balance")["request_id"]
+    assert DetectionRecord.objects.get(request_id=request_id).user == user
+    mallory = client_of(django_user_model.objects.create_user("mallory", password="pw-mallory-123"))
+    reviewer_user = django_user_model.objects.create_user("rita", password="pw-rita-12345")
+    reviewer_user.user_permissions.add(Permission.objects.get(codename="label_detections"))
+    reviewer = client_of(reviewer_user)
+
+    # another user: the same 404 as an unknown id, and no detected_intent in the answer
+    stranger = feedback(mallory, request_id=request_id, correct_intent="transfer")
+    assert stranger.status_code == 404
+    assert stranger.json() == {"detail": f"No detection with request_id {request_id}"}  # as for an unknown id
+    assert not DetectionFeedback.objects.exists()
+
+    # the asker, then a reviewer: both accepted, the latest wins, both are kept with their authors
+    assert feedback(api_client, request_id=request_id, correct_intent="transfer").status_code == 202
+    assert feedback(reviewer, request_id=request_id, correct_intent="balance").status_code == 202
+    latest = DetectionFeedback.objects.get(request_id=request_id)
+    assert (latest.expected_intent, latest.is_correct, latest.user, latest.revision) == ("balance", True,
+                                                                                       reviewer_user, 2)
+    assert [(label.expected_intent, label.user.username) for label in DetectionLabel.objects.order_by("id")] == [
+        ("transfer", "alice"), ("balance", "rita")]
+
+
+def test_feedback_comments_are_redacted_before_anything_is_stored(api_client, small_catalog, mlflow_store, settings):
+    from intent.models import DetectionLabel
+
+    settings.INTENT_LOG_MESSAGES = False
+    request_id = detect(api_client, message="what is my balance")["request_id"]
+    detection_records_log(request_ids=[request_id])
+    comment = "mail me at jane.doe@example.com, card 4111 1111 1111 1111, phone +1 415 555 2671"
+    response = feedback(api_client, request_id=request_id, correct_intent="transfer", comment=comment)
+    assert response.status_code == 202
+    assert response.json()["comment"] == "mail me at [email], card [card], phone [phone]"
+    detection_feedback_log(request_ids=[request_id])
+    stored = [DetectionFeedback.objects.get().comment, DetectionLabel.objects.get().comment,
+              run_of(mlflow_store, request_id).data.tags["feedback_comment"]]
+    for text in stored:
+        for raw in ("jane.doe@example.com", "4111", "555"):
+            assert raw not in text, text
 
 
 def test_fallback_catalog_intents_are_accepted_when_the_database_has_none(api_client):
