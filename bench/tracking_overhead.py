@@ -31,6 +31,7 @@ os.environ.update({
     "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}",
     "MLFLOW_ARTIFACT_ROOT": str(WORK / "artifacts"),
     "INTENTSITE_VAR_DIR": str(WORK / "var"),
+    "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-only-" + os.urandom(24).hex(),
     "INTENT_MODEL_CACHE_DIR": str(REPO / "var" / "models"),  # reuse a fitted model if there is one
     "LOG_LEVEL": "WARNING",
 })

@@ -286,3 +286,39 @@ def mlflow_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_web(tmp_path, broker_url):
+    """Start the real web tier (gunicorn, `workers` processes × `threads`) on a free port, on this test's database,
+    MLflow store and broker; stopped after the test. Returns its base URL."""
+    started: list[Process] = []
+
+    def start(*, workers: int = 2, threads: int = 4, **env: str) -> str:
+        port = free_port()
+        process = Process([sys.executable, "-m", "gunicorn", "intentsite.wsgi", "--bind", f"127.0.0.1:{port}",
+                           "--workers", str(workers), "--threads", str(threads), "--timeout", "60"],
+                          env=child_env(CELERY_BROKER_URL=broker_url, **env), log_path=tmp_path / f"web-{port}.log")
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            import urllib.error
+            import urllib.request
+
+            if process.popen.poll() is not None:
+                raise AssertionError(process.log())
+            try:
+                urllib.request.urlopen(f"{url}/api/schema/", timeout=2)
+                return True
+            except urllib.error.HTTPError:
+                return True  # it answers
+            except OSError:
+                return False
+
+        wait_for(up, timeout=60, interval=0.25, message="gunicorn to answer")
+        return url
+
+    yield start
+    for process in started:
+        process.stop()
