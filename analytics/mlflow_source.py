@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from intentsite.uris import uri_display
+from intentsite.uris import uri_display, uri_secrets_scrub
 
 logger = logging.getLogger(__name__)
 
@@ -990,7 +990,7 @@ def mlflow_probe(*, experiment_name: str, uri: str | None = None, timeout_s: flo
         lifecycle = _within(timeout_s, probe, uri, experiment_name, timeout_s)
     except Exception as exc:  # noqa: BLE001 - any failure means: not reachable, and why
         # Drivers quote the URL they tried: keep its credentials out of the report.
-        error = _CREDENTIALS.sub("//", f"{type(exc).__name__}: {exc}".replace(uri, uri_display(uri)))
+        error = _CREDENTIALS.sub("//", uri_secrets_scrub(f"{type(exc).__name__}: {exc}", uri))
         return MlflowProbe(reachable=False, experiment_present=False, error=error[:500])
     return MlflowProbe(reachable=True, experiment_present=lifecycle == LIFECYCLE_ACTIVE)
 

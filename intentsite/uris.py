@@ -22,3 +22,19 @@ def uri_display(uri: str) -> str:
     if query:
         query = "&".join(f"{name}={HIDDEN}" for name, _ in parse_qsl(query, keep_blank_values=True)) or HIDDEN
     return f"{rest}{question_mark}{query}{hash_sign}{fragment}"
+
+
+def uri_secrets_scrub(text: str, uri: str) -> str:
+    """`text` (a driver's error message, say) without the URI's password and query values wherever they appear:
+    drivers quote the URL they tried, whole or in parts (urllib3 quotes only the path and query)."""
+    from urllib.parse import unquote, urlsplit
+
+    text = text.replace(uri, uri_display(uri))
+    parts = urlsplit(uri)
+    secrets = [value for _, value in parse_qsl(parts.query, keep_blank_values=False)]
+    if parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= 3:  # a one- or two-letter value is no secret, and would garble the message
+            text = text.replace(secret, HIDDEN)
+    return text

@@ -114,6 +114,21 @@ def test_an_mlflow_server_that_is_down_makes_it_down_without_leaking_credentials
     assert body["database"]["reachable"] is True  # the rest is still reported
 
 
+@pytest.mark.parametrize("uri, shown", [
+    ("http://127.0.0.1:{port}/?token=s3cret-token&user=x", "http://127.0.0.1:{port}/?token=***&user=***"),
+    ("postgresql+psycopg://pg:s3cret-pw@127.0.0.1:{port}/db?password=s3cret-q&sslmode=require",
+     "postgresql+psycopg://127.0.0.1:{port}/db?password=***&sslmode=***"),
+])
+def test_credentials_in_a_query_string_are_not_shown_either(synced, staff_client, settings, uri, shown):
+    port = free_port()
+    settings.MLFLOW_TRACKING_URI = uri.format(port=port)
+
+    response = staff_client.get(URL)
+
+    assert response.json()["tracking_uri"] == shown.format(port=port)
+    assert "s3cret" not in response.content.decode()
+
+
 def test_a_missing_store_file_is_down_and_is_not_created(synced, staff_client, settings, tmp_path):
     missing = Path(tmp_path) / "nowhere" / "mlflow.db"
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{missing}"
