@@ -24,6 +24,7 @@ from pathlib import Path
 from django.conf import settings
 
 from .program import Catalog, IntentDetector, LMIntentDetector, LMSettings
+from .program.circuit import CircuitConfig
 from .program.local_model import LocalIntentModel, LocalModelConfig
 from .program.versioning import version_hash
 from .selectors import catalog_fingerprint, catalog_get
@@ -171,6 +172,7 @@ def _backend_key() -> tuple:
         settings.INTENT_LM_API_KEY,
         settings.INTENT_LM_TIMEOUT_S,
         settings.INTENT_LM_ENGINE,
+        _circuit_config(),
     )
 
 
@@ -185,4 +187,15 @@ def _lm_settings() -> LMSettings | None:
         max_tokens=settings.INTENT_LM_MAX_TOKENS,
         num_retries=settings.INTENT_LM_NUM_RETRIES,
         engine=settings.INTENT_LM_ENGINE,
+        circuit=_circuit_config(),
+    )
+
+
+def _circuit_config() -> CircuitConfig:
+    return CircuitConfig(
+        failures_to_open=settings.INTENT_LM_BREAKER_FAILURES,
+        failure_rate_to_open=settings.INTENT_LM_BREAKER_FAILURE_RATE,
+        window=settings.INTENT_LM_BREAKER_WINDOW,
+        min_calls=settings.INTENT_LM_BREAKER_MIN_CALLS,
+        cooldown_s=settings.INTENT_LM_BREAKER_COOLDOWN_S,
     )

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db.models import Count, Max, Prefetch
+from django.utils import timezone
+
+from intentsite.uris import uri_display
 
 from .models import AgentTemplate, DetectionFeedback, DetectionRecord, IntentCategory, IntentExample, WorkflowTemplate
 from .program import FALLBACK_CATALOG, OUT_OF_SCOPE, Catalog, IntentSpec, TemplateSpec
+from .program.circuit import circuits_state
 
 
 def catalog_fingerprint() -> tuple:
@@ -80,3 +86,26 @@ def dead_letters_count() -> int:
     interface for other apps (analytics' health reads it by dotted path, without importing intent's models)."""
     return (DetectionRecord.objects.filter(state=DetectionRecord.State.DEAD).count()
             + DetectionFeedback.objects.filter(state=DetectionFeedback.State.DEAD).count())
+
+
+def lm_circuits_state() -> list[dict]:
+    """The circuit breaker of each LM this process has called, as plain dicts (analytics' health reads it by
+    dotted path). Each process has its own breakers: this is the state of the one that answers."""
+    now = timezone.now()
+    return [
+        {
+            "lm": circuit["lm"],
+            "api_base": uri_display(circuit["api_base"]) if circuit["api_base"] else None,
+            "state": circuit["state"],
+            "consecutive_failures": circuit["consecutive_failures"],
+            "failure_rate": circuit["failure_rate"],
+            "calls_in_window": circuit["calls_in_window"],
+            "opened_at": None if circuit["opened_s_ago"] is None else
+            (now - timedelta(seconds=circuit["opened_s_ago"])).isoformat(),
+            "open_until": None if circuit["open_for_s"] is None else
+            (now + timedelta(seconds=circuit["open_for_s"])).isoformat(),
+            "probes": circuit["probes"],
+            "times_opened": circuit["times_opened"],
+        }
+        for circuit in circuits_state()
+    ]

@@ -213,6 +213,16 @@ INTENT_LM_MAX_TOKENS = int(os.environ.get("INTENT_LM_MAX_TOKENS", "1000"))
 INTENT_LM_NUM_RETRIES = int(os.environ.get("INTENT_LM_NUM_RETRIES", "0"))
 # DSPy's engine for the LM: auto (native client where it can), litellm, or lm15.
 INTENT_LM_ENGINE = os.environ.get("INTENT_LM_ENGINE", "auto")
+# LM circuit breaker (one per LM per process): consecutive LM failures that open it; 0 disables the breaker.
+INTENT_LM_BREAKER_FAILURES = int(os.environ.get("INTENT_LM_BREAKER_FAILURES", "5"))
+# It also opens when more than this share of the last WINDOW calls failed (1 disables this rule).
+INTENT_LM_BREAKER_FAILURE_RATE = float(os.environ.get("INTENT_LM_BREAKER_FAILURE_RATE", "0.5"))
+# How many of the last LM calls the failure rate is taken over.
+INTENT_LM_BREAKER_WINDOW = int(os.environ.get("INTENT_LM_BREAKER_WINDOW", "20"))
+# The failure rate counts once the window holds at least this many calls.
+INTENT_LM_BREAKER_MIN_CALLS = int(os.environ.get("INTENT_LM_BREAKER_MIN_CALLS", "10"))
+# Seconds an open breaker answers from the local backend without calling the LM, before one probe call.
+INTENT_LM_BREAKER_COOLDOWN_S = float(os.environ.get("INTENT_LM_BREAKER_COOLDOWN_S", "30"))
 INTENT_MODEL_CACHE_DIR = Path(os.environ.get("INTENT_MODEL_CACHE_DIR", VAR_DIR / "models"))
 # Where optimize_intents saves optimized programs (`<prompt_version>.json` for the LM backend,
 # `<prompt_version>.joblib` for the local one); activate_prompt_version makes one the active program.

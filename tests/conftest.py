@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from intent.detectors import detector_reset
+from intent.program.circuit import circuits_reset
 
 CLINC150 = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "data_full.json"
 DOMAINS = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "domains.json"
@@ -27,8 +28,10 @@ def isolated_detector(settings, model_cache_dir):
     settings.INTENT_CATALOG_REFRESH_S = 0
     settings.INTENT_LM = "local"
     detector_reset()
+    circuits_reset()  # each process keeps its LM breakers across detectors; each test starts with none
     yield
     detector_reset()
+    circuits_reset()
 
 
 @pytest.fixture(autouse=True)

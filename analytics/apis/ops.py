@@ -44,6 +44,9 @@ HEALTH_EXAMPLE = {
              "max_lag_s": 180.0, "last_error": None, "mirrored_runs": 1045210,
              "newest_run_at": "2026-11-26T12:58:40.512000+00:00", "newest_run_age_s": 379.6},
     "dead_letters": 0, "broker": {"reachable": True, "error": None}, "database": {"reachable": True, "error": None},
+    "lm_circuits": [{"lm": "openai/gpt-4o-mini", "api_base": None, "state": "closed", "consecutive_failures": 0,
+                     "failure_rate": 0.05, "calls_in_window": 20, "opened_at": None, "open_until": None, "probes": 1,
+                     "times_opened": 1}],
 }
 
 
@@ -69,6 +72,21 @@ class ReachableSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True)
 
 
+class LMCircuitSerializer(serializers.Serializer):
+    lm = serializers.CharField(help_text="INTENT_LM.")
+    api_base = serializers.CharField(allow_null=True, help_text="INTENT_LM_API_BASE without credentials.")
+    state = serializers.ChoiceField(choices=["closed", "open", "half_open"], help_text=(
+        "open: detections skip the LM and the local backend answers (error_category lm_circuit_open) until "
+        "open_until; half_open: one probe call is trying the LM, its outcome closes or re-opens the breaker."))
+    consecutive_failures = serializers.IntegerField()
+    failure_rate = serializers.FloatField(help_text="Share of failed LM calls among the last calls_in_window.")
+    calls_in_window = serializers.IntegerField()
+    opened_at = serializers.DateTimeField(allow_null=True, help_text="When it last opened; null while closed.")
+    open_until = serializers.DateTimeField(allow_null=True, help_text="When a probe may try the LM again.")
+    probes = serializers.IntegerField(help_text="Probe calls let through since the process started.")
+    times_opened = serializers.IntegerField()
+
+
 class HealthApi(APIView):
     permission_classes = [IsAdminUser]
     throttle_scope = "analytics"
@@ -80,7 +98,7 @@ class HealthApi(APIView):
         status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
         reasons = serializers.ListField(child=serializers.CharField(), help_text=(
             "Why not ok: mlflow_unreachable, database_unreachable (down); experiment_missing, "
-            "sync_never_succeeded, sync_lagging, dead_letters, broker_unreachable (degraded)."))
+            "sync_never_succeeded, sync_lagging, dead_letters, broker_unreachable, lm_circuit_open (degraded)."))
         checked_at = serializers.DateTimeField()
         tracking_uri = serializers.CharField(help_text="MLFLOW_TRACKING_URI without credentials.")
         experiment_name = serializers.CharField()
@@ -89,6 +107,9 @@ class HealthApi(APIView):
         dead_letters = serializers.IntegerField(allow_null=True, help_text="Detections waiting in the dead letters.")
         broker = ReachableSerializer()
         database = ReachableSerializer()
+        lm_circuits = LMCircuitSerializer(many=True, allow_null=True, help_text=(
+            "The circuit breaker of each LM configured so far, in the process that answered this request: each web "
+            "process has its own breakers, so another process may be in another state."))
 
     @extend_schema(
         operation_id="analytics_health",

@@ -1,4 +1,5 @@
-"""The health of the analytics pipeline: MLflow, the mirror's sync, the dead letters, the broker, the database."""
+"""The health of the analytics pipeline: MLflow, the mirror's sync, the dead letters, the broker, the database,
+and the LM circuit breakers of the process that answers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 # How the dead letters are counted: a function of the intent app, by dotted path, so that analytics does
 # not import intent's models. Override with the ANALYTICS_DEAD_LETTERS_COUNT setting.
 DEAD_LETTERS_COUNT = "intent.selectors.dead_letters_count"
+# The LM circuit breakers of this process, the same way (ANALYTICS_LM_CIRCUITS_STATE): a list of plain dicts.
+LM_CIRCUITS_STATE = "intent.selectors.lm_circuits_state"
 # Seconds each probe (MLflow, broker) may take before it counts as unreachable.
 PROBE_TIMEOUT_S = 3.0
 # The sync is late when its last success is older than this many intervals.
@@ -71,6 +74,15 @@ def _dead_letters_count() -> int | None:
         return None
 
 
+def _lm_circuits() -> list[dict[str, Any]] | None:
+    path = getattr(settings, "ANALYTICS_LM_CIRCUITS_STATE", LM_CIRCUITS_STATE)
+    try:
+        return list(import_string(path)())
+    except ImportError:
+        logger.warning("LM circuits cannot be read: %s cannot be imported", path)
+        return None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
@@ -81,7 +93,8 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     - `down` when MLflow or the database cannot be reached (nothing new can be recorded or read);
     - `degraded` when the last successful sync is older than `LAG_INTERVALS` × ANALYTICS_SYNC_INTERVAL_S
       (or there was none), when dead letters wait, when the broker cannot be reached, or when the
-      detection experiment is missing or deleted;
+      detection experiment is missing or deleted, or when an LM circuit breaker of this process is open or
+      half-open (detections skip the LM and the local backend answers);
     - `ok` otherwise. `reasons` says which of these applied.
 
     MLflow and the broker are probed in threads of their own, each bounded by `probe_timeout_s`."""
@@ -141,6 +154,9 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
         degraded.append("dead_letters")
     if not broker["reachable"]:
         degraded.append("broker_unreachable")
+    lm_circuits = _lm_circuits()
+    if any(circuit["state"] != "closed" for circuit in lm_circuits or ()):
+        degraded.append("lm_circuit_open")
     status = STATUS_DOWN if down else STATUS_DEGRADED if degraded else STATUS_OK
     return {
         "status": status,
@@ -153,4 +169,5 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
         "dead_letters": dead_letters,
         "broker": broker,
         "database": database,
+        "lm_circuits": lm_circuits,
     }

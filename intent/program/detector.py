@@ -2,7 +2,8 @@
 
 The LM backend runs `LMIntentDetector` under `dspy.context` (DSPy's settings are thread-bound, so
 nothing is configured globally); when it fails, the local backend answers and the failure is
-reported as data (`fallback_used`, `error_category`), not as an exception.
+reported as data (`fallback_used`, `error_category`), not as an exception. While the LM's circuit
+breaker (`circuit.py`) is open, the LM is not called at all (`lm_circuit_open`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dspy
 
 from . import errors
 from .catalog import Catalog
+from .circuit import CircuitConfig, CircuitOpen, circuit_get
 from .lm_detector import LMIntentDetector
 from .local_detector import LocalIntentDetector
 from .local_model import LocalIntentModel
@@ -67,6 +69,7 @@ class LMSettings:
     max_tokens: int = 1000
     num_retries: int = 0
     engine: str = "auto"
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
     def build(self) -> dspy.LM:
         kwargs: dict[str, Any] = {"timeout": self.timeout_s}
@@ -100,6 +103,8 @@ class IntentDetector:
         self.local = LocalIntentDetector(local_model)
         self.lm_settings = lm_settings
         self.lm = lm_settings.build() if lm_settings else None
+        self.circuit = (circuit_get(model=lm_settings.model, api_base=lm_settings.api_base, config=lm_settings.circuit)
+                        if lm_settings and lm_settings.circuit.enabled else None)
         self.adapter = adapter or dspy.ChatAdapter()
         self.program = program or LMIntentDetector()
 
@@ -143,7 +148,10 @@ class IntentDetector:
         failure: BaseException | None = None
         fallback_used = False
         prediction: dspy.Prediction | None = None
-        if self.lm is not None:
+        permit = self.circuit.allow() if self.circuit is not None else 0
+        if self.lm is not None and permit is None:  # skip an LM that keeps failing, without waiting for it
+            failure = CircuitOpen(f"LM {self.model_name} not called: its circuit is open after repeated failures")
+        elif self.lm is not None:
             try:
                 with dspy.context(lm=self.lm, adapter=self.adapter, track_usage=True):
                     prediction = self.program(**kwargs)
@@ -151,6 +159,9 @@ class IntentDetector:
                 logger.warning("LM %s failed (%s: %s); local fallback answers", self.model_name,
                                type(exc).__name__, exc)
                 failure = exc
+            if self.circuit is not None:
+                self.circuit.record(permit, failed=failure is not None
+                                    and errors.error_category(failure) in errors.CIRCUIT_FAILURES)
         if prediction is None:
             fallback_used = failure is not None
             try:

@@ -16,6 +16,8 @@ from dspy.utils.exceptions import (
     LMTransportError,
 )
 
+from .circuit import CircuitOpen
+
 LM_TIMEOUT = "lm_timeout"
 LM_AUTH = "lm_auth"
 LM_RATE_LIMIT = "lm_rate_limit"
@@ -23,8 +25,14 @@ LM_UNAVAILABLE = "lm_unavailable"
 PARSE_ERROR = "parse_error"
 INVALID_OUTPUT = "invalid_output"
 INTERNAL = "internal"
+LM_CIRCUIT_OPEN = "lm_circuit_open"  # the LM was not called: its circuit breaker is open
 
-ERROR_CATEGORIES = (LM_TIMEOUT, LM_AUTH, LM_RATE_LIMIT, LM_UNAVAILABLE, PARSE_ERROR, INVALID_OUTPUT, INTERNAL)
+ERROR_CATEGORIES = (LM_TIMEOUT, LM_AUTH, LM_RATE_LIMIT, LM_UNAVAILABLE, PARSE_ERROR, INVALID_OUTPUT, INTERNAL,
+                    LM_CIRCUIT_OPEN)
+# The failures that open the circuit breaker: the LM could not be reached, or refused to answer. Parse errors
+# and invalid output do not: the LM answered (quickly), so skipping it would save no time, and would hide a
+# prompt or model problem behind the local backend. Nor do internal errors: a bug here, not the LM's health.
+CIRCUIT_FAILURES = frozenset({LM_TIMEOUT, LM_AUTH, LM_RATE_LIMIT, LM_UNAVAILABLE})
 
 
 class InvalidOutputError(ValueError):
@@ -41,6 +49,8 @@ def _chain(exc: BaseException):
 
 def error_category(exc: BaseException) -> str:
     """Map an exception raised while detecting to one of ERROR_CATEGORIES."""
+    if isinstance(exc, CircuitOpen):
+        return LM_CIRCUIT_OPEN
     # A timeout first: DSPy reports a read timeout as a transport error caused by a socket timeout.
     for link in _chain(exc):
         if isinstance(link, (LMTimeoutError, TimeoutError, socket.timeout, concurrent.futures.TimeoutError)):

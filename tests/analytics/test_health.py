@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -197,3 +197,29 @@ def test_a_server_that_is_not_mlflow_is_not_taken_for_it(synced, staff_client, s
     assert response.status_code == 503
     assert response.json()["mlflow"]["reachable"] is False
     assert "without MLflow's JSON" in response.json()["mlflow"]["error"]
+
+
+def test_an_open_lm_circuit_breaker_makes_it_degraded_and_is_shown(synced, staff_client):
+    from intent.program.circuit import CircuitConfig, circuit_get
+
+    circuit = circuit_get(model="openai/gpt-4o-mini", api_base="https://user:pw@llm.example/v1?key=k",
+                          config=CircuitConfig(failures_to_open=2, cooldown_s=60))
+    closed = staff_client.get(URL).json()
+    for _ in range(2):
+        circuit.record(circuit.allow(), failed=True)
+
+    body = staff_client.get(URL).json()
+
+    assert closed["status"] == "ok" and closed["lm_circuits"][0]["state"] == "closed"
+    assert body["status"] == "degraded" and body["reasons"] == ["lm_circuit_open"]
+    (shown,) = body["lm_circuits"]
+    assert shown["lm"] == "openai/gpt-4o-mini" and shown["api_base"] == "https://llm.example/v1?key=***"
+    assert shown["state"] == "open" and shown["consecutive_failures"] == 2 and shown["failure_rate"] == 1.0
+    opened_at, open_until = (datetime.fromisoformat(shown[key]) for key in ("opened_at", "open_until"))
+    assert 59 < (open_until - opened_at).total_seconds() <= 60.01
+
+
+def test_no_lm_configured_shows_no_circuit(synced, staff_client):
+    body = staff_client.get(URL).json()
+
+    assert body["lm_circuits"] == [] and body["status"] == "ok"
