@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT   ?= 8000
+MLFLOW_PORT ?= 5000
+# Failing runs in the analytics link to this MLflow UI (make demo starts one here).
+MLFLOW_UI_URL ?= http://127.0.0.1:$(MLFLOW_PORT)
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -30,15 +33,21 @@ demo: install
 	$(BIN)/python manage.py mlflow_init
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	$(BIN)/python manage.py load_intent_catalog
-	$(BIN)/python manage.py create_demo_user
-	@echo ""
-	@echo "  API      http://127.0.0.1:$(PORT)/api/intent/detect   (docs: http://127.0.0.1:$(PORT)/api/docs/)"
-	@echo "  Admin    http://127.0.0.1:$(PORT)/admin/"
-	@echo "  Try it   curl -s -H 'Authorization: Token <token above>' -H 'Content-Type: application/json' \\"
-	@echo "             -d '{\"message\": \"move 100 dollars to savings\"}' http://127.0.0.1:$(PORT)/api/intent/detect"
-	@echo "  Stop     Ctrl-C"
-	@echo ""
-	@bash -c 'trap "kill 0" EXIT; \
+	@user=$$($(BIN)/python manage.py create_demo_user) && echo "$$user" && \
+	$(BIN)/python manage.py seed_demo_traffic --if-empty && \
+	echo "" && \
+	echo "  API        http://127.0.0.1:$(PORT)/api/intent/detect   (docs: http://127.0.0.1:$(PORT)/api/docs/)" && \
+	echo "  Admin      http://127.0.0.1:$(PORT)/admin/   (Detection analytics: a month of demo traffic)" && \
+	echo "  MLflow UI  $(MLFLOW_UI_URL)   (ready ~30 s after the rest)" && \
+	echo "             runs: MLflow UI → Model training (top left) → Experiments → intent_detection → Runs" && \
+	echo "             (MLflow 3 opens on its GenAI pages; failing runs in the analytics link to theirs)" && \
+	echo "  Try it     export TOKEN=$$(echo "$$user" | sed -n 's/^API token: //p')" && \
+	echo "             curl -s -H \"Authorization: Token \$$TOKEN\" -H 'Content-Type: application/json' \\" && \
+	echo "               -d '{\"message\": \"move 100 dollars to savings\"}' http://127.0.0.1:$(PORT)/api/intent/detect" && \
+	echo "  Stop       Ctrl-C" && \
+	echo ""
+	@bash -c 'trap "kill 0" EXIT; export MLFLOW_UI_URL="$(MLFLOW_UI_URL)"; \
+		MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 & \
 		$(BIN)/celery -A intentsite worker --beat --loglevel INFO --concurrency 2 & \
 		$(BIN)/gunicorn intentsite.wsgi --bind 0.0.0.0:$(PORT) --workers 2 --threads 4 --access-logfile - ; '
 

@@ -1,0 +1,209 @@
+"""Demo traffic: a month of made-up but realistic detections through the real detection, tracking and feedback paths.
+
+A new user's dashboard is otherwise empty. The messages are CLINC150 `test` utterances of the catalog's intents and
+`oos_test` ones (out of scope), sent with a user role, module and tab, at start times spread over the period (a daily
+rhythm, quieter weekends, a little growth). A share goes through a detector whose LM cannot be reached (a closed port
+on 127.0.0.1: refused at once, nothing leaves the machine), so the local backend answers with `lm_unavailable`, as in
+production when the LM is down. A share gets the user's feedback with the dataset's true intent, so accuracy means
+something. Runs are written synchronously, in batches, by the worker's own service: no worker is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+
+from .. import tracking
+from ..detectors import _prompt_version_register, detector_get
+from ..models import DetectionRecord
+from ..program import OUT_OF_SCOPE, IntentDetector, LMSettings
+from ..program.evaluation import DatasetFormatError, dataset_read
+from .detection import intent_detect
+from .feedback import detection_feedback_create, detection_feedback_log
+from .recording import detection_records_log
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+BATCH = 500  # detections per transaction and per bulk write of their runs
+# An OpenAI-compatible LM on a port nothing listens on (9, discard): the connection is refused at once.
+UNREACHABLE_LM = LMSettings(model="openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1", api_key="demo",
+                            timeout_s=2.0, num_retries=0)
+ROLES = {"customer": 70, "agent": 22, "admin": 8}
+# A few screens of the app per module (CLINC150's domains); any other module gets GENERIC_TABS.
+TABS = {
+    "banking": ["accounts", "transfers", "payments", "statements"],
+    "credit_cards": ["cards", "rewards", "limits", "disputes"],
+    "kitchen_and_dining": ["recipes", "restaurants", "shopping_list"],
+    "home": ["devices", "reminders", "calendar"],
+    "auto_and_commute": ["vehicle", "commute", "maintenance"],
+    "travel": ["trips", "bookings", "documents"],
+    "utility": ["tools", "settings"],
+    "work": ["schedule", "payroll", "benefits"],
+    "small_talk": ["chat"],
+    "meta": ["chat", "settings"],
+}
+GENERIC_TABS = ["overview", "settings", "help"]
+
+
+class DemoTrafficError(Exception):
+    """The demo traffic cannot be sent (no dataset, no catalog intent in it, tracking off)."""
+
+
+@dataclass(frozen=True)
+class DemoTrafficResult:
+    detections: int
+    out_of_scope_sent: int  # messages from oos_test
+    out_of_scope_detected: int  # detections answered `out_of_scope`
+    lm_failures: int  # detections whose LM failed (the local backend answered)
+    feedback: int  # feedback written on runs
+    runs_written: int  # runs this call wrote (a running worker may write some itself)
+    not_written: int  # records left to the worker (MLflow failed, or a worker held them)
+    since: datetime
+    until: datetime
+    seconds: float
+    run_ids: list[str]  # of the runs written
+
+
+def experiment_runs_exist() -> bool:
+    """Whether the detection experiment holds any (active) run."""
+    return bool(tracking.tracking_client().search_runs([tracking.experiment_id_get()], max_results=1))
+
+
+def demo_traffic_seed(
+    *, days: int, per_day: int, user, seed: int = 0, lm_share: float = 0.10, oos_share: float = 0.08,
+    feedback_share: float = 0.05, now_ms: int | None = None, progress: Callable[[int, int], None] | None = None,
+) -> DemoTrafficResult:
+    """Send `days` × `per_day` detections whose start times lie in the `days` days before now, write their runs,
+    and give a share of them feedback by `user` (who also asked for them). A `seed` always sends the same messages
+    with the same context; their start times, drawn apart, follow `now_ms` (default: now)."""
+    if not settings.INTENT_TRACKING_ENABLED:
+        raise DemoTrafficError("tracking is off (INTENT_TRACKING_ENABLED=0): demo traffic would record nothing")
+    started = time.monotonic()
+    rng = random.Random(seed)
+    total = days * per_day
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    since_ms = now_ms - days * DAY_MS
+
+    detector = detector_get()
+    if detector.lm is not None:  # never send thousands of made-up messages to a real (paid) LM
+        detector = IntentDetector(catalog=detector.catalog, local_model=detector.local.model)
+        _prompt_version_register(detector)
+    failing = IntentDetector(catalog=detector.catalog, local_model=detector.local.model, lm_settings=UNREACHABLE_LM)
+    _prompt_version_register(failing)
+    module_of = {intent.name: intent.module for intent in detector.catalog.intents}
+    modules = sorted({module for module in module_of.values() if module})
+    in_scope, out_of_scope = _messages(module_of)
+
+    # Exact shares (a small seed still shows each kind); intents Zipf-like, as real traffic is.
+    oos_indices = set(rng.sample(range(total), round(total * oos_share)))
+    lm_indices = set(rng.sample(range(total), round(total * lm_share)))
+    feedback_indices = set(rng.sample(range(total), max(1, round(total * feedback_share)) if feedback_share else 0))
+    intents = sorted(in_scope)
+    rng.shuffle(intents)
+    weights = [1 / (rank + 1) ** 0.8 for rank in range(len(intents))]
+    clock = random.Random(f"{seed}:start-times")  # apart: how many draws a time takes depends on `now_ms`
+    start_times = sorted(_start_time(clock, since_ms=since_ms, until_ms=now_ms) for _ in range(total))
+
+    counts = {"oos_detected": 0, "lm_failures": 0, "feedback": 0, "written": 0, "not_written": 0}
+    run_ids: list[str] = []
+    for batch_start in range(0, total, BATCH):
+        batch = range(batch_start, min(total, batch_start + BATCH))
+        labels: dict[str, str] = {}
+        with transaction.atomic():
+            for index in batch:
+                if index in oos_indices:
+                    message, true_intent = rng.choice(out_of_scope), OUT_OF_SCOPE
+                else:
+                    true_intent = rng.choices(intents, weights)[0]
+                    message = rng.choice(in_scope[true_intent])
+                module = _module(rng, module_of.get(true_intent, ""), modules)
+                result = intent_detect(
+                    message=message, user_role=rng.choices(list(ROLES), list(ROLES.values()))[0],
+                    current_module=module, current_tab=_tab(rng, module), user=user,
+                    detector=failing if index in lm_indices else detector, started_at_ms=start_times[index],
+                )
+                request_id = str(result.request_id)
+                labels[request_id] = true_intent if index in feedback_indices else ""
+                counts["oos_detected"] += result.detection.intent == OUT_OF_SCOPE
+                counts["lm_failures"] += result.detection.fallback_used
+        outcome = detection_records_log(request_ids=list(labels))
+        counts["written"] += len(outcome.logged)
+        counts["not_written"] += len(labels) - len(outcome.logged)
+        run_ids += DetectionRecord.objects.filter(request_id__in=outcome.logged).values_list("mlflow_run_id", flat=True)
+        labelled = [request_id for request_id, label in labels.items() if label]
+        with transaction.atomic():
+            for request_id in labelled:
+                detection_feedback_create(request_id=uuid.UUID(request_id), expected_intent=labels[request_id],
+                                          user=user)
+        counts["feedback"] += len(detection_feedback_log(request_ids=labelled).logged) if labelled else 0
+        if progress is not None:
+            progress(batch.stop, total)
+    return DemoTrafficResult(
+        detections=total, out_of_scope_sent=len(oos_indices), out_of_scope_detected=counts["oos_detected"],
+        lm_failures=counts["lm_failures"], feedback=counts["feedback"], runs_written=counts["written"],
+        not_written=counts["not_written"], since=_datetime(since_ms), until=_datetime(now_ms),
+        seconds=time.monotonic() - started, run_ids=run_ids,
+    )
+
+
+def _messages(module_of: dict[str, str]) -> tuple[dict[str, list[str]], list[str]]:
+    """CLINC150 `test` utterances of the catalog's intents, by intent, and the `oos_test` ones."""
+    path = settings.INTENT_CATALOG_PATH
+    try:
+        examples = dataset_read(path, split="test")
+    except DatasetFormatError as exc:
+        raise DemoTrafficError(f"demo traffic needs CLINC150's test split: {exc}") from exc
+    in_scope: dict[str, list[str]] = {}
+    out_of_scope: list[str] = []
+    for example in examples:
+        if example.intent == OUT_OF_SCOPE:
+            out_of_scope.append(example.message)
+        elif example.intent in module_of:
+            in_scope.setdefault(example.intent, []).append(example.message)
+    if not in_scope or not out_of_scope:
+        raise DemoTrafficError(f"{path}: no test utterance of the catalog's intents, or no oos_test; "
+                               "load the CLINC150 catalog first (manage.py load_intent_catalog)")
+    return in_scope, out_of_scope
+
+
+def _start_time(rng: random.Random, *, since_ms: int, until_ms: int) -> int:
+    """A start time in [since, until): busier in the (UTC) daytime and on weekdays, growing over the period."""
+    while True:
+        at_ms = rng.randrange(since_ms, until_ms)
+        moment = _datetime(at_ms)
+        hour = moment.hour + moment.minute / 60
+        daytime = 0.12 + math.exp(-(((hour - 14) / 4.5) ** 2))  # quiet at night, peak in the early afternoon
+        weekday = 0.55 if moment.weekday() >= 5 else 1.0
+        growth = 0.75 + 0.5 * (at_ms - since_ms) / (until_ms - since_ms)
+        if rng.random() * 1.12 * 1.25 < daytime * weekday * growth:
+            return at_ms
+
+
+def _module(rng: random.Random, module: str, modules: list[str]) -> str:
+    """The intent's own module most of the time; sometimes another screen's, or none."""
+    draw = rng.random()
+    if module and draw < 0.85:
+        return module
+    if draw < 0.95 and modules:
+        return rng.choice(modules)
+    return ""
+
+
+def _tab(rng: random.Random, module: str) -> str:
+    if not module or rng.random() < 0.2:
+        return ""
+    return rng.choice(TABS.get(module, GENERIC_TABS))
+
+
+def _datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
