@@ -71,7 +71,7 @@ def detector_get() -> IntentDetector:
             "Detector ready: model=%s catalog=%s (%s intents, %s) prompt_version=%s",
             detector.model_name, catalog.version, len(catalog.intents), catalog.source, detector.prompt_version,
         )
-        _prompt_version_register(detector)
+        prompt_version_register(detector)
         _current = _Current(key=key, detector=detector, checked_at=time.monotonic())
         return detector
 
@@ -112,7 +112,7 @@ def _active_program(
     return None, model
 
 
-def _prompt_version_register(detector: IntentDetector) -> None:
+def prompt_version_register(detector: IntentDetector) -> None:
     """Keep what a new prompt version stands for; a worker records it in MLflow once."""
     from .models import PromptVersion
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .. import tracking
-from ..detectors import _prompt_version_register, detector_get
+from ..detectors import detector_get, prompt_version_register
 from ..models import DetectionRecord
 from ..program import OUT_OF_SCOPE, IntentDetector, LMSettings
 from ..program.evaluation import DatasetFormatError, dataset_read
@@ -97,9 +97,9 @@ def demo_traffic_seed(
     detector = detector_get()
     if detector.lm is not None:  # never send thousands of made-up messages to a real (paid) LM
         detector = IntentDetector(catalog=detector.catalog, local_model=detector.local.model)
-        _prompt_version_register(detector)
+        prompt_version_register(detector)
     failing = IntentDetector(catalog=detector.catalog, local_model=detector.local.model, lm_settings=UNREACHABLE_LM)
-    _prompt_version_register(failing)
+    prompt_version_register(failing)
     module_of = {intent.name: intent.module for intent in detector.catalog.intents}
     modules = sorted({module for module in module_of.values() if module})
     in_scope, out_of_scope = _messages(module_of)
