@@ -11,7 +11,7 @@ Two ways to read, one result (a list of `SourceRun`, plain data):
 
 `mlflow` and `sqlalchemy` are imported lazily, and clients and engines are made per process on first use:
 a Celery parent imports this module but never touches MLflow before it forks.
-The names of the tracking contract are duplicated here on purpose: `analytics` does not import `intent`.
+The names of the tracking contract come from `intentsite.contract`, as the intent app's do.
 """
 
 from __future__ import annotations
@@ -36,49 +36,13 @@ from intentsite.uris import uri_display, uri_secrets_scrub
 
 logger = logging.getLogger(__name__)
 
-# --- The tracking contract (same names as intent/tracking.py) ------------------------------------
-# Metrics
-CONFIDENCE_SCORE = "confidence_score"
-RESPONSE_TIME_MS = "response_time_ms"
-TEMPLATE_MATCH_RATE = "template_match_rate"
-AVAILABLE_WORKFLOW_TEMPLATES = "available_workflow_templates"
-AVAILABLE_AGENT_TEMPLATES = "available_agent_templates"
-PROMPT_TOKENS = "prompt_tokens"
-COMPLETION_TOKENS = "completion_tokens"
-COST_USD = "cost_usd"
-# Tags
-USER_ROLE = "user_role"
-CURRENT_MODULE = "current_module"
-CURRENT_TAB = "current_tab"
-DETECTED_INTENT = "detected_intent"
-DSPY_VERSION = "dspy_version"
-PROMPT_VERSION = "prompt_version"
-REQUEST_ID = "request_id"
-STATUS = "status"
-FALLBACK_USED = "fallback_used"
-ANSWERED_BY = "answered_by"
-ERROR_CATEGORY = "error_category"
-ERROR_TYPE = "error_type"
-# Feedback (contract B): written on a detection run after the fact
-EXPECTED_INTENT = "expected_intent"  # tag
-IS_CORRECT = "is_correct"  # metric, 1.0 / 0.0
-# Params
-MODEL_NAME = "model_name"
-MESSAGE_LENGTH = "message_length"
-MESSAGE_WORD_COUNT = "message_word_count"
-REQUIRES_WORKFLOW = "requires_workflow"
-CATEGORY_SOURCE = "category_source"
-# Values
-STATUS_ERROR = "error"
-STATUS_SUCCESS = "success"
-OUT_OF_SCOPE = "out_of_scope"
-RUN_FINISHED = "FINISHED"
-RUN_FAILED = "FAILED"
-RUN_RUNNING = "RUNNING"
-RUN_SCHEDULED = "SCHEDULED"
-UNFINISHED_STATUSES = (RUN_RUNNING, RUN_SCHEDULED)
-LIFECYCLE_ACTIVE = "active"
-LIFECYCLE_DELETED = "deleted"
+# Names and values of the tracking contract used here (`intentsite.contract` defines them all, once)
+from intentsite.contract import (  # noqa: E402
+    LIFECYCLE_ACTIVE,
+    RUN_FAILED,
+    STATUS_ERROR,
+    STATUS_SUCCESS,
+)
 
 # The alembic revision of a store created or migrated by MLflow 3.17.2: the schema the SQL path reads.
 MLFLOW_SCHEMA_REVISION = "dc11669786a5"

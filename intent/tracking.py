@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import dspy
 from django.conf import settings
 
+from intentsite import contract
 from intentsite.sqlite import sqlalchemy_sqlite_tune
 from intentsite.uris import uri_display
 
@@ -37,45 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# --- The tracking contract (names are exact: dashboards and the mirror depend on them) ------------
-# Metrics
-CONFIDENCE_SCORE = "confidence_score"
-RESPONSE_TIME_MS = "response_time_ms"
-TEMPLATE_MATCH_RATE = "template_match_rate"
-AVAILABLE_WORKFLOW_TEMPLATES = "available_workflow_templates"
-AVAILABLE_AGENT_TEMPLATES = "available_agent_templates"
-PROMPT_TOKENS = "prompt_tokens"
-COMPLETION_TOKENS = "completion_tokens"
-COST_USD = "cost_usd"
-# Tags
-USER_ROLE = "user_role"
-CURRENT_MODULE = "current_module"
-CURRENT_TAB = "current_tab"
-DETECTED_INTENT = "detected_intent"
-DSPY_VERSION = "dspy_version"
-PROMPT_VERSION = "prompt_version"
-REQUEST_ID = "request_id"
-STATUS = "status"
-FALLBACK_USED = "fallback_used"
-ANSWERED_BY = "answered_by"  # the model whose answer this is (model_name, or the local backend after a fallback)
-ERROR_CATEGORY = "error_category"
-ERROR_TYPE = "error_type"
-MESSAGE = "message"  # only with INTENT_LOG_MESSAGES=1, redacted
-# Params
-MODEL_NAME = "model_name"
-MESSAGE_LENGTH = "message_length"
-MESSAGE_WORD_COUNT = "message_word_count"
-REQUIRES_WORKFLOW = "requires_workflow"
-CATEGORY_SOURCE = "category_source"
-# Feedback on a detection run (contract B)
-EXPECTED_INTENT = "expected_intent"  # tag
-IS_CORRECT = "is_correct"  # metric, 1.0 / 0.0
-FEEDBACK_COMMENT = "feedback_comment"  # tag, optional
-FEEDBACK_COMMENT_MAX = 500
-
-RUN_FINISHED = "FINISHED"
-RUN_FAILED = "FAILED"
-PROMPT_VERSIONS_EXPERIMENT = "intent_prompt_versions"
+# The contract's names (`intentsite.contract`) this module writes; what only this module knows:
 PROMPT_STATE_ARTIFACT = "prompt_version.json"
 
 
@@ -88,44 +51,44 @@ def run_payload_build(
 ) -> dict[str, Any]:
     """The MLflow run of one detection, as plain JSON."""
     tags = {
-        USER_ROLE: request.user_role,
-        CURRENT_MODULE: request.current_module,
-        CURRENT_TAB: request.current_tab,
-        DETECTED_INTENT: detection.intent,
-        DSPY_VERSION: dspy.__version__,
-        PROMPT_VERSION: detection.prompt_version,
-        REQUEST_ID: request_id,
-        STATUS: detection.status,
-        FALLBACK_USED: str(detection.fallback_used).lower(),
-        ANSWERED_BY: detection.answered_by,
+        contract.USER_ROLE: request.user_role,
+        contract.CURRENT_MODULE: request.current_module,
+        contract.CURRENT_TAB: request.current_tab,
+        contract.DETECTED_INTENT: detection.intent,
+        contract.DSPY_VERSION: dspy.__version__,
+        contract.PROMPT_VERSION: detection.prompt_version,
+        contract.REQUEST_ID: request_id,
+        contract.STATUS: detection.status,
+        contract.FALLBACK_USED: str(detection.fallback_used).lower(),
+        contract.ANSWERED_BY: detection.answered_by,
     }
     if detection.error_category:
-        tags[ERROR_CATEGORY] = detection.error_category
-        tags[ERROR_TYPE] = detection.error_type or ""
+        tags[contract.ERROR_CATEGORY] = detection.error_category
+        tags[contract.ERROR_TYPE] = detection.error_type or ""
     if settings.INTENT_LOG_MESSAGES:
-        tags[MESSAGE] = message_redact(request.message)
+        tags[contract.MESSAGE] = message_redact(request.message)
     metrics = {
-        CONFIDENCE_SCORE: detection.confidence,
-        RESPONSE_TIME_MS: detection.response_time_ms,
-        TEMPLATE_MATCH_RATE: 1.0 if (detection.workflow_template or detection.agent_template) else 0.0,
-        AVAILABLE_WORKFLOW_TEMPLATES: float(detection.available_workflow_templates),
-        AVAILABLE_AGENT_TEMPLATES: float(detection.available_agent_templates),
+        contract.CONFIDENCE_SCORE: detection.confidence,
+        contract.RESPONSE_TIME_MS: detection.response_time_ms,
+        contract.TEMPLATE_MATCH_RATE: 1.0 if (detection.workflow_template or detection.agent_template) else 0.0,
+        contract.AVAILABLE_WORKFLOW_TEMPLATES: float(detection.available_workflow_templates),
+        contract.AVAILABLE_AGENT_TEMPLATES: float(detection.available_agent_templates),
     }
-    for key, name in (("prompt_tokens", PROMPT_TOKENS), ("completion_tokens", COMPLETION_TOKENS),
-                      ("cost_usd", COST_USD)):
+    for key, name in (("prompt_tokens", contract.PROMPT_TOKENS), ("completion_tokens", contract.COMPLETION_TOKENS),
+                      ("cost_usd", contract.COST_USD)):
         if key in detection.lm_usage:
             metrics[name] = float(detection.lm_usage[key])
     params = {
-        MODEL_NAME: detection.model_name,
-        MESSAGE_LENGTH: str(len(request.message)),
-        MESSAGE_WORD_COUNT: str(len(request.message.split())),
-        REQUIRES_WORKFLOW: str(detection.requires_workflow).lower(),
-        CATEGORY_SOURCE: detection.category_source,
+        contract.MODEL_NAME: detection.model_name,
+        contract.MESSAGE_LENGTH: str(len(request.message)),
+        contract.MESSAGE_WORD_COUNT: str(len(request.message.split())),
+        contract.REQUIRES_WORKFLOW: str(detection.requires_workflow).lower(),
+        contract.CATEGORY_SOURCE: detection.category_source,
     }
     return {
         "start_time": started_at_ms,
         "end_time": started_at_ms + max(1, round(detection.response_time_ms)),
-        "status": RUN_FINISHED if detection.status == "success" else RUN_FAILED,
+        "status": contract.RUN_FINISHED if detection.status == contract.STATUS_SUCCESS else contract.RUN_FAILED,
         "tags": tags,
         "params": params,
         "metrics": metrics,
@@ -230,13 +193,7 @@ def experiment_cache_clear() -> None:
 
 
 def _artifact_location(uri: str, name: str) -> str | None:
-    """Local stores keep artifacts under MLFLOW_ARTIFACT_ROOT (not `./mlruns` of whatever the cwd is);
-    a tracking server decides for itself."""
-    if uri.startswith(("http://", "https://", "databricks")):
-        return None
-    root = Path(settings.MLFLOW_ARTIFACT_ROOT)
-    root.mkdir(parents=True, exist_ok=True)
-    return (root / name).resolve().as_uri()
+    return contract.artifact_location(tracking_uri=uri, artifact_root=settings.MLFLOW_ARTIFACT_ROOT, experiment=name)
 
 
 def store_init(*, uri: str | None = None) -> str:
@@ -264,11 +221,11 @@ def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bo
 
     client = tracking_client()
     experiment_id = experiment_id_get()
-    request_id = payload["tags"][REQUEST_ID]
+    request_id = payload["tags"][contract.REQUEST_ID]
     run_id = known_run_id
     if not run_id and search_first:
         found = client.search_runs(
-            [experiment_id], filter_string=f"tags.{REQUEST_ID} = '{request_id}'",
+            [experiment_id], filter_string=f"tags.{contract.REQUEST_ID} = '{request_id}'",
             run_view_type=ViewType.ALL, max_results=1,
         )
         run_id = found[0].info.run_id if found else ""
@@ -366,12 +323,12 @@ def runs_log_bulk(*, payloads: list[dict[str, Any]], retried: set[str] = frozens
     if artifact_root is None:
         artifact_root = tracking_client().get_experiment(experiment_id).artifact_location
         _experiment_artifact_locations()[experiment_id] = artifact_root
-    run_ids = {payload["tags"][REQUEST_ID]: run_id_for(payload["tags"][REQUEST_ID]) for payload in payloads}
+    run_ids = {payload["tags"][contract.REQUEST_ID]: run_id_for(payload["tags"][contract.REQUEST_ID]) for payload in payloads}
     with store.ManagedSessionMaker(read_only=False) as session:
         client_made: set[str] = set()
         if retried:
             for run_id, request_id in session.execute(
-                select(SqlTag.run_uuid, SqlTag.value).where(SqlTag.key == REQUEST_ID, SqlTag.value.in_(list(retried)))
+                select(SqlTag.run_uuid, SqlTag.value).where(SqlTag.key == contract.REQUEST_ID, SqlTag.value.in_(list(retried)))
             ):
                 if run_id != run_ids[request_id]:
                     client_made.add(request_id)
@@ -381,7 +338,7 @@ def runs_log_bulk(*, payloads: list[dict[str, Any]], retried: set[str] = frozens
         )
         runs, tags, params, metrics = [], [], [], []
         for payload in payloads:
-            run_id = run_ids.get(payload["tags"][REQUEST_ID])
+            run_id = run_ids.get(payload["tags"][contract.REQUEST_ID])
             if run_id is None or run_id in existing:
                 continue
             name = f"detect-{run_id[:8]}"
@@ -422,16 +379,16 @@ def prompt_version_log(*, version: str, model_name: str, description: dict[str, 
     from mlflow.entities import ViewType
 
     client = tracking_client()
-    experiment_id = experiment_id_get(PROMPT_VERSIONS_EXPERIMENT)
-    found = client.search_runs([experiment_id], filter_string=f"tags.{PROMPT_VERSION} = '{version}'",
+    experiment_id = experiment_id_get(contract.PROMPT_VERSIONS_EXPERIMENT)
+    found = client.search_runs([experiment_id], filter_string=f"tags.{contract.PROMPT_VERSION} = '{version}'",
                                run_view_type=ViewType.ALL, max_results=1)
     if found:
         return found[0].info.run_id
     run = client.create_run(experiment_id, run_name=f"prompt-{version}",
-                            tags={PROMPT_VERSION: version, MODEL_NAME: model_name,
+                            tags={contract.PROMPT_VERSION: version, contract.MODEL_NAME: model_name,
                                   "backend": str(description.get("backend", ""))})
     client.log_dict(run.info.run_id, description, PROMPT_STATE_ARTIFACT)
-    client.set_terminated(run.info.run_id, status=RUN_FINISHED)
+    client.set_terminated(run.info.run_id, status=contract.RUN_FINISHED)
     return run.info.run_id
 
 
@@ -450,54 +407,32 @@ def run_feedback_log(*, run_id: str, expected_intent: str, is_correct: bool, com
     client = tracking_client()
     try:
         run = client.get_run(run_id)
-        tags = [RunTag(EXPECTED_INTENT, expected_intent)]
+        tags = [RunTag(contract.EXPECTED_INTENT, expected_intent)]
         if comment:
-            tags.append(RunTag(FEEDBACK_COMMENT, comment[:FEEDBACK_COMMENT_MAX]))
-        client.log_batch(run_id, metrics=[Metric(IS_CORRECT, 1.0 if is_correct else 0.0, timestamp_ms, 0)],
+            tags.append(RunTag(contract.FEEDBACK_COMMENT, comment[:contract.FEEDBACK_COMMENT_MAX]))
+        client.log_batch(run_id, metrics=[Metric(contract.IS_CORRECT, 1.0 if is_correct else 0.0, timestamp_ms, 0)],
                          tags=tags)
-        if not comment and FEEDBACK_COMMENT in run.data.tags:
-            client.delete_tag(run_id, FEEDBACK_COMMENT)
+        if not comment and contract.FEEDBACK_COMMENT in run.data.tags:
+            client.delete_tag(run_id, contract.FEEDBACK_COMMENT)
     except MlflowException as exc:
         if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
             raise TrackingPermanentError(str(exc)) from exc
         raise
 
 
-# --- Offline evaluation and optimization runs (contract C) ---------------------------------------
-EVALUATION_EXPERIMENT = "intent_evaluation"
-OPTIMIZATION_EXPERIMENT = "intent_optimization"
-# Tags
-RUN_KIND = "run_kind"  # "evaluation" | "optimization"
-DATASET = "dataset"
-SPLIT = "split"
-BASE_PROMPT_VERSION = "base_prompt_version"
-OPTIMIZER = "optimizer"
-CATALOG_VERSION = "catalog_version"
-IMPROVED = "improved"  # optimization: "true" | "false" (score_after > score_before; a tie is "false")
-# Metrics
-IN_SCOPE_ACCURACY = "in_scope_accuracy"
-OOS_RECALL = "oos_recall"
-MACRO_F1 = "macro_f1"
-LATENCY_P50_MS = "latency_p50_ms"
-EXAMPLES = "examples"
-SCORE_BEFORE = "score_before"
-SCORE_AFTER = "score_after"
-# Artifacts
-PER_INTENT_REPORT_ARTIFACT = "per_intent_report.json"
-CONFUSION_MATRIX_ARTIFACT = "confusion_matrix.png"
-PROGRAM_STATE_ARTIFACT = "program_state.json"
+# --- Offline evaluation and optimization runs (contract C: names in `intentsite.contract`) -------------
 
 
 def evaluation_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """Contract C's metrics from an `EvaluationReport.summary()` (OOS recall only when OOS was evaluated)."""
     metrics = {
-        IN_SCOPE_ACCURACY: summary["in_scope_accuracy"],
-        MACRO_F1: summary["macro_f1"],
-        LATENCY_P50_MS: summary["latency_ms_p50"],
-        EXAMPLES: summary["examples"],
+        contract.IN_SCOPE_ACCURACY: summary["in_scope_accuracy"],
+        contract.MACRO_F1: summary["macro_f1"],
+        contract.LATENCY_P50_MS: summary["latency_ms_p50"],
+        contract.EXAMPLES: summary["examples"],
     }
     if summary.get("oos_recall") is not None:
-        metrics[OOS_RECALL] = summary["oos_recall"]
+        metrics[contract.OOS_RECALL] = summary["oos_recall"]
     return metrics
 
 
@@ -511,7 +446,7 @@ def experiment_run_log(
     dicts: dict[str, Any] | None = None,
     figures: dict[str, Any] | None = None,
     files: dict[str, str | Path] | None = None,
-    status: str = RUN_FINISHED,
+    status: str = contract.RUN_FINISHED,
 ) -> str:
     """Log one finished run (an evaluation, an optimization) with its artifacts; returns its run id.
 
@@ -539,7 +474,7 @@ def experiment_run_log(
         for directory, path in (files or {}).items():
             client.log_artifact(run_id, str(path), directory or None)
     except Exception:
-        client.set_terminated(run_id, status=RUN_FAILED)
+        client.set_terminated(run_id, status=contract.RUN_FAILED)
         raise
     client.set_terminated(run_id, status=status)
     return run_id

@@ -43,6 +43,8 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from intentsite import contract
+
 from ..models import OTHER, DailyRollup, MirroredRun, SyncState, compound_parts, compound_value
 from ..services.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS, rollup_aggregates, sketch_of_buckets
 from ..sketch import LatencySketch
@@ -63,7 +65,6 @@ SUMMED = WHOLE + REAL
 LATEST_FAILING = 20
 TOP_ERROR_TYPES = 20
 SAMPLE_WINDOW = 200  # newest failing runs read for the error types' samples
-EVALUATION_METRICS = ("in_scope_accuracy", "oos_recall", "macro_f1", "latency_p50_ms", "examples")
 
 
 # --- The period and where to read it -----------------------------------------------------------------
@@ -549,13 +550,13 @@ def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> d
     latest: dict[str, dict[str, Any]] = {}
     for row in rows.order_by("-start_time", "-run_id").values(
             "run_id", "prompt_version", "metrics", "tags", "start_time", "end_time")[:5000]:
-        if row["prompt_version"] in latest or row["tags"].get("run_kind", "evaluation") != "evaluation":
+        if row["prompt_version"] in latest or row["tags"].get(contract.RUN_KIND, "evaluation") != "evaluation":
             continue
         metrics = row["metrics"]
-        examples = metrics.get("examples")
+        examples = metrics.get(contract.EXAMPLES)
         latest[row["prompt_version"]] = {
             "run_id": row["run_id"],
-            **{name: metrics.get(name) for name in EVALUATION_METRICS if name != "examples"},
+            **{name: metrics.get(name) for name in contract.EVALUATION_METRICS if name != contract.EXAMPLES},
             "examples": None if examples is None else int(examples),
             "evaluated_at": row["end_time"] or row["start_time"],
         }

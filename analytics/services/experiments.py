@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+
+from intentsite import contract
 
 from .. import mlflow_source
 from ..models import DailyRollup, MirroredRun, SyncState
 
 logger = logging.getLogger(__name__)
 
-# The experiments besides the detection one (MLFLOW_EXPERIMENT_NAME): prompt versions (intent), offline
-# evaluations and optimizations (contract C).
-PROMPT_VERSIONS_EXPERIMENT = "intent_prompt_versions"
-EVALUATION_EXPERIMENT = "intent_evaluation"
-OPTIMIZATION_EXPERIMENT = "intent_optimization"
-
-
 def experiment_names() -> list[str]:
-    evaluation = getattr(settings, "ANALYTICS_EVALUATION_EXPERIMENT_NAME", EVALUATION_EXPERIMENT)
-    names = [settings.MLFLOW_EXPERIMENT_NAME, PROMPT_VERSIONS_EXPERIMENT, evaluation, OPTIMIZATION_EXPERIMENT]
+    """The experiments intentsite writes: detections (MLFLOW_EXPERIMENT_NAME), prompt versions, the offline
+    evaluations and optimizations."""
+    evaluation = getattr(settings, "ANALYTICS_EVALUATION_EXPERIMENT_NAME", contract.EVALUATION_EXPERIMENT)
+    names = [settings.MLFLOW_EXPERIMENT_NAME, contract.PROMPT_VERSIONS_EXPERIMENT, evaluation,
+             contract.OPTIMIZATION_EXPERIMENT]
     return list(dict.fromkeys(names))
 
 
@@ -54,13 +51,8 @@ class ExperimentsRecreateResult:
 
 
 def _artifact_location(name: str) -> str | None:
-    """Same rule as the intent app's: local stores keep artifacts under MLFLOW_ARTIFACT_ROOT/<name>; a
-    tracking server decides for itself."""
-    if settings.MLFLOW_TRACKING_URI.startswith(("http://", "https://", "databricks")):
-        return None
-    root = Path(settings.MLFLOW_ARTIFACT_ROOT)
-    root.mkdir(parents=True, exist_ok=True)
-    return (root / name).resolve().as_uri()
+    return contract.artifact_location(tracking_uri=settings.MLFLOW_TRACKING_URI,
+                                      artifact_root=settings.MLFLOW_ARTIFACT_ROOT, experiment=name)
 
 
 def mirror_forget(*, experiment_name: str, experiment_id: str) -> int:
@@ -96,7 +88,7 @@ def experiments_recreate(*, reset: bool = False) -> ExperimentsRecreateResult:
             experiment_id = mlflow_source.experiment_create(name=name, artifact_location=_artifact_location(name))
             result.created.append(name)
         elif reset:
-            active = found.lifecycle == mlflow_source.LIFECYCLE_ACTIVE
+            active = found.lifecycle == contract.LIFECYCLE_ACTIVE
             orphaned = mlflow_source.experiment_active_runs_count(experiment_id=found.experiment_id) if active else 0
             if not active:  # MLflow renames active experiments only
                 mlflow_source.experiment_restore(experiment_id=found.experiment_id)
@@ -111,7 +103,7 @@ def experiments_recreate(*, reset: bool = False) -> ExperimentsRecreateResult:
             result.archived_as[name] = archived
             logger.warning("Experiment %r reset: old id %s is now %r (deleted, %d runs orphaned), new id %s",
                            name, found.experiment_id, archived, orphaned, experiment_id)
-        elif found.lifecycle != mlflow_source.LIFECYCLE_ACTIVE:
+        elif found.lifecycle != contract.LIFECYCLE_ACTIVE:
             experiment_id = found.experiment_id
             mlflow_source.experiment_restore(experiment_id=experiment_id)
             # Its runs are active again: the next sync reconciles the whole run-id set to take them back.

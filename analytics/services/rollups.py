@@ -19,7 +19,8 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from ..mlflow_source import OUT_OF_SCOPE
+from intentsite.contract import OUT_OF_SCOPE
+
 from ..models import COMPOUND_SEPARATOR, OTHER, DailyRollup, MirroredRun
 from ..sketch import ZERO_KEY, LatencySketch
 from .bulk import rows_upsert

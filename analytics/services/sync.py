@@ -41,7 +41,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import mlflow_source as contract
+from intentsite import contract
+
 from ..mlflow_source import (
     INT32,
     AttachedRunSource,
@@ -100,24 +101,20 @@ class SyncResult:
 
 # --- From an MLflow run to a mirrored row ------------------------------------------------------------
 
-def _max_length(column: str) -> int:
-    return MirroredRun._meta.get_field(column).max_length
+# The contract's names with a typed column (named after them), by source and kind. A value that does not fit its
+# column (too long, not a boolean, not an integer) leaves the column empty and stays, as it came, in the JSON
+# column: nothing MLflow holds is lost. Names without a column stay in the JSON columns.
+def _columns(source: str, *kinds: str) -> tuple[contract.Field, ...]:
+    return tuple(field for field in contract.FIELDS if field.column and field.source == source and field.kind in kinds)
 
 
-# Contract names and their columns (the column is named after the contract name). A value that does not
-# fit its column (too long, not a boolean, not an integer) leaves the column empty and stays, as it
-# came, in the JSON column: nothing MLflow holds is lost.
-TEXT_TAGS = tuple((name, _max_length(name)) for name in (
-    contract.DETECTED_INTENT, contract.USER_ROLE, contract.CURRENT_MODULE, contract.CURRENT_TAB,
-    contract.PROMPT_VERSION, contract.DSPY_VERSION, contract.REQUEST_ID, contract.ERROR_CATEGORY,
-    contract.ERROR_TYPE, contract.ANSWERED_BY))
-BOOLEAN_TAGS = (contract.FALLBACK_USED,)
-TEXT_PARAMS = tuple((name, _max_length(name)) for name in (contract.MODEL_NAME, contract.CATEGORY_SOURCE))
-BOOLEAN_PARAMS = (contract.REQUIRES_WORKFLOW,)
-INTEGER_PARAMS = (contract.MESSAGE_LENGTH, contract.MESSAGE_WORD_COUNT)
-REAL_METRICS = (contract.CONFIDENCE_SCORE, contract.RESPONSE_TIME_MS, contract.TEMPLATE_MATCH_RATE, contract.COST_USD)
-WHOLE_METRICS = (contract.AVAILABLE_WORKFLOW_TEMPLATES, contract.AVAILABLE_AGENT_TEMPLATES, contract.PROMPT_TOKENS,
-                 contract.COMPLETION_TOKENS)
+TEXT_TAGS = tuple((field.name, field.max_length) for field in _columns(contract.TAG, "text"))
+BOOLEAN_TAGS = tuple(field.name for field in _columns(contract.TAG, "boolean"))
+TEXT_PARAMS = tuple((field.name, field.max_length) for field in _columns(contract.PARAM, "text"))
+BOOLEAN_PARAMS = tuple(field.name for field in _columns(contract.PARAM, "boolean"))
+INTEGER_PARAMS = tuple(field.name for field in _columns(contract.PARAM, "integer"))
+REAL_METRICS = tuple(field.name for field in _columns(contract.METRIC, "real"))
+WHOLE_METRICS = tuple(field.name for field in _columns(contract.METRIC, "whole"))
 BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
 
 # What the sync writes and compares (feedback's `expected_intent` / `is_correct` included).
@@ -208,7 +205,7 @@ def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, 
         if value is not None and row[name] is None:
             metrics[name] = value
     expected = tags.pop(contract.EXPECTED_INTENT, None)
-    if expected is not None and len(expected) > _max_length(contract.EXPECTED_INTENT):
+    if expected is not None and len(expected) > contract.BY_NAME[contract.EXPECTED_INTENT].max_length:
         tags[contract.EXPECTED_INTENT], expected = expected, None
     row[contract.EXPECTED_INTENT] = expected
     correct = metrics.pop(contract.IS_CORRECT, None)
@@ -231,7 +228,7 @@ def mirror_row_build(run: SourceRun, *, digest: str | None = None) -> dict[str, 
 # inside SQLite. Tests hold the two paths to the same mirror, edge cases included.
 SQL_TAGS = (*(MirrorColumn(name, "text", length) for name, length in TEXT_TAGS),
             *(MirrorColumn(name, "boolean") for name in BOOLEAN_TAGS),
-            MirrorColumn(contract.EXPECTED_INTENT, "optional_text", _max_length(contract.EXPECTED_INTENT)),
+            MirrorColumn(contract.EXPECTED_INTENT, "optional_text", contract.BY_NAME[contract.EXPECTED_INTENT].max_length),
             MirrorColumn(contract.STATUS, "status"))
 SQL_PARAMS = (*(MirrorColumn(name, "text", length) for name, length in TEXT_PARAMS),
               *(MirrorColumn(name, "boolean") for name in BOOLEAN_PARAMS),

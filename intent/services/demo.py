@@ -26,6 +26,7 @@ from .. import tracking
 from ..detectors import detector_get, prompt_version_register
 from ..models import DetectionRecord
 from ..program import OUT_OF_SCOPE, IntentDetector, LMSettings
+from ..program.circuit import CircuitConfig
 from ..program.evaluation import DatasetFormatError, dataset_read
 from .detection import intent_detect
 from .feedback import detection_feedback_create, detection_feedback_log
@@ -36,8 +37,10 @@ logger = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 BATCH = 500  # detections per transaction and per bulk write of their runs
 # An OpenAI-compatible LM on a port nothing listens on (9, discard): the connection is refused at once.
+# No circuit breaker: the seed sends a month of failures within seconds, which would open it after the first few;
+# spread over a month, each failure would have been an `lm_unavailable` of its own.
 UNREACHABLE_LM = LMSettings(model="openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1", api_key="demo",
-                            timeout_s=2.0, num_retries=0)
+                            timeout_s=2.0, num_retries=0, circuit=CircuitConfig(failures_to_open=0))
 ROLES = {"customer": 70, "agent": 22, "admin": 8}
 # A few screens of the app per module (CLINC150's domains); any other module gets GENERIC_TABS.
 TABS = {

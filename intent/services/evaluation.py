@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from intentsite import contract
+
 from .. import tracking
 from ..detectors import detector_get
 from ..program import DetectionInput, IntentDetector
@@ -54,18 +56,18 @@ def detector_evaluate(
 def evaluation_run_log(*, report: EvaluationReport, detector: IntentDetector, dataset: Path, split: str,
                        sample: dict[str, int] | None = None) -> str:
     return tracking.experiment_run_log(
-        experiment=tracking.EVALUATION_EXPERIMENT,
+        experiment=contract.EVALUATION_EXPERIMENT,
         run_name=f"eval-{detector.prompt_version}-{Path(dataset).stem}",
         tags={
-            tracking.PROMPT_VERSION: detector.prompt_version,
-            tracking.MODEL_NAME: detector.model_name,
-            tracking.DATASET: Path(dataset).name,
-            tracking.SPLIT: split,
-            tracking.RUN_KIND: "evaluation",
-            tracking.CATALOG_VERSION: detector.catalog.version,
+            contract.PROMPT_VERSION: detector.prompt_version,
+            contract.MODEL_NAME: detector.model_name,
+            contract.DATASET: Path(dataset).name,
+            contract.SPLIT: split,
+            contract.RUN_KIND: "evaluation",
+            contract.CATALOG_VERSION: detector.catalog.version,
         },
         params={f"sample.{key}": value for key, value in (sample or {}).items()},
         metrics=tracking.evaluation_metrics(report.summary()),
-        dicts={tracking.PER_INTENT_REPORT_ARTIFACT: per_intent_report(report)},
-        figures={tracking.CONFUSION_MATRIX_ARTIFACT: confusion_figure(report.labels, report.predictions)},
+        dicts={contract.PER_INTENT_REPORT_ARTIFACT: per_intent_report(report)},
+        figures={contract.CONFUSION_MATRIX_ARTIFACT: confusion_figure(report.labels, report.predictions)},
     )

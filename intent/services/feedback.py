@@ -19,6 +19,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from intentsite import contract
+
 from .. import tracking
 from ..models import DetectionFeedback, DetectionLabel, DetectionRecord
 from ..redaction import message_redact
@@ -45,12 +47,12 @@ def detection_feedback_create(
         record = DetectionRecord.objects.filter(request_id=request_id).values("payload", "user_id").first()
         if record is None or not _may_label(author, owner_id=record["user_id"]):
             raise DetectionNotFound(f"No detection with request_id {request_id}")
-        detected_intent = record["payload"]["tags"][tracking.DETECTED_INTENT]
+        detected_intent = record["payload"]["tags"][contract.DETECTED_INTENT]
         values = {
             "detected_intent": detected_intent,
             "expected_intent": expected_intent,
             "is_correct": expected_intent == detected_intent,
-            "comment": message_redact(comment)[: tracking.FEEDBACK_COMMENT_MAX],
+            "comment": message_redact(comment)[: contract.FEEDBACK_COMMENT_MAX],
             "user": author,
         }
         DetectionLabel.objects.create(request_id=request_id, expected_intent=expected_intent,

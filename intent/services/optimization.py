@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from intentsite import contract
+
 from .. import tracking
 from ..detectors import detector_get
 from ..models import PromptVersion
@@ -90,22 +92,22 @@ def prompt_program_optimize(
             PromptVersion.objects.filter(pk=version.pk).update(mlflow_run_id=run_id)
         except Exception:  # noqa: BLE001 - a worker records it with the next detections
             logger.warning("Could not record prompt version %s in MLflow yet", version.version, exc_info=True)
-    metrics = {tracking.SCORE_BEFORE: result.score_before, tracking.SCORE_AFTER: result.score_after}
+    metrics = {contract.SCORE_BEFORE: result.score_before, contract.SCORE_AFTER: result.score_after}
     for suffix, report in (("before", result.before), ("after", result.after)):
         for name, value in tracking.evaluation_metrics(report.summary()).items():
             metrics[f"{name}_{suffix}"] = value
     run_id = tracking.experiment_run_log(
-        experiment=tracking.OPTIMIZATION_EXPERIMENT,
+        experiment=contract.OPTIMIZATION_EXPERIMENT,
         run_name=f"optimize-{result.optimizer}-{optimized.prompt_version}",
         tags={
-            tracking.PROMPT_VERSION: optimized.prompt_version,
-            tracking.BASE_PROMPT_VERSION: base.prompt_version,
-            tracking.OPTIMIZER: result.optimizer,
-            tracking.MODEL_NAME: optimized.model_name,
-            tracking.RUN_KIND: "optimization",
-            tracking.DATASET: Path(dataset).name,
-            tracking.CATALOG_VERSION: base.catalog.version,
-            tracking.IMPROVED: str(result.improved).lower(),
+            contract.PROMPT_VERSION: optimized.prompt_version,
+            contract.BASE_PROMPT_VERSION: base.prompt_version,
+            contract.OPTIMIZER: result.optimizer,
+            contract.MODEL_NAME: optimized.model_name,
+            contract.RUN_KIND: "optimization",
+            contract.DATASET: Path(dataset).name,
+            contract.CATALOG_VERSION: base.catalog.version,
+            contract.IMPROVED: str(result.improved).lower(),
         },
         params={**{f"optimizer.{key}": value for key, value in result.params.items()},
                 "train_examples": len(train), "val_examples": len(val), "dspy_version": dspy.__version__,
@@ -113,7 +115,7 @@ def prompt_program_optimize(
                 **{f"sample.{key}": value for key, value in (sample or {}).items()}},
         metrics=metrics,
         dicts={
-            tracking.PROGRAM_STATE_ARTIFACT: state,
+            contract.PROGRAM_STATE_ARTIFACT: state,
             "val_report_before.json": per_intent_report(result.before),
             "val_report_after.json": per_intent_report(result.after),
         },
