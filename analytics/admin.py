@@ -1,15 +1,39 @@
 """Admin pages of the mirror: read-only (MLflow is the system of record; the sync writes these rows), and
-the "Detection analytics" dashboard."""
+the "Detection analytics" dashboard.
+
+The mirrored runs' list stays cheap on millions of rows: no full count, and its filters offer values read
+from the daily rollups (bounded, indexed), never a DISTINCT over the runs. It links to a run's detection
+record through the intent admin's URL alone (`intent` models are not imported)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.db.models import Sum
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
 
 from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
+from .selectors.reports import mlflow_run_url
 
 DASHBOARD_PERIODS = (7, 30, 90)
 DASHBOARD_DEFAULT_DAYS = 30
+FILTER_VALUES = 20  # values a filter of the runs' list offers: the most frequent of the last FILTER_DAYS days
+FILTER_DAYS = 30
+TEXT_CHARS = 24  # free text (intent, model) is cut there in the list; the title holds all of it
+CONTEXT_CHARS = 20  # role and module, which any client may fill with anything
+MLFLOW_STATUSES = ("FINISHED", "FAILED", "RUNNING", "SCHEDULED", "KILLED")
+EMPTY = "-"  # what the admin shows for an empty value (a read-only field would show `None`)
+
+Dimension = DailyRollup.Dimension
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -23,16 +47,197 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _utc(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else EMPTY
+
+
+def _text(value: str, chars: int = TEXT_CHARS):
+    """Free text cut to `chars` (all of it in the title), breakable after its underscores: one long value must
+    not widen the list."""
+    if not value:
+        return EMPTY
+    parts = Truncator(value).chars(chars).split("_")
+    shown = format_html_join(mark_safe("_<wbr>"), "{}", ((part,) for part in parts))
+    return format_html('<span title="{}">{}</span>', value, shown) if len(value) > chars else shown
+
+
+def _json(value) -> str:
+    if not value:
+        return EMPTY
+    return format_html('<pre class="run-json">{}</pre>',
+                       json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _record_url(request_id: str) -> str | None:
+    """The intent admin's records filtered by the run's request id (the record may be gone after its retention).
+    None when the id is not a detection's (a UUID)."""
+    try:
+        uuid.UUID(request_id)
+    except ValueError:
+        return None
+    return f"{reverse('admin:intent_detectionrecord_changelist')}?{urlencode({'request_id': request_id})}"
+
+
+class RollupValuesFilter(admin.SimpleListFilter):
+    """A column's FILTER_VALUES most frequent values of the last FILTER_DAYS days, from the daily rollups of its
+    dimension: bounded and fast, where a DISTINCT over the mirrored rows would read millions of them and list
+    every value a client ever sent. A selected value out of that list stays listed."""
+
+    dimension: str
+
+    def lookups(self, request, model_admin):
+        since = timezone.now().date() - timedelta(days=FILTER_DAYS)
+        top = (DailyRollup.objects.filter(dimension=self.dimension, day__gte=since, folded=False).exclude(value="")
+               .values("value").annotate(total=Sum("runs")).order_by("-total", "value")[:FILTER_VALUES])
+        values = [row["value"] for row in top]
+        if self.value() and self.value() not in values:
+            values.append(self.value())
+        return [(value, Truncator(value).chars(TEXT_CHARS)) for value in values]
+
+    def queryset(self, request, queryset):
+        return queryset if self.value() is None else queryset.filter(**{self.parameter_name: self.value()})
+
+
+def rollup_values_filter(column: str, dimension: str, title: str) -> type[RollupValuesFilter]:
+    return type(f"{column.title().replace('_', '')}Filter", (RollupValuesFilter,),
+                {"parameter_name": column, "dimension": dimension, "title": title})
+
+
+class MlflowStatusFilter(admin.SimpleListFilter):
+    """MLflow's run statuses: a fixed list (no DISTINCT over the runs)."""
+
+    title = "MLflow status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(status, status.lower()) for status in MLFLOW_STATUSES]
+
+    def queryset(self, request, queryset):
+        return queryset if self.value() is None else queryset.filter(status=self.value())
+
+
 @admin.register(MirroredRun)
 class MirroredRunAdmin(ReadOnlyAdmin):
-    list_display = ("start_time", "detected_intent", "confidence_score", "response_time_ms", "user_role",
-                    "current_module", "model_name", "prompt_version", "status", "is_error", "run_id")
-    list_filter = ("status", "is_error", "fallback_used", "detected_intent", "user_role", "current_module",
-                   "model_name", "prompt_version", "error_category")
+    list_display = ("started", "intent", "confidence", "latency", "outcome", "model_answer", "context", "prompt",
+                    "links")
+    list_filter = (
+        ("start_time", admin.DateFieldListFilter), MlflowStatusFilter, "is_error", "fallback_used",
+        rollup_values_filter("detected_intent", Dimension.INTENT, "intent"),
+        rollup_values_filter("model_name", Dimension.MODEL, "model"),
+        rollup_values_filter("prompt_version", Dimension.PROMPT_VERSION, "prompt version"),
+        rollup_values_filter("error_category", Dimension.ERROR_CATEGORY, "error category"),
+        rollup_values_filter("user_role", Dimension.ROLE, "role"),
+        rollup_values_filter("current_module", Dimension.MODULE, "module"),
+        rollup_values_filter("current_tab", Dimension.TAB, "tab"),
+    )
     search_fields = ("=request_id", "=run_id")
-    date_hierarchy = "start_time"
+    search_help_text = "A request id or an MLflow run id (whole)."
+    # No date_hierarchy: its links are a DISTINCT over the period's runs on every page. The start filter's
+    # choices (today, past 7 days, ...) cost nothing; `?start_time__year=2026&start_time__month=11` still works.
     list_per_page = 50
     show_full_result_count = False  # a COUNT(*) over millions of rows on every page is not worth it
+    fieldsets = (
+        ("What", {"fields": ("detected_intent", "outcome", "error_category", "error_type", "expected_intent",
+                             "is_correct", "request_id", "started", "ended")}),
+        ("How well", {"fields": ("confidence_detail", "latency", "model_name", "answered_by", "fallback_used",
+                                 "template_match_rate", "prompt_tokens", "completion_tokens", "cost_usd")}),
+        ("Context", {"fields": ("user_role", "current_module", "current_tab", "prompt_version", "dspy_version",
+                                "category_source", "requires_workflow", "message_length", "message_word_count",
+                                "available_workflow_templates", "available_agent_templates")}),
+        ("MLflow", {"fields": ("run_id", "experiment_id", "status", "lifecycle", "links", "tags_pretty",
+                               "params_pretty", "metrics_pretty", "mirrored_at", "source_digest")}),
+    )
+    readonly_fields = [field.name for field in MirroredRun._meta.fields] + [
+        "started", "ended", "confidence_detail", "latency", "outcome", "links", "tags_pretty", "params_pretty",
+        "metrics_pretty"]
+
+    class Media:
+        css = {"all": ("analytics/admin.css",)}
+
+    @admin.display(description="start (UTC)", ordering="start_time")
+    def started(self, obj: MirroredRun):
+        return _utc(obj.start_time)
+
+    @admin.display(description="end (UTC)", ordering="end_time")
+    def ended(self, obj: MirroredRun):
+        return _utc(obj.end_time)
+
+    @admin.display(description="intent", ordering="detected_intent")
+    def intent(self, obj: MirroredRun):
+        return _text(obj.detected_intent)
+
+    @admin.display(description="conf.", ordering="confidence_score")
+    def confidence(self, obj: MirroredRun):
+        return EMPTY if obj.confidence_score is None else f"{obj.confidence_score:.2f}"
+
+    @admin.display(description="confidence")
+    def confidence_detail(self, obj: MirroredRun):
+        return self.confidence(obj)
+
+    @admin.display(description="latency ms", ordering="response_time_ms")
+    def latency(self, obj: MirroredRun):
+        return EMPTY if obj.response_time_ms is None else f"{obj.response_time_ms:.1f}"
+
+    @admin.display(description="status", ordering="is_error")
+    def outcome(self, obj: MirroredRun):
+        """ok; the error category of a failed detection; the category a detection fell back from; or MLflow's
+        status while the run has not ended."""
+        if obj.is_error:
+            kind, text, title = "error", obj.error_category or "error", obj.error_type
+        elif obj.status not in ("FINISHED", ""):
+            kind, text, title = "other", obj.status.lower(), "MLflow status"
+        elif obj.error_category:
+            kind, text, title = "fallback", obj.error_category, " ".join(("answered by the fallback:", obj.error_type))
+        else:
+            kind, text, title = "ok", "ok", ""
+        return format_html('<span class="run-badge is-{}" title="{}">{}</span>', kind, title, text)
+
+    @admin.display(description="model", ordering="model_name")
+    def model_answer(self, obj: MirroredRun):
+        """The configured model, and below it the one that answered when it was another (a fallback)."""
+        if obj.answered_by and obj.answered_by != obj.model_name:
+            return format_html('{}<div class="run-quiet" title="answered by">↳ {}</div>', _text(obj.model_name, 32),
+                               _text(obj.answered_by, 32))
+        return _text(obj.model_name, 32)
+
+    @admin.display(description="role / module", ordering="current_module")
+    def context(self, obj: MirroredRun):
+        """Who asked (role), and below it where they were (module): one narrow column for both."""
+        if not (obj.user_role or obj.current_module):
+            return EMPTY
+        return format_html('{}<div class="run-quiet">{}</div>', _text(obj.user_role, CONTEXT_CHARS),
+                           _text(obj.current_module, CONTEXT_CHARS))
+
+    @admin.display(description="prompt", ordering="prompt_version")
+    def prompt(self, obj: MirroredRun):
+        if not obj.prompt_version:
+            return EMPTY
+        return format_html('<span class="run-id" title="{}">{}</span>', obj.prompt_version, obj.prompt_version[:8])
+
+    @admin.display(description="links")
+    def links(self, obj: MirroredRun):
+        """The run in MLflow (its short id; a link when MLFLOW_UI_URL is set) and its detection record."""
+        run_url = mlflow_run_url(experiment_id=obj.experiment_id, run_id=obj.run_id)
+        run = (format_html('<a class="run-id" href="{}" title="MLflow run {}">{}</a>', run_url, obj.run_id,
+                           obj.run_id[:8]) if run_url else
+               format_html('<span class="run-id" title="MLflow run {}">{}</span>', obj.run_id, obj.run_id[:8]))
+        record_url = _record_url(obj.request_id)
+        if not record_url:
+            return run
+        return format_html('{} · <a href="{}" title="The detection record (request {})">record</a>', run,
+                           record_url, obj.request_id)
+
+    @admin.display(description="tags")
+    def tags_pretty(self, obj: MirroredRun):
+        return _json(obj.tags)
+
+    @admin.display(description="params")
+    def params_pretty(self, obj: MirroredRun):
+        return _json(obj.params)
+
+    @admin.display(description="metrics")
+    def metrics_pretty(self, obj: MirroredRun):
+        return _json(obj.metrics)
 
 
 @admin.register(DailyRollup)
