@@ -21,7 +21,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from . import tracking
+from intentsite import contract
+
 from .models import (
     AgentTemplate,
     DeadLetter,
@@ -141,14 +142,14 @@ def _payload_columns() -> dict:
         return Cast(KT(f"payload__metrics__{name}"), FloatField())
 
     return {
-        "_intent": tag(tracking.DETECTED_INTENT),
-        "_status": tag(tracking.STATUS),
-        "_error_category": tag(tracking.ERROR_CATEGORY),
-        "_error_type": tag(tracking.ERROR_TYPE),
-        "_answered_by": tag(tracking.ANSWERED_BY),
-        "_model": KT(f"payload__params__{tracking.MODEL_NAME}"),
-        "_confidence": metric(tracking.CONFIDENCE_SCORE),
-        "_latency": metric(tracking.RESPONSE_TIME_MS),
+        "_intent": tag(contract.DETECTED_INTENT),
+        "_status": tag(contract.STATUS),
+        "_error_category": tag(contract.ERROR_CATEGORY),
+        "_error_type": tag(contract.ERROR_TYPE),
+        "_answered_by": tag(contract.ANSWERED_BY),
+        "_model": KT(f"payload__params__{contract.MODEL_NAME}"),
+        "_confidence": metric(contract.CONFIDENCE_SCORE),
+        "_latency": metric(contract.RESPONSE_TIME_MS),
     }
 
 
@@ -167,7 +168,7 @@ class DetectedIntentFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() is None:
             return queryset
-        return queryset.filter(**{f"payload__tags__{tracking.DETECTED_INTENT}": self.value()})
+        return queryset.filter(**{f"payload__tags__{contract.DETECTED_INTENT}": self.value()})
 
 
 @admin.register(DetectionRecord)
@@ -175,7 +176,7 @@ class DetectionRecordAdmin(admin.ModelAdmin):
     list_display = ("created", "intent", "confidence", "status", "model_answer", "latency", "tracking_state",
                     "request_short", "links")
     list_filter = ("state", DetectedIntentFilter)
-    search_fields = ("^request_id", "^mlflow_run_id", f"=payload__tags__{tracking.DETECTED_INTENT}")
+    search_fields = ("^request_id", "^mlflow_run_id", f"=payload__tags__{contract.DETECTED_INTENT}")
     search_help_text = "A request id or run id (or their first characters), or an intent."
     date_hierarchy = "created_at"
     fieldsets = (
