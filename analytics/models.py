@@ -76,7 +76,7 @@ class MirroredRun(models.Model):
     completion_tokens = models.IntegerField(null=True, blank=True)
     cost_usd = models.FloatField(null=True, blank=True)
     latency_bucket = models.SmallIntegerField(
-        null=True, blank=True, help_text="Latency sketch bucket of response_time_ms (`analytics.sketch.sketch_key`).")
+        null=True, blank=True, help_text="Latency sketch bucket of response_time_ms (`analytics.mirror.sketch.sketch_key`).")
 
     # Everything else MLflow holds for the run
     tags = models.JSONField(default=dict, blank=True, help_text="Tags outside the contract (incl. mlflow.*).")
@@ -159,7 +159,7 @@ class DailyRollup(models.Model):
     latency_min_ms = models.FloatField(null=True, blank=True)
     latency_max_ms = models.FloatField(null=True, blank=True)
     latency_sketch = models.JSONField(default=list, blank=True, help_text=(
-        "[[bucket keys], [counts]] of `analytics.sketch.LatencySketch`: percentiles within 1 % of exact."))
+        "[[bucket keys], [counts]] of `analytics.mirror.sketch.LatencySketch`: percentiles within 1 % of exact."))
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)

@@ -6,8 +6,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from .mlflow_source import MlflowSourceUnavailable
-from .services import SyncResult, runs_refresh, runs_sync
+from .mirror.sources.base import MlflowSourceUnavailable
+from .mirror.sync import SyncResult, runs_refresh, runs_sync
 
 # Worth another try: MLflow or the database unreachable for a moment. Anything else (a bug, a store
 # MLflow refuses) fails the task; the next beat tick starts afresh either way.

@@ -4,8 +4,8 @@
                          [--delta-runs 1000] [--deltas 3] [--keep]
 
 1. Full sync of `--full-runs` runs into an empty mirror through the default path for a SQLite store and a
-   SQLite mirror, the attached one with its worker threads building pages ahead (runs/s, end to end: read,
-   compare, upsert, rollups, state); the same without the workers and through the SQL path, for the ratios.
+   SQLite mirror, the attached one (runs/s, end to end: read, compare, upsert, rollups, state); the same
+   through the SQL path, for the ratio.
    Each `--repeats` times, interleaved, the mirror emptied before each: medians, since a shared machine's
    speed drifts.
 2. The baseline: `--client-runs` runs synced through `MlflowClient.search_runs` (the client path), and the
@@ -69,7 +69,7 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from analytics.mlflow_source import sources_reset  # noqa: E402
+from analytics.mirror.sources import sources_reset  # noqa: E402
 from analytics.models import DailyRollup, MirroredRun, SyncState  # noqa: E402
 from analytics.services import runs_sync  # noqa: E402
 
@@ -194,18 +194,16 @@ def bench_full(n: int, repeats: int) -> None:
     seconds = store_fill(path, experiment_id, n, start_ms=end - 30 * DAY_MS, end_ms=end, seed=1)
     print(f"1. full sync of {n:,} runs ({n:,} runs generated in {seconds:.1f} s, {n / seconds:,.0f} runs/s); "
           f"each sync {repeats}x into an empty mirror, the median is the figure")
-    variants = {  # label -> (source, worker threads building pages ahead)
-        f"attached path, {settings.ANALYTICS_SYNC_WORKERS} workers (the default)": ("auto", settings.ANALYTICS_SYNC_WORKERS),
-        "attached path, no workers": ("attached", 0),
-        "sql path (rows built in Python)": ("sql", 0),
+    variants = {  # label -> source
+        "attached path (the default)": "auto",
+        "sql path (rows built in Python)": "sql",
     }
     # Interleaved (each variant once per round): a shared machine's speed drifts over minutes.
     rates: dict[str, list[float]] = {label: [] for label in variants}
     last = {}
     for _ in range(repeats):
-        for label, (source, workers) in variants.items():
+        for label, source in variants.items():
             use_store(path, source=source)
-            settings.ANALYTICS_SYNC_WORKERS = workers
             mirror_reset()
             last[label] = runs_sync()
             rates[label].append(last[label].runs_per_s)
@@ -214,7 +212,6 @@ def bench_full(n: int, repeats: int) -> None:
         report(f"{label}: last", last[label])
         print(f"    median {medians[label]:,.0f} runs/s (runs: {', '.join(f'{rate:,.0f}' for rate in rates[label])})")
     use_store(path)
-    settings.ANALYTICS_SYNC_WORKERS = next(iter(variants.values()))[1]
     report("  default path, full re-sync (nothing changed)", runs_sync(full=True))
     default, *others = medians
     for other in others:

@@ -278,8 +278,6 @@ ANALYTICS_SYNC_LEASE_S = float(os.environ.get("ANALYTICS_SYNC_LEASE_S", "600"))
 # auto: read MLflow's tables directly when the store is a database with the known schema, else the
 # client's search; `client` or `sql` force one.
 ANALYTICS_SYNC_SOURCE = os.environ.get("ANALYTICS_SYNC_SOURCE", "auto")
-# Threads that build the pages of a full read ahead on the attached path (first sync, --full); 0: none.
-ANALYTICS_SYNC_WORKERS = int(os.environ.get("ANALYTICS_SYNC_WORKERS", "2"))
 # Report answers are cached until the next sync finishes (the key holds its time); 0 turns the cache off.
 ANALYTICS_CACHE_TIMEOUT_S = float(os.environ.get("ANALYTICS_CACHE_TIMEOUT_S", "3600"))
 # The offline evaluation runs (`evaluate_intents`): the beat sync mirrors this experiment too, and

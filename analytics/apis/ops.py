@@ -12,9 +12,9 @@ from rest_framework.views import APIView
 
 from intentsite.serializers import StrictSerializer
 
-from ..mlflow_source import MlflowSourceError, MlflowSourceUnavailable
+from ..mirror.experiments import experiments_recreate
+from ..mirror.sources.base import MlflowSourceError, MlflowSourceUnavailable
 from ..selectors.health import STATUS_DOWN, health_get
-from ..services.experiments import experiments_recreate
 
 
 class IsSuperuser(BasePermission):

@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='dailyrollup',
             name='latency_sketch',
-            field=models.JSONField(blank=True, default=list, help_text='[[bucket keys], [counts]] of `analytics.sketch.LatencySketch`: percentiles within 1 % of exact.'),
+            field=models.JSONField(blank=True, default=list, help_text='[[bucket keys], [counts]] of `analytics.mirror.sketch.LatencySketch`: percentiles within 1 % of exact.'),
         ),
         migrations.AddField(
             model_name='mirroredrun',
@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='mirroredrun',
             name='latency_bucket',
-            field=models.SmallIntegerField(blank=True, help_text='Latency sketch bucket of response_time_ms (`analytics.sketch.sketch_key`).', null=True),
+            field=models.SmallIntegerField(blank=True, help_text='Latency sketch bucket of response_time_ms (`analytics.mirror.sketch.sketch_key`).', null=True),
         ),
         migrations.AlterField(
             model_name='mirroredrun',

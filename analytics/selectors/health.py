@@ -13,7 +13,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from ..mlflow_source import mlflow_probe, tracking_uri_display
+from ..mirror.store import mlflow_probe, tracking_uri_display
 from ..models import SyncState
 
 logger = logging.getLogger(__name__)

@@ -45,9 +45,9 @@ from django.utils import timezone
 
 from intentsite import contract
 
+from ..mirror.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS, rollup_aggregates, sketch_of_buckets
+from ..mirror.sketch import LatencySketch
 from ..models import OTHER, DailyRollup, MirroredRun, SyncState, compound_parts, compound_value
-from ..services.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS, rollup_aggregates, sketch_of_buckets
-from ..sketch import LatencySketch
 
 Dimension = DailyRollup.Dimension
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from analytics.mlflow_source import sources_reset
+from analytics.mirror.sources import sources_reset
 
 # A fixed day, so that runs land on known UTC days (2026-11-20 00:00 UTC).
 DAY0_MS = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
@@ -34,7 +34,7 @@ ERROR_CATEGORIES = ["lm_timeout", "lm_unavailable", "parse_error"]
 
 @pytest.fixture(autouse=True)
 def fresh_sources():
-    """Engines and clients of `analytics.mlflow_source` point at one test's store: forget them after it."""
+    """Engines and clients of `analytics.mirror.sources` point at one test's store: forget them after it."""
     sources_reset()
     yield
     sources_reset()

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
+from analytics.mirror.rollups import DIMENSION_COLUMNS
 from analytics.models import OTHER, MirroredRun, compound_value
-from analytics.services.rollups import DIMENSION_COLUMNS
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
           "prompt_tokens", "completion_tokens", "labelled", "correct")

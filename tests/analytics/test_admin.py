@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun, SyncState
-from analytics.services import runs_sync
 from tests.admin_pages import result_rows
 from tests.analytics.conftest import DAY0_MS
 from tests.analytics.test_reports_api import at, mirror, mirrored

@@ -11,8 +11,9 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from analytics.mirror.pages import SyncLeaseLost
+from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun, SyncState
-from analytics.services import SyncLeaseLost, runs_sync
 from tests.analytics.conftest import DAY0_MS, DAY_MS
 from tests.analytics.test_rollups import assert_rollups_exact
 from tests.analytics.test_sync import assert_mirror_equals_mlflow, snapshot

@@ -20,9 +20,11 @@ from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
-from analytics.mlflow_source import SourceRun
+from analytics.mirror.mapping import mirror_row_build
+from analytics.mirror.rollups import rollups_refresh
+from analytics.mirror.sources.base import SourceRun
+from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun, SyncState
-from analytics.services import mirror_row_build, rollups_refresh, runs_sync
 from tests.conftest import IN_CI
 
 CHROMIUM = Path("/usr/bin/chromium")

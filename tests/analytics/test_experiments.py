@@ -9,8 +9,8 @@ from django.core.management import call_command
 from mlflow.entities import ViewType
 from rest_framework.test import APIClient
 
+from analytics.mirror.sync import runs_sync
 from analytics.models import DailyRollup, MirroredRun, SyncState
-from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
 from tests.conftest import free_port
 

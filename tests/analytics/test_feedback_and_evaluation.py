@@ -12,8 +12,8 @@ from django.utils import timezone
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from analytics.mirror.sync import runs_sync
 from analytics.models import DailyRollup, MirroredRun
-from analytics.services import runs_sync
 from analytics.tasks import TRANSIENT_ERRORS, runs_refresh_task, runs_sync_task
 from tests.analytics.conftest import HOUR_MS
 from tests.analytics.test_rollups import assert_rollups_exact

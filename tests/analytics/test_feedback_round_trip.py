@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from analytics.services import runs_sync
+from analytics.mirror.sync import runs_sync
 from intent.services import detection_feedback_log, detection_records_log
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,8 @@ from celery import current_app
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from analytics.mirror.sync import runs_sync
 from analytics.models import SyncState
-from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS
 from tests.conftest import free_port
 

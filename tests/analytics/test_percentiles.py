@@ -10,7 +10,7 @@ import random
 import pytest
 from rest_framework.test import APIClient
 
-from analytics.services import runs_sync
+from analytics.mirror.sync import runs_sync
 from tests.analytics.conftest import DAY0_MS, DAY_MS
 from tests.analytics.reference import nearest_rank
 

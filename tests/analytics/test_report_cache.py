@@ -8,8 +8,8 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
+from analytics.mirror.sync import runs_sync
 from analytics.models import DailyRollup
-from analytics.services import runs_sync
 
 pytestmark = pytest.mark.django_db
 URL = "/api/analytics/mlflow/overview?days=1"

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from analytics.mirror.rollups import rollups_refresh
+from analytics.mirror.sketch import RELATIVE_ACCURACY, sketch_key
 from analytics.models import MirroredRun, SyncState
-from analytics.services.rollups import rollups_refresh
-from analytics.sketch import RELATIVE_ACCURACY, sketch_key
 from tests.analytics.reference import nearest_rank
 
 pytestmark = pytest.mark.django_db

@@ -9,10 +9,10 @@ import random
 
 import pytest
 
+from analytics.mirror.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS
+from analytics.mirror.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
+from analytics.mirror.sync import runs_sync
 from analytics.models import OTHER, DailyRollup, MirroredRun
-from analytics.services import runs_sync
-from analytics.services.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS
-from analytics.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
 from tests.analytics.conftest import DAY0_MS, DAY_MS
 from tests.analytics.reference import COUNTS, SUMS, aggregate_exact, nearest_rank
 
@@ -133,7 +133,7 @@ def test_sketch_percentiles_are_within_one_percent_of_nearest_rank_and_inside_mi
 def test_a_latency_on_a_bucket_edge_has_the_same_key_in_python_and_in_sqlite():
     import sqlite3
 
-    from analytics.sketch import GAMMA, sql_key
+    from analytics.mirror.sketch import GAMMA, sql_key
 
     values = [GAMMA ** k for k in range(-400, 900, 7)] + [0.001, 0.5, 1.0, 10_512.0, 791.0, 1e300, 0.0, -1.0]
     connection = sqlite3.connect(":memory:")

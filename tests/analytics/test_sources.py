@@ -11,16 +11,13 @@ import sqlite3
 import pytest
 from django.db import connection
 
-from analytics.mlflow_source import (
-    MLFLOW_SCHEMA_REVISION,
-    AttachedRunSource,
-    ClientRunSource,
-    MlflowSourceError,
-    SqlRunSource,
-    run_source_get,
-)
+from analytics.mirror.sources import run_source_get
+from analytics.mirror.sources.attached import AttachedRunSource
+from analytics.mirror.sources.base import MLFLOW_SCHEMA_REVISION, MlflowSourceError
+from analytics.mirror.sources.client import ClientRunSource
+from analytics.mirror.sources.sql import SqlRunSource
+from analytics.mirror.sync import _attachable, runs_sync
 from analytics.models import DailyRollup, MirroredRun, SyncState
-from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
 from tests.analytics.test_sync import assert_mirror_equals_mlflow, snapshot
 
@@ -112,10 +109,11 @@ def test_every_path_builds_the_same_mirror_edge_cases_included(run_logger, setti
     settings.ANALYTICS_SYNC_PAGE_SIZE = 9
     paths = ["client", "sql"] + (["attached"] if connection.vendor == "sqlite" else [])
     # By default: attached when the mirror is SQLite too (and the caller outside a transaction), else SQL.
-    assert type(run_source_get()) is (AttachedRunSource if connection.vendor == "sqlite" else SqlRunSource)
+    assert type(run_source_get(attachable=_attachable())) is (
+        AttachedRunSource if connection.vendor == "sqlite" else SqlRunSource)
     if connection.vendor != "sqlite":
         with pytest.raises(MlflowSourceError):
-            run_source_get(kind="attached")
+            run_source_get(attachable=_attachable(), kind="attached")
     results, mirrors, stored = {}, {}, {}
     for path in paths:
         mirror_reset()
@@ -149,8 +147,8 @@ def test_every_path_builds_the_same_mirror_edge_cases_included(run_logger, setti
 
 
 def test_the_sql_path_is_used_only_on_the_schema_it_knows(mlflow_store, tmp_path):
-    assert isinstance(run_source_get(uri=mlflow_store), SqlRunSource)
-    assert isinstance(run_source_get(uri=mlflow_store, kind="client"), ClientRunSource)
+    assert isinstance(run_source_get(attachable=False, uri=mlflow_store), SqlRunSource)
+    assert isinstance(run_source_get(attachable=False, uri=mlflow_store, kind="client"), ClientRunSource)
 
     other = tmp_path / "migrated-by-a-newer-mlflow.db"
     shutil.copy(mlflow_store.removeprefix("sqlite:///"), other)
@@ -159,7 +157,7 @@ def test_the_sql_path_is_used_only_on_the_schema_it_knows(mlflow_store, tmp_path
     assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] != MLFLOW_SCHEMA_REVISION
     conn.close()
 
-    assert isinstance(run_source_get(uri=f"sqlite:///{other}"), ClientRunSource)
+    assert isinstance(run_source_get(attachable=False, uri=f"sqlite:///{other}"), ClientRunSource)
     with pytest.raises(MlflowSourceError):
-        run_source_get(uri=f"sqlite:///{other}", kind="sql")
-    assert isinstance(run_source_get(uri="http://127.0.0.1:9"), ClientRunSource)
+        run_source_get(attachable=False, uri=f"sqlite:///{other}", kind="sql")
+    assert isinstance(run_source_get(attachable=False, uri="http://127.0.0.1:9"), ClientRunSource)

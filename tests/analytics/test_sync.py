@@ -16,8 +16,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from analytics.mirror.sync import runs_sync
 from analytics.models import DailyRollup, MirroredRun, SyncState
-from analytics.services import runs_sync
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
 from tests.conftest import REPO, child_env
 

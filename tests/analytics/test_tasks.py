@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from analytics.mlflow_source import MlflowSourceError, MlflowSourceUnavailable
+from analytics.mirror.sources.base import MlflowSourceError, MlflowSourceUnavailable
 from analytics.models import MirroredRun, SyncState
 from analytics.tasks import runs_sync_task
 from intent.models import DetectionRecord

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from mlflow.tracking import MlflowClient
 
-from analytics.mlflow_source import sources_reset
+from analytics.mirror.sources import sources_reset
 from analytics.models import MirroredRun
 from intent import tracking
 

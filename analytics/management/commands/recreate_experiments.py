@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.mlflow_source import MlflowSourceError, MlflowSourceUnavailable
-from analytics.services.experiments import experiments_recreate
+from analytics.mirror.experiments import experiments_recreate
+from analytics.mirror.sources.base import MlflowSourceError, MlflowSourceUnavailable
 
 
 class Command(BaseCommand):

@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from analytics.services import runs_sync
+from analytics.mirror.sync import runs_sync
 
-SYNC_LOGGER = "analytics.services.sync"
+SYNC_LOGGER = "analytics.mirror.sync"
 
 
 class Command(BaseCommand):

@@ -11,12 +11,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from analytics.services import runs_refresh
+from analytics.mirror.sync import runs_refresh
 from intent.services.demo import DemoTrafficError, demo_traffic_seed, experiment_runs_exist
 
 # One warning per failed LM call is what a server should log; here they are made on purpose, by the hundred.
 DETECTOR_LOGGER = "intent.program.detector"
-SYNC_LOGGER = "analytics.services.sync"  # its summary line; the command prints its own
+SYNC_LOGGER = "analytics.mirror.sync"  # its summary line; the command prints its own
 
 
 def _bounded(low: int, high: int):

@@ -22,8 +22,8 @@ from django.utils.dateparse import parse_datetime
 from intentsite.contract import OUT_OF_SCOPE
 
 from ..models import COMPOUND_SEPARATOR, OTHER, DailyRollup, MirroredRun
-from ..sketch import ZERO_KEY, LatencySketch
 from .bulk import rows_upsert
+from .sketch import ZERO_KEY, LatencySketch
 
 Dimension = DailyRollup.Dimension
 # dimension -> the MirroredRun columns its value is made of (none: every run of the day; two: a compound value)

@@ -10,8 +10,8 @@ from django.db import transaction
 
 from intentsite import contract
 
-from .. import mlflow_source
 from ..models import DailyRollup, MirroredRun, SyncState
+from . import store
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +83,19 @@ def experiments_recreate(*, reset: bool = False) -> ExperimentsRecreateResult:
     (`intent.tracking.EXPERIMENT_RECHECK_S`) and write to the new experiment from then on."""
     result = ExperimentsRecreateResult()
     for name in experiment_names():
-        found = mlflow_source.experiment_get(name=name)
+        found = store.experiment_get(name=name)
         if found is None:
-            experiment_id = mlflow_source.experiment_create(name=name, artifact_location=_artifact_location(name))
+            experiment_id = store.experiment_create(name=name, artifact_location=_artifact_location(name))
             result.created.append(name)
         elif reset:
             active = found.lifecycle == contract.LIFECYCLE_ACTIVE
-            orphaned = mlflow_source.experiment_active_runs_count(experiment_id=found.experiment_id) if active else 0
+            orphaned = store.experiment_active_runs_count(experiment_id=found.experiment_id) if active else 0
             if not active:  # MLflow renames active experiments only
-                mlflow_source.experiment_restore(experiment_id=found.experiment_id)
-            archived = mlflow_source.experiment_archive_name(name=name, experiment_id=found.experiment_id)
-            mlflow_source.experiment_rename(experiment_id=found.experiment_id, new_name=archived)
-            mlflow_source.experiment_delete(experiment_id=found.experiment_id)
-            experiment_id = mlflow_source.experiment_create(name=name, artifact_location=_artifact_location(name))
+                store.experiment_restore(experiment_id=found.experiment_id)
+            archived = store.experiment_archive_name(name=name, experiment_id=found.experiment_id)
+            store.experiment_rename(experiment_id=found.experiment_id, new_name=archived)
+            store.experiment_delete(experiment_id=found.experiment_id)
+            experiment_id = store.experiment_create(name=name, artifact_location=_artifact_location(name))
             dropped = mirror_forget(experiment_name=name, experiment_id=found.experiment_id)
             result.orphaned_runs += orphaned
             result.mirrored_runs_dropped += dropped
@@ -105,7 +105,7 @@ def experiments_recreate(*, reset: bool = False) -> ExperimentsRecreateResult:
                            name, found.experiment_id, archived, orphaned, experiment_id)
         elif found.lifecycle != contract.LIFECYCLE_ACTIVE:
             experiment_id = found.experiment_id
-            mlflow_source.experiment_restore(experiment_id=experiment_id)
+            store.experiment_restore(experiment_id=experiment_id)
             # Its runs are active again: the next sync reconciles the whole run-id set to take them back.
             SyncState.objects.filter(experiment_name=name).update(last_reconciled_at=None)
             result.restored.append(name)
