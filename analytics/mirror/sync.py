@@ -199,13 +199,31 @@ def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str
                           .distinct().order_by())
     since_ms = None if full or state.watermark_ms is None else (
         state.watermark_ms - int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
-    watermark = None if full else state.watermark_ms
+    watermark, active_seen = _read(sync, source, experiment_id, since_ms=since_ms,
+                                   watermark=None if full else state.watermark_ms)
+    if since_ms is not None:
+        _unfinished_poll(sync, source, experiment_id, before=_ms_to_datetime(since_ms))
+    if refresh:
+        _refresh(sync, source, experiment_id, list(refresh))
+    reconcile_due = (state.last_reconciled_at is None or timezone.now() - state.last_reconciled_at
+                     >= timedelta(seconds=settings.ANALYTICS_RECONCILE_INTERVAL_S))
+    if active_seen is not None or reconcile_due:
+        _reconcile(sync, source, experiment_id, active_seen)
+    sync.rollups_refresh(experiment_id)
+    return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started,
+                   watermark=watermark, reconciled=active_seen is not None or reconcile_due,
+                   position=source.position or {})
+
+
+def _read(sync: Sync, source: RunSource, experiment_id: str, *, since_ms: int | None,
+          watermark: int | None) -> tuple[int | None, set[str] | None]:
+    """Read and write the runs that started at `since_ms` or later (all runs if None), page by page. Returns the
+    new watermark and, for a read of every run, the ids of the active runs it saw (else None)."""
     if sync.progress is not None:
         sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
     active_seen: set[str] | None = set() if since_ms is None else None
-    overlap_ms = int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000)
     pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms, page_size=settings.ANALYTICS_SYNC_PAGE_SIZE,
-                             position=state.source_position, overlap_ms=overlap_ms)
+                             position=sync.state.source_position, overlap_ms=int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
     for page in pages:
         sync.apply(page)
         newest = max(run.start_time for run in page)
@@ -216,30 +234,20 @@ def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str
                              at_least=ROLLUP_BATCH_DAYS)
         if active_seen is not None:
             active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
+    return watermark, active_seen
 
-    if since_ms is not None:  # runs still running that started before the window
-        # Filtered on status alone, so that the status index is the one used (the experiment's indexes
-        # would walk all its rows); the handful found are narrowed down here.
-        window_start = _ms_to_datetime(since_ms)
-        unfinished = [
-            run_id for run_id, experiment, start in MirroredRun.objects.filter(
-                status__in=contract.UNFINISHED_STATUSES).order_by().values_list("run_id", "experiment_id", "start_time")
-            if experiment == experiment_id and start < window_start]
-        if unfinished:
-            found = source.runs_get(experiment_id=experiment_id, run_ids=unfinished)
-            sync.apply(found, gone=set(unfinished) - {run.run_id for run in found})
 
-    if refresh:
-        _refresh(sync, source, experiment_id, list(refresh))
-
-    reconcile_due = (state.last_reconciled_at is None or timezone.now() - state.last_reconciled_at
-                     >= timedelta(seconds=settings.ANALYTICS_RECONCILE_INTERVAL_S))
-    if active_seen is not None or reconcile_due:
-        _reconcile(sync, source, experiment_id, active_seen)
-    sync.rollups_refresh(experiment_id)
-    return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started,
-                   watermark=watermark, reconciled=active_seen is not None or reconcile_due,
-                   position=source.position or {})
+def _unfinished_poll(sync: Sync, source: RunSource, experiment_id: str, *, before: datetime) -> None:
+    """Read again the mirrored runs still running that started before the window read."""
+    # Filtered on status alone, so that the status index is the one used (the experiment's indexes would walk
+    # all its rows); the handful found are narrowed down here.
+    unfinished = [
+        run_id for run_id, experiment, start in MirroredRun.objects.filter(
+            status__in=contract.UNFINISHED_STATUSES).order_by().values_list("run_id", "experiment_id", "start_time")
+        if experiment == experiment_id and start < before]
+    if unfinished:
+        found = source.runs_get(experiment_id=experiment_id, run_ids=unfinished)
+        sync.apply(found, gone=set(unfinished) - {run.run_id for run in found})
 
 
 def _reconcile(sync: Sync, source, experiment_id: str, active_seen: set[str] | None) -> None:
