@@ -84,8 +84,8 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E402
 
-from analytics.apis import reports  # noqa: E402
 from analytics.models import DailyRollup, MirroredRun, SyncState, latency_bucket  # noqa: E402
+from analytics.reports import apis as reports  # noqa: E402
 from analytics.services.bulk import rows_upsert  # noqa: E402
 from analytics.services.rollups import rollups_refresh  # noqa: E402
 from analytics.services.sync import WRITTEN_FIELDS  # noqa: E402

@@ -424,7 +424,7 @@ def test_the_schema_describes_every_endpoint_with_examples(anonymous_client):
 
 
 def test_an_error_type_missing_from_the_newest_failures_still_gets_its_sample(staff_client, known_runs, monkeypatch):
-    from analytics.selectors import reports as selectors
+    from analytics.reports import selectors
 
     monkeypatch.setattr(selectors, "SAMPLE_WINDOW", 1)  # only r3 is "recent": r6's type is looked up on its own
     body = get(staff_client, "errors")

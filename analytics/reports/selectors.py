@@ -28,346 +28,25 @@ sync ends (a dashboard polling between two syncs reads the cache). Nothing is ca
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import connection
-from django.db.models import Count, Q, QuerySet
-from django.utils import timezone
+from django.db.models import Count, Q
 
 from intentsite import contract
 
 from ..models import OTHER, DailyRollup, MirroredRun, SyncState, compound_parts, compound_value
-from ..services.rollups import DIMENSION_COLUMNS, FOLDED_DIMENSIONS, rollup_aggregates, sketch_of_buckets
-from ..sketch import LatencySketch
+from .cells import Cell, Cells, ratio
+from .scope import Scope, cached_until_next_sync
 
 Dimension = DailyRollup.Dimension
 
-# Query filter -> (rollup dimension, MirroredRun column)
-FILTERS: dict[str, tuple[str, str]] = {
-    "module": (Dimension.MODULE, "current_module"),
-    "user_role": (Dimension.ROLE, "user_role"),
-    "model_name": (Dimension.MODEL, "model_name"),
-    "prompt_version": (Dimension.PROMPT_VERSION, "prompt_version"),
-}
-WHOLE = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
-         "prompt_tokens", "completion_tokens", "labelled", "correct")
-REAL = ("confidence_sum", "latency_sum_ms", "cost_usd")
-SUMMED = WHOLE + REAL
 LATEST_FAILING = 20
 TOP_ERROR_TYPES = 20
 SAMPLE_WINDOW = 200  # newest failing runs read for the error types' samples
-
-
-# --- The period and where to read it -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Scope:
-    """What one report covers: the days since..until (inclusive, UTC) of one experiment, and the filters."""
-
-    experiment_id: str
-    since: date
-    until: date
-    filters: Mapping[str, str] = field(default_factory=dict)
-    # When each sync last finished: the mirror's version (empty before any sync), part of the cache key.
-    version: str = ""
-
-    @property
-    def days(self) -> int:
-        return (self.until - self.since).days + 1
-
-    def header(self) -> dict[str, Any]:
-        return {"period": {"days": self.days, "since": self.since.isoformat(), "until": self.until.isoformat()},
-                "filters": dict(self.filters)}
-
-    def start(self) -> datetime:
-        return datetime.combine(self.since, time.min, tzinfo=UTC)
-
-    def end(self) -> datetime:
-        return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
-
-    def raw_runs(self, *, by_start_time: bool = False) -> QuerySet:
-        """The period's mirrored runs that match the filters; `by_start_time`: the period as a start_time
-        range (the same runs: `day` is start_time's UTC date), for the indexes on start_time."""
-        period = ({"start_time__gte": self.start(), "start_time__lt": self.end()} if by_start_time
-                  else {"day__gte": self.since, "day__lte": self.until})
-        rows = MirroredRun.objects.filter(experiment_id=self.experiment_id, **period)
-        return rows.filter(**{FILTERS[name][1]: value for name, value in self.filters.items()})
-
-
-def scope_get(*, days: int, until: date | None = None, filters: Mapping[str, str] | None = None,
-              experiment_name: str | None = None) -> Scope:
-    """The last `days` days up to `until` (default: today, UTC) of the detection experiment's mirror."""
-    until = until or timezone.now().astimezone(UTC).date()
-    filters = {name: value for name, value in (filters or {}).items() if value is not None}
-    unknown = set(filters) - set(FILTERS)
-    if unknown:
-        raise ValueError(f"unknown filters: {sorted(unknown)}")
-    name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
-    states = list(SyncState.objects.order_by("experiment_name").values_list(
-        "experiment_name", "experiment_id", "last_finished_at"))
-    experiment_id = next((experiment for state_name, experiment, _ in states if state_name == name), "")
-    version = ";".join(f"{state_name}={finished.isoformat()}" for state_name, _, finished in states
-                       if finished is not None)
-    return Scope(experiment_id=experiment_id, since=until - timedelta(days=days - 1), until=until,
-                 filters=filters, version=version)
-
-
-def cached_until_next_sync(selector):
-    """Serve the selector's answer from the cache while no sync has finished since it was computed."""
-
-    @functools.wraps(selector)
-    def cached(*, scope: Scope) -> dict[str, Any]:
-        if not scope.version or settings.ANALYTICS_CACHE_TIMEOUT_S <= 0:
-            return selector(scope=scope)
-        identity = repr((selector.__name__, scope.experiment_id, scope.since, scope.until,
-                         sorted(scope.filters.items()), scope.version))
-        key = "analytics:" + hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
-        answer = cache.get(key)
-        if answer is None:
-            answer = selector(scope=scope)
-            cache.set(key, answer, timeout=settings.ANALYTICS_CACHE_TIMEOUT_S)
-        return answer
-
-    cached.uncached = selector
-    return cached
-
-
-@dataclass
-class Cell:
-    """Sums of rollup rows (or raw runs) sharing a key: a dimension value, or a day."""
-
-    key: Any
-    runs: int = 0
-    errors: int = 0
-    fallbacks: int = 0
-    out_of_scope: int = 0
-    template_matches: int = 0
-    confidence_count: int = 0
-    latency_count: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    labelled: int = 0
-    correct: int = 0
-    confidence_sum: float = 0.0
-    latency_sum_ms: float = 0.0
-    cost_usd: float = 0.0
-    first_start_time: datetime | None = None
-    last_start_time: datetime | None = None
-    latency_min_ms: float | None = None
-    latency_max_ms: float | None = None
-    sketch: LatencySketch | None = None
-
-    def add(self, other: Cell) -> None:
-        for name in SUMMED:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.first_start_time = _extreme(min, self.first_start_time, other.first_start_time)
-        self.last_start_time = _extreme(max, self.last_start_time, other.last_start_time)
-        self.latency_min_ms = _extreme(min, self.latency_min_ms, other.latency_min_ms)
-        self.latency_max_ms = _extreme(max, self.latency_max_ms, other.latency_max_ms)
-        if other.sketch is not None:
-            if self.sketch is None:
-                self.sketch = LatencySketch()
-            self.sketch.add(other.sketch)
-
-    def percentile(self, q: float) -> float | None:
-        """Nearest-rank, within 1 % of exact and never outside the cell's observed [min, max]."""
-        if self.sketch is None:
-            return None  # (not rounded like the averages: a rounding of 0.0005 ms is more than 1 % of 0.04 ms)
-        return self.sketch.quantile(q, low=self.latency_min_ms, high=self.latency_max_ms)
-
-    @property
-    def error_rate(self) -> float | None:
-        return _ratio(self.errors, self.runs)
-
-    @property
-    def success_rate(self) -> float | None:
-        return _ratio(self.runs - self.errors, self.runs)
-
-    @property
-    def avg_confidence(self) -> float | None:
-        return _ratio(self.confidence_sum, self.confidence_count)
-
-    @property
-    def avg_ms(self) -> float | None:
-        return _ms(_ratio(self.latency_sum_ms, self.latency_count))
-
-    @property
-    def accuracy(self) -> float | None:
-        return _ratio(self.correct, self.labelled)
-
-
-def _extreme(pick, a, b):
-    """min or max of two values that may be None (None: no value)."""
-    return b if a is None else a if b is None else pick(a, b)
-
-
-def _ratio(part: float, whole: float) -> float | None:
-    return part / whole if whole else None
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _datetime(value: datetime | str | None) -> datetime | None:
-    """A timestamp read with plain SQL: SQLite gives naive UTC (text, or a datetime with its converters)."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _number(name: str, value: Any) -> int | float:
-    """A sum as a Python number (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
-    return (float if name in REAL else int)(value or 0)
-
-
-COUNTED = ("runs", "errors", "fallbacks")
-DETAIL_COLUMNS = ("dimension", "value", "day", *SUMMED, "first_start_time", "last_start_time", "latency_min_ms",
-                  "latency_max_ms", "latency_sketch")
-
-
-class Cells:
-    """Everything one report reads, in as few queries as the filters allow.
-
-    `detailed` dimensions come as (day, value) cells with every sum and the latency sketch: without
-    filters, one query reads the rollup rows of all of them (days × values: a few hundred rows for 30
-    days), summed here. `counted` dimensions (distributions) need only runs, errors and fallbacks per value:
-    one GROUP BY over their rollup rows. A dimension the rollups cannot answer under the filters is
-    aggregated from the raw rows instead, per (day, value) likewise (see the module's docstring)."""
-
-    def __init__(self, scope: Scope, *, detailed: Iterable[str] = (), counted: Iterable[str] = ()) -> None:
-        self.scope = scope
-        self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
-        self.counts: dict[str, dict[str, Cell]] = {}
-        self._detailed_read(list(detailed))
-        self._counted_read(list(counted))
-
-    def _plan(self, dimension: str) -> tuple[str, str | None, str | None] | None:
-        """(rollup dimension to read, its value to select, the value to report instead) or None: raw rows."""
-        filters = self.scope.filters
-        if not filters:
-            return dimension, None, None
-        if len(filters) == 1:
-            ((name, value),) = filters.items()
-            filter_dimension = FILTERS[name][0]
-            if filter_dimension in FOLDED_DIMENSIONS and self._folds(filter_dimension):
-                return None  # the value may be among those rolled up as `other`: the raw rows know
-            if dimension == Dimension.ALL:
-                return filter_dimension, value, ""
-            if dimension == filter_dimension:
-                return filter_dimension, value, None
-        return None
-
-    def _folds(self, dimension: str) -> bool:
-        """Did any day of the period roll values of this dimension up as `other`?"""
-        scope = self.scope
-        adapt = connection.ops.adapt_datefield_value
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {DailyRollup._meta.db_table} WHERE dimension = %s AND day >= %s AND "
-                           "day <= %s AND experiment_id = %s AND folded LIMIT 1",
-                           [dimension, adapt(scope.since), adapt(scope.until), scope.experiment_id])
-            return cursor.fetchone() is not None
-
-    def _rollups(self, plans: dict[str, tuple[str, str | None, str | None]], select: str,
-                 group_by: str = "") -> list[tuple]:
-        """Rows of `SELECT <select> FROM` the period's rollups of the planned dimensions. Plain SQL: the hot
-        path of every report, where compiling ORM queries cost more than running them (measured)."""
-        scope = self.scope
-        dimensions = sorted({plan[0] for plan in plans.values()})
-        values = sorted({plan[1] for plan in plans.values()} - {None})
-        adapt = connection.ops.adapt_datefield_value
-        sql = (f"SELECT {select} FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s "
-               f"AND day <= %s AND dimension IN ({', '.join(['%s'] * len(dimensions))})")
-        params: list[Any] = [scope.experiment_id, adapt(scope.since), adapt(scope.until), *dimensions]
-        if values:
-            sql += f" AND value IN ({', '.join(['%s'] * len(values))})"
-            params += values
-        with connection.cursor() as cursor:
-            cursor.execute(sql + group_by, params)
-            return cursor.fetchall()
-
-    def _detailed_read(self, dimensions: list[str]) -> None:
-        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
-        for dimension in dimensions:
-            self.cells[dimension] = []
-        if plans:
-            for row in self._rollups(plans, ", ".join(DETAIL_COLUMNS)):
-                sketch = row[-1]
-                cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-5],
-                                                                                          strict=True)},
-                            first_start_time=_datetime(row[-5]), last_start_time=_datetime(row[-4]),
-                            latency_min_ms=row[-3], latency_max_ms=row[-2],
-                            sketch=LatencySketch.from_stored(json.loads(sketch) if isinstance(sketch, str) else sketch))
-                day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
-                for dimension, (rollup_dimension, _, relabel) in plans.items():
-                    if rollup_dimension == row[0]:
-                        self.cells[dimension].append((day, row[1] if relabel is None else relabel, cell))
-        for dimension in set(dimensions) - set(plans):
-            columns = DIMENSION_COLUMNS[dimension]
-            for row in self.scope.raw_runs().values("day", *columns).annotate(**rollup_aggregates()).order_by():
-                cell = Cell(key=None, **{name: _number(name, row[name]) for name in SUMMED},
-                            first_start_time=row["first_start_time"], last_start_time=row["last_start_time"],
-                            latency_min_ms=row["latency_min_ms"], latency_max_ms=row["latency_max_ms"],
-                            sketch=sketch_of_buckets(row["latency_buckets"]))
-                self.cells[dimension].append((row["day"], _raw_value(row, columns), cell))
-
-    def _counted_read(self, dimensions: list[str]) -> None:
-        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
-        for dimension in dimensions:
-            self.counts[dimension] = {}
-        if plans:
-            sums = ", ".join(f"SUM({name})" for name in COUNTED)
-            for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value"):
-                for dimension, (rollup_dimension, _, relabel) in plans.items():
-                    if rollup_dimension == row[0]:
-                        key = row[1] if relabel is None else relabel
-                        self.counts[dimension][key] = Cell(
-                            key=key, **{name: _number(name, value) for name, value in zip(COUNTED, row[2:],
-                                                                                          strict=True)})
-        for dimension in set(dimensions) - set(plans):
-            columns = DIMENSION_COLUMNS[dimension]
-            all_aggregates = rollup_aggregates()
-            aggregates = {name: all_aggregates[name] for name in COUNTED}
-            for row in self.scope.raw_runs().values(*columns).annotate(**aggregates).order_by():
-                key = _raw_value(row, columns)
-                self.counts[dimension][key] = Cell(key=key, **{n: _number(n, row[n]) for n in COUNTED})
-
-    def by_value(self, dimension: str) -> dict[str, Cell]:
-        if dimension in self.counts:
-            return self.counts[dimension]
-        return self._summed(dimension, by_day=False)
-
-    def by_day(self, dimension: str = Dimension.ALL) -> dict[date, Cell]:
-        return self._summed(dimension, by_day=True)
-
-    def _summed(self, dimension: str, *, by_day: bool) -> dict[Any, Cell]:
-        result: dict[Any, Cell] = {}
-        for day, value, cell in self.cells[dimension]:
-            key = day if by_day else value
-            if key not in result:
-                result[key] = Cell(key=key)
-            result[key].add(cell)
-        return result
-
-    def total(self) -> Cell:
-        """All runs of the scope (from the `all` cells)."""
-        return self._summed(Dimension.ALL, by_day=False).get("") or Cell(key="")
-
-
-def _raw_value(row: dict[str, Any], columns: tuple[str, ...]) -> str:
-    """A dimension's value in a row of raw aggregates, as the rollups spell it (`compound_value`)."""
-    return compound_value(*(row[column] or "" for column in columns)) if columns else ""
 
 
 def _days(scope: Scope) -> Iterable[date]:
@@ -385,7 +64,7 @@ def _shares(cells: dict[Any, Cell], total: int, name: str, *, top: int | None = 
         other = sum(runs for _, runs in rest) + sum(runs for key, runs in kept if key == OTHER)
         counts = sorted([(key, runs) for key, runs in kept if key != OTHER] + [(OTHER, other)],
                         key=lambda item: (-item[1], item[0]))
-    return [{name: key, "runs": runs, "share": _ratio(runs, total)} for key, runs in counts]
+    return [{name: key, "runs": runs, "share": ratio(runs, total)} for key, runs in counts]
 
 
 # --- The reports --------------------------------------------------------------------------------------
@@ -403,9 +82,9 @@ def _overview(cells: Cells) -> dict[str, Any]:
         "avg_confidence": total.avg_confidence,
         "response_time_ms": {"avg": total.avg_ms, "p50": total.percentile(0.5), "p95": total.percentile(0.95),
                              "p99": total.percentile(0.99)},
-        "template_match_rate": _ratio(total.template_matches, runs),
-        "out_of_scope_rate": _ratio(total.out_of_scope, runs),
-        "fallback_rate": _ratio(total.fallbacks, runs),
+        "template_match_rate": ratio(total.template_matches, runs),
+        "out_of_scope_rate": ratio(total.out_of_scope, runs),
+        "fallback_rate": ratio(total.fallbacks, runs),
         "tokens": {"prompt": total.prompt_tokens, "completion": total.completion_tokens,
                    "total": total.prompt_tokens + total.completion_tokens},
         "cost_usd": total.cost_usd,
@@ -430,7 +109,7 @@ def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:
         cell = daily.get(day) or Cell(key=day)
         rows.append({"day": day.isoformat(), "runs": cell.runs, "success_rate": cell.success_rate,
                      "avg_confidence": cell.avg_confidence, "p50_ms": cell.percentile(0.5),
-                     "p95_ms": cell.percentile(0.95), "out_of_scope_rate": _ratio(cell.out_of_scope, cell.runs),
+                     "p95_ms": cell.percentile(0.95), "out_of_scope_rate": ratio(cell.out_of_scope, cell.runs),
                      "error_rate": cell.error_rate})
     return rows
 
@@ -472,7 +151,7 @@ def _errors(cells: Cells) -> dict[str, Any]:
     latest = recent[:LATEST_FAILING]
     return {
         "total_errors": errors,
-        "error_rate": _ratio(errors, runs),
+        "error_rate": ratio(errors, runs),
         # count: runs of the category that failed; fallbacks: runs of the category the local backend saved.
         "by_category": [{"error_category": cell.key, "count": cell.errors, "fallbacks": cell.fallbacks,
                          "runs": cell.runs}
@@ -520,8 +199,8 @@ def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
         mine = own.get(cell.key) or Cell(key=cell.key)
         rows.append({
             "model_name": cell.key, "runs": cell.runs, "success_rate": cell.success_rate,
-            "lm_success_rate": _ratio(mine.runs - mine.errors, cell.runs),
-            "fallback_rate": _ratio(cell.fallbacks, cell.runs), "error_rate": cell.error_rate,
+            "lm_success_rate": ratio(mine.runs - mine.errors, cell.runs),
+            "fallback_rate": ratio(cell.fallbacks, cell.runs), "error_rate": cell.error_rate,
             "avg_confidence": mine.avg_confidence, "avg_ms": mine.avg_ms, "p50_ms": mine.percentile(0.5),
             "p95_ms": mine.percentile(0.95), "prompt_tokens": cell.prompt_tokens,
             "completion_tokens": cell.completion_tokens, "cost_usd": cell.cost_usd, "labelled_runs": cell.labelled,
@@ -571,7 +250,7 @@ def _prompt_analysis(cells: Cells) -> list[dict[str, Any]]:
     return [{"prompt_version": cell.key, "first_seen": cell.first_start_time, "last_seen": cell.last_start_time,
              "runs": cell.runs, "avg_confidence": cell.avg_confidence, "avg_ms": cell.avg_ms,
              "p95_ms": cell.percentile(0.95), "error_rate": cell.error_rate,
-             "out_of_scope_rate": _ratio(cell.out_of_scope, cell.runs), "labelled_runs": cell.labelled,
+             "out_of_scope_rate": ratio(cell.out_of_scope, cell.runs), "labelled_runs": cell.labelled,
              "accuracy": cell.accuracy, "evaluation": evaluations.get(cell.key)} for cell in ordered]
 
 
@@ -589,8 +268,8 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
     meeting_errors = sum(1 for cell in with_runs if cell.error_rate <= error_target)
     return {"p95_ms_target": p95_target, "error_rate_target": error_target, "days_with_runs": len(with_runs),
             "days_meeting_p95": meeting_p95, "days_meeting_error_rate": meeting_errors,
-            "share_meeting_p95": _ratio(meeting_p95, len(with_runs)),
-            "share_meeting_error_rate": _ratio(meeting_errors, len(with_runs))}
+            "share_meeting_p95": ratio(meeting_p95, len(with_runs)),
+            "share_meeting_error_rate": ratio(meeting_errors, len(with_runs))}
 
 
 @cached_until_next_sync
@@ -630,13 +309,13 @@ def confusion_get(*, scope: Scope) -> dict[str, Any]:
             hits[cell["expected"]] += cell["count"]
     per_intent = []
     for intent in sorted(set(support) | set(detected)):
-        precision = _ratio(hits[intent], detected[intent])
-        recall = _ratio(hits[intent], support[intent])
+        precision = ratio(hits[intent], detected[intent])
+        recall = ratio(hits[intent], support[intent])
         f1 = (None if precision is None or recall is None
               else 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
         per_intent.append({"intent": intent, "precision": precision, "recall": recall, "f1": f1,
                            "support": support[intent]})
-    return scope.header() | {"labelled_runs": totals["labelled"], "accuracy": _ratio(totals["correct"],
+    return scope.header() | {"labelled_runs": totals["labelled"], "accuracy": ratio(totals["correct"],
                                                                                      totals["labelled"]),
                              "matrix": matrix, "per_intent": per_intent}
 

@@ -13,8 +13,8 @@ from rest_framework.views import APIView
 from intentsite.serializers import StrictSerializer
 
 from ..mlflow_source import MlflowSourceError, MlflowSourceUnavailable
-from ..selectors.health import STATUS_DOWN, health_get
 from ..services.experiments import experiments_recreate
+from .health import STATUS_DOWN, health_get
 
 
 class IsSuperuser(BasePermission):

@@ -1,0 +1,275 @@
+"""The reports' serializers: the period and filters every report reads from the query string (input), and the
+answers of each report (output)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from intentsite.serializers import QueryCharField, StrictSerializer
+
+FILTER_MAX_LENGTH = 200
+EARLIEST_UNTIL = date(1970, 1, 1)
+
+
+# --- Input ---------------------------------------------------------------------------------------------
+
+class DaysField(serializers.IntegerField):
+    """`days`: absent means the endpoint's default; present, it must be an integer 1–365 (`days=` too)."""
+
+    def __init__(self, *, default: int) -> None:
+        super().__init__(min_value=1, max_value=365, default=default,
+                         help_text="Length of the period in days (1–365), ending with `until`.")
+
+    def get_value(self, dictionary):
+        # An empty string is not "absent" (DRF's default for query params): it fails as a bad integer.
+        return dictionary.get(self.field_name, serializers.empty)
+
+
+class ReportFilterSerializer(StrictSerializer):
+    """The period (`days` up to `until`, default today UTC) and the optional filters of every report. Unknown
+    parameters are a 400 that names them (a typo such as `?modul=banking` must not answer for all modules)."""
+
+    days = DaysField(default=30)
+    until = serializers.DateField(required=False, help_text=(
+        "Last day of the period (UTC), from 1970-01-01 (MLflow's epoch) to tomorrow; default: today."))
+    module = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this module.")
+    user_role = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this user role.")
+    model_name = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this model.")
+    prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this prompt version.")
+
+    def validate_until(self, value):
+        if value > timezone.now().date() + timedelta(days=1):
+            raise serializers.ValidationError("Must not be in the future.")
+        if value < EARLIEST_UNTIL:
+            raise serializers.ValidationError(f"Must be {EARLIEST_UNTIL.isoformat()} or later (MLflow's epoch).")
+        return value
+
+
+class WeekFilterSerializer(ReportFilterSerializer):
+    days = DaysField(default=7)
+
+
+# --- Output (the schema; see the module's docstring) -----------------------------------------------------
+
+class PeriodSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    since = serializers.DateField()
+    until = serializers.DateField()
+
+
+class FiltersSerializer(serializers.Serializer):
+    module = serializers.CharField(required=False)
+    user_role = serializers.CharField(required=False)
+    model_name = serializers.CharField(required=False)
+    prompt_version = serializers.CharField(required=False)
+
+
+class HeaderSerializer(serializers.Serializer):
+    period = PeriodSerializer()
+    filters = FiltersSerializer()
+
+
+def _rate(**kwargs: Any) -> serializers.FloatField:
+    return serializers.FloatField(allow_null=True, min_value=0, max_value=1, **kwargs)
+
+
+def _ms(**kwargs: Any) -> serializers.FloatField:
+    return serializers.FloatField(allow_null=True, **kwargs)
+
+
+class ResponseTimeSerializer(serializers.Serializer):
+    avg = _ms()
+    p50 = _ms(help_text=("Nearest-rank, from the rollups' latency sketches: within 1 % of exact and never outside "
+                         "the observed minimum and maximum."))
+    p95 = _ms()
+    p99 = _ms()
+
+
+class TokensSerializer(serializers.Serializer):
+    prompt = serializers.IntegerField()
+    completion = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+def _share_serializer(name: str) -> type[serializers.Serializer]:
+    return type(f"{name.title().replace('_', '')}ShareSerializer", (serializers.Serializer,), {
+        name: serializers.CharField(), "runs": serializers.IntegerField(), "share": _rate()})
+
+
+class OverviewBodySerializer(serializers.Serializer):
+    total_runs = serializers.IntegerField()
+    success_rate = _rate()
+    error_rate = _rate()
+    avg_confidence = _rate()
+    response_time_ms = ResponseTimeSerializer()
+    template_match_rate = _rate()
+    out_of_scope_rate = _rate()
+    fallback_rate = _rate()
+    tokens = TokensSerializer()
+    cost_usd = serializers.FloatField()
+    labelled_runs = serializers.IntegerField(help_text="Runs with user feedback.")
+    accuracy = _rate(help_text="Share of labelled runs whose detection was right (null: none labelled).")
+    intent_distribution = _share_serializer("intent")(many=True)
+    user_roles = _share_serializer("user_role")(many=True)
+    modules = _share_serializer("module")(many=True)
+
+
+class TrendDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    runs = serializers.IntegerField()
+    success_rate = _rate()
+    avg_confidence = _rate()
+    p50_ms = _ms()
+    p95_ms = _ms()
+    out_of_scope_rate = _rate()
+    error_rate = _rate()
+
+
+class TrendsBodySerializer(serializers.Serializer):
+    days = TrendDaySerializer(many=True)
+
+
+class ErrorCategorySerializer(serializers.Serializer):
+    error_category = serializers.CharField()
+    count = serializers.IntegerField(help_text="Failed runs of this category.")
+    fallbacks = serializers.IntegerField(help_text="Runs of this category the local backend answered instead.")
+    runs = serializers.IntegerField(help_text="All runs that recorded this category.")
+
+
+class ErrorTypeSerializer(serializers.Serializer):
+    error_type = serializers.CharField()
+    error_category = serializers.CharField()
+    count = serializers.IntegerField(help_text="Failed runs of this type.")
+    sample_run_id = serializers.CharField(allow_null=True, help_text="The newest failed run of this type.")
+
+
+class ErrorDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    runs = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    error_rate = _rate()
+
+
+class FailingRunSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    request_id = serializers.CharField()
+    start_time = serializers.DateTimeField()
+    error_category = serializers.CharField()
+    error_type = serializers.CharField()
+    mlflow_url = serializers.URLField(allow_null=True, help_text="The run in the MLflow UI (null: MLFLOW_UI_URL unset).")
+
+
+class ErrorsBodySerializer(serializers.Serializer):
+    total_errors = serializers.IntegerField()
+    error_rate = _rate()
+    by_category = ErrorCategorySerializer(many=True)
+    by_type = ErrorTypeSerializer(many=True)
+    per_day = ErrorDaySerializer(many=True)
+    latest = FailingRunSerializer(many=True)
+
+
+class AnswersSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    avg_confidence = _rate()
+    avg_ms = _ms()
+    p50_ms = _ms()
+    p95_ms = _ms()
+    labelled_runs = serializers.IntegerField()
+    accuracy = _rate()
+
+
+class ModelSerializer(serializers.Serializer):
+    model_name = serializers.CharField(help_text="The configured model (`model_name` param of the runs).")
+    runs = serializers.IntegerField()
+    success_rate = _rate(help_text="Runs without an error (a fallback after an LM failure is an error).")
+    lm_success_rate = _rate(help_text="Runs the model itself answered without an error.")
+    fallback_rate = _rate(help_text="Runs the local backend answered because the model failed.")
+    error_rate = _rate()
+    avg_confidence = _rate(help_text="Of the model's own answers.")
+    avg_ms = _ms(help_text="Of the model's own answers.")
+    p50_ms = _ms(help_text="Of the model's own answers.")
+    p95_ms = _ms(help_text="Of the model's own answers.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_usd = serializers.FloatField()
+    labelled_runs = serializers.IntegerField()
+    accuracy = _rate()
+    own_answers = AnswersSerializer(help_text="The answers the model gave itself.")
+    fallback_answers = AnswersSerializer(help_text="The answers the local backend gave when the model failed.")
+
+
+class ModelComparisonBodySerializer(serializers.Serializer):
+    models = ModelSerializer(many=True)
+
+
+class EvaluationSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    in_scope_accuracy = _rate()
+    oos_recall = _rate()
+    macro_f1 = _rate()
+    latency_p50_ms = _ms()
+    examples = serializers.IntegerField(allow_null=True)
+    evaluated_at = serializers.DateTimeField()
+
+
+class PromptVersionSerializer(serializers.Serializer):
+    prompt_version = serializers.CharField()
+    first_seen = serializers.DateTimeField(help_text="First run of this version in the period.")
+    last_seen = serializers.DateTimeField(help_text="Last run of this version in the period.")
+    runs = serializers.IntegerField()
+    avg_confidence = _rate()
+    avg_ms = _ms()
+    p95_ms = _ms()
+    error_rate = _rate()
+    out_of_scope_rate = _rate()
+    labelled_runs = serializers.IntegerField()
+    accuracy = _rate()
+    evaluation = EvaluationSerializer(allow_null=True, help_text="Latest offline evaluation of this version.")
+
+
+class PromptAnalysisBodySerializer(serializers.Serializer):
+    versions = PromptVersionSerializer(many=True)
+
+
+class SlaSerializer(serializers.Serializer):
+    p95_ms_target = serializers.FloatField()
+    error_rate_target = serializers.FloatField()
+    days_with_runs = serializers.IntegerField()
+    days_meeting_p95 = serializers.IntegerField()
+    days_meeting_error_rate = serializers.IntegerField()
+    share_meeting_p95 = _rate()
+    share_meeting_error_rate = _rate()
+
+
+class ConfusionCellSerializer(serializers.Serializer):
+    expected = serializers.CharField()
+    detected = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class IntentScoreSerializer(serializers.Serializer):
+    intent = serializers.CharField()
+    precision = _rate()
+    recall = _rate()
+    f1 = _rate()
+    support = serializers.IntegerField()
+
+
+class ReportBodySerializer(serializers.Serializer):
+    overview = OverviewBodySerializer()
+    trends = TrendsBodySerializer()
+    errors = ErrorsBodySerializer()
+    model_comparison = ModelComparisonBodySerializer()
+    prompt_analysis = PromptAnalysisBodySerializer()
+    sla = SlaSerializer()
+
+
+class ConfusionBodySerializer(serializers.Serializer):
+    labelled_runs = serializers.IntegerField()
+    accuracy = _rate()
+    matrix = ConfusionCellSerializer(many=True)
+    per_intent = IntentScoreSerializer(many=True)
