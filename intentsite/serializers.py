@@ -1,5 +1,11 @@
-"""Serializer plumbing shared by the apps' APIs: strict types, and no field or query parameter left unnoticed."""
+"""Serializer plumbing shared by the apps' APIs: strict types, no field or query parameter left unnoticed, and the
+error answers as the OpenAPI schema documents them (`api_schema`)."""
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.fields import empty
 
@@ -54,7 +60,72 @@ class QueryCharField(StrictCharField):
     (DRF's default for query strings), so that the schema's minLength 1 is what the server does."""
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(required=False, min_length=1, **kwargs)
+        # Not trimmed either: a value is matched as it is, and " " is as much a value as the schema's minLength says.
+        super().__init__(required=False, min_length=1, trim_whitespace=False, **kwargs)
 
     def get_value(self, dictionary):
         return dictionary.get(self.field_name, empty)
+
+
+# --- Errors, as the schema documents them ---------------------------------------------------------------
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error that is not about the input's fields (DRF's own shape)."""
+
+    class Meta:
+        ref_name = "Error"
+
+    detail = serializers.CharField()
+
+
+class FieldErrorsSerializer(serializers.Serializer):
+    """A 400: each offending field (or `non_field_errors`) with its messages; `detail` alone when the body is not
+    JSON. A map of names to lists, which no declared field can say: `FieldErrorsSchema` writes its schema."""
+
+    class Meta:
+        ref_name = "FieldErrors"
+
+
+class FieldErrorsSchema(OpenApiSerializerExtension):
+    target_class = FieldErrorsSerializer
+
+    def map_serializer(self, auto_schema, direction) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "description": "Each offending input field (or `non_field_errors`) with its messages.",
+            "properties": {"detail": {"type": "string", "description": "Instead of fields: the body is not JSON."}},
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        }
+
+
+ERRORS: dict[int, str] = {
+    400: "Invalid input: each offending field with its messages.",
+    401: "No credentials, or invalid ones.",
+    403: "Authenticated but not allowed (or a session request without its CSRF token).",
+    404: "Not found.",
+    413: "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
+    415: "The body is not `application/json`.",
+    429: "Too many requests of this user (or address) for this kind of operation; try again after `Retry-After`.",
+    502: "MLflow refused the operation.",
+    503: "A service the operation needs (MLflow) cannot be reached right now.",
+}
+ERROR_HEADERS = (
+    OpenApiParameter("WWW-Authenticate", str, OpenApiParameter.HEADER, response=[401], required=True,
+                     description="How to authenticate: `Token` (header `Authorization: Token <key>`)."),
+    OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[429], required=True,
+                     description="Seconds to wait before the next request of this kind."),
+)
+
+
+def api_schema(*, responses: Mapping[Any, Any], errors: Iterable[int] | Mapping[int, str],
+               parameters: Sequence[Any] = (), **kwargs: Any) -> Callable:
+    """`extend_schema` with the error answers of the operation in one line: `errors=(400, 401, 403, 429)`, or a
+    {status: description} mapping to say more than `ERRORS` does. Errors are JSON, whatever content types the
+    operation's own answers have; a 401 comes with WWW-Authenticate, a 429 with Retry-After."""
+    described = dict(errors) if isinstance(errors, Mapping) else dict.fromkeys(errors, "")
+    documented = {
+        (status, "application/json"): OpenApiResponse(FieldErrorsSerializer if status == 400 else ErrorSerializer,
+                                                      description=description or ERRORS[status])
+        for status, description in sorted(described.items())}
+    headers = [header for header in ERROR_HEADERS if set(header.response) & set(described)]
+    return extend_schema(responses={**responses, **documented}, parameters=[*parameters, *headers], **kwargs)

@@ -1,14 +1,13 @@
 """What one report covers (`Scope`: an experiment's days since..until and the filters), and the cache that serves
-a report's answer until the next sync finishes (see `analytics.reports.selectors`)."""
+a report's answer until the next sync finishes (`answer_cached`)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -18,6 +17,7 @@ from django.utils import timezone
 from ..models import DailyRollup, MirroredRun, SyncState
 
 Dimension = DailyRollup.Dimension
+T = TypeVar("T")
 
 # Query filter -> (rollup dimension, MirroredRun column)
 FILTERS: dict[str, tuple[str, str]] = {
@@ -50,13 +50,14 @@ class Scope:
     def start(self) -> datetime:
         return datetime.combine(self.since, time.min, tzinfo=UTC)
 
-    def end(self) -> datetime:
-        return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
+    def last_moment(self) -> datetime:
+        """The period's last microsecond (the databases' precision): the day after 9999-12-31 cannot be written."""
+        return datetime.combine(self.until, time.max, tzinfo=UTC)
 
     def raw_runs(self, *, by_start_time: bool = False) -> QuerySet:
         """The period's mirrored runs that match the filters; `by_start_time`: the period as a start_time
         range (the same runs: `day` is start_time's UTC date), for the indexes on start_time."""
-        period = ({"start_time__gte": self.start(), "start_time__lt": self.end()} if by_start_time
+        period = ({"start_time__gte": self.start(), "start_time__lte": self.last_moment()} if by_start_time
                   else {"day__gte": self.since, "day__lte": self.until})
         rows = MirroredRun.objects.filter(experiment_id=self.experiment_id, **period)
         return rows.filter(**{FILTERS[name][1]: value for name, value in self.filters.items()})
@@ -80,21 +81,18 @@ def scope_get(*, days: int, until: date | None = None, filters: Mapping[str, str
                  filters=filters, version=version)
 
 
-def cached_until_next_sync(selector):
-    """Serve the selector's answer from the cache while no sync has finished since it was computed."""
-
-    @functools.wraps(selector)
-    def cached(*, scope: Scope) -> dict[str, Any]:
-        if not scope.version or settings.ANALYTICS_CACHE_TIMEOUT_S <= 0:
-            return selector(scope=scope)
-        identity = repr((selector.__name__, scope.experiment_id, scope.since, scope.until,
-                         sorted(scope.filters.items()), scope.version))
-        key = "analytics:" + hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
-        answer = cache.get(key)
-        if answer is None:
-            answer = selector(scope=scope)
-            cache.set(key, answer, timeout=settings.ANALYTICS_CACHE_TIMEOUT_S)
-        return answer
-
-    cached.uncached = selector
-    return cached
+def answer_cached(*, scope: Scope, name: str, compute: Callable[[], T]) -> T:
+    """`compute()`, the answer called `name` for this scope, from the cache while no sync has finished since it was
+    computed: the mirror changes only through the sync, so a cached answer is exact until the next sync ends (a
+    dashboard polling between two syncs reads the cache). Nothing is cached before a first sync. What is cached is
+    the answer as sent (serialized once, not on every request: see bench/analytics.py)."""
+    if not scope.version or settings.ANALYTICS_CACHE_TIMEOUT_S <= 0:
+        return compute()
+    identity = repr((name, scope.experiment_id, scope.since, scope.until, sorted(scope.filters.items()),
+                     scope.version))
+    key = "analytics:" + hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
+    answer = cache.get(key)
+    if answer is None:
+        answer = compute()
+        cache.set(key, answer, timeout=settings.ANALYTICS_CACHE_TIMEOUT_S)
+    return answer

@@ -21,9 +21,7 @@ Where the numbers come from:
 - The free-text context (role, module, tab) keeps each day's most frequent values in the rollups and rolls the
   rest up as `other`; a single filter on such a dimension reads the raw rows when any day of the period folded.
 
-Each answer is cached (Django's cache, `ANALYTICS_CACHE_TIMEOUT_S`) under a key that holds the time every
-sync last finished: the mirror changes only through the sync, so a cached answer is exact until the next
-sync ends (a dashboard polling between two syncs reads the cache). Nothing is cached before a first sync.
+The views cache each answer until the next sync finishes (`scope.answer_cached`).
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ from intentsite import contract
 
 from ..models import OTHER, DailyRollup, MirroredRun, SyncState, compound_parts, compound_value
 from .cells import Cell, Cells, ratio
-from .scope import Scope, cached_until_next_sync
+from .scope import Scope
 
 Dimension = DailyRollup.Dimension
 
@@ -96,7 +94,6 @@ def _overview(cells: Cells) -> dict[str, Any]:
     }
 
 
-@cached_until_next_sync
 def overview_get(*, scope: Scope) -> dict[str, Any]:
     """Totals of the period: volume, rates, latency (avg and percentiles), tokens and cost, accuracy, and
     the distribution of intents, user roles and modules."""
@@ -114,7 +111,6 @@ def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:
     return rows
 
 
-@cached_until_next_sync
 def trends_get(*, scope: Scope) -> dict[str, Any]:
     """One row per calendar day of the period, oldest first; days without runs have runs 0 and nulls."""
     return scope.header() | {"days": _trend_rows(scope, Cells(scope, detailed=[Dimension.ALL]).by_day())}
@@ -168,7 +164,6 @@ def _errors(cells: Cells) -> dict[str, Any]:
     }
 
 
-@cached_until_next_sync
 def errors_get(*, scope: Scope) -> dict[str, Any]:
     """Failing runs of the period: by category (rollups), by type with a sample run id and the latest ones
     (the failing runs alone, through their partial index), and the error rate per day."""
@@ -209,7 +204,6 @@ def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
     return rows
 
 
-@cached_until_next_sync
 def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
     """Per configured model: volume, success of the model itself, fallbacks, tokens, cost and accuracy, with
     confidence and latency of its own answers apart from the fallback answers; most runs first."""
@@ -254,7 +248,6 @@ def _prompt_analysis(cells: Cells) -> list[dict[str, Any]]:
              "accuracy": cell.accuracy, "evaluation": evaluations.get(cell.key)} for cell in ordered]
 
 
-@cached_until_next_sync
 def prompt_analysis_get(*, scope: Scope) -> dict[str, Any]:
     """Per prompt version (newest first, by last run): first and last run of the period, volume, confidence,
     latency, error and out-of-scope rates, accuracy, and its latest offline evaluation."""
@@ -272,7 +265,6 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
             "share_meeting_error_rate": ratio(meeting_errors, len(with_runs))}
 
 
-@cached_until_next_sync
 def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
@@ -289,7 +281,6 @@ def report_get(*, scope: Scope) -> dict[str, Any]:
     }
 
 
-@cached_until_next_sync
 def confusion_get(*, scope: Scope) -> dict[str, Any]:
     """The labelled runs of the period (feedback): accuracy, the confusion counts expected × detected, and
     per intent precision, recall, F1 and support. Read from the labelled rows alone (few; partial index

@@ -1,24 +1,30 @@
 """The reports' serializers: the period and filters every report reads from the query string (input), and the
-answers of each report (output)."""
+answer of each report (output: what the views send, so what the OpenAPI schema says is what comes)."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import re
+from datetime import date
 from typing import Any
 
-from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from intentsite.serializers import QueryCharField, StrictSerializer
 
 FILTER_MAX_LENGTH = 200
 EARLIEST_UNTIL = date(1970, 1, 1)
+# `until` as the schema says it: a calendar date written YYYY-MM-DD, from 1970-01-01 (MLflow's epoch) to 9999-12-31.
+UNTIL_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+DATE_WRITTEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+INTEGER_WRITTEN = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
 # --- Input ---------------------------------------------------------------------------------------------
 
 class DaysField(serializers.IntegerField):
-    """`days`: absent means the endpoint's default; present, it must be an integer 1–365 (`days=` too)."""
+    """`days`: absent means the endpoint's default; present, it must be an integer 1–365 written in ASCII digits
+    (`days=`, `7.0`, ` 7` or `1_0`, which Python's int() would take, are 400s: the schema says integer)."""
 
     def __init__(self, *, default: int) -> None:
         super().__init__(min_value=1, max_value=365, default=default,
@@ -28,32 +34,60 @@ class DaysField(serializers.IntegerField):
         # An empty string is not "absent" (DRF's default for query params): it fails as a bad integer.
         return dictionary.get(self.field_name, serializers.empty)
 
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not INTEGER_WRITTEN.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "format": "date", "pattern": UNTIL_PATTERN})
+class UntilField(serializers.DateField):
+    """`until`: a day written YYYY-MM-DD (Django would also take `2026-1-5`, Python `20260105`: the schema does not),
+    from 1970-01-01 to 9999-12-31. Absent means today; present and empty (`until=`) is a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(required=False, help_text=(
+            "Last day of the period (UTC), YYYY-MM-DD from 1970-01-01 (MLflow's epoch) to 9999-12-31; default: "
+            "today. Days after today are part of the period like any other, with no runs yet."))
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, serializers.empty)
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not DATE_WRITTEN.fullmatch(value):
+            self.fail("invalid", format="YYYY-MM-DD")
+        day = super().to_internal_value(value)
+        if day < EARLIEST_UNTIL:
+            raise serializers.ValidationError(f"Must be {EARLIEST_UNTIL.isoformat()} or later (MLflow's epoch).")
+        return day
+
 
 class ReportFilterSerializer(StrictSerializer):
     """The period (`days` up to `until`, default today UTC) and the optional filters of every report. Unknown
     parameters are a 400 that names them (a typo such as `?modul=banking` must not answer for all modules)."""
 
     days = DaysField(default=30)
-    until = serializers.DateField(required=False, help_text=(
-        "Last day of the period (UTC), from 1970-01-01 (MLflow's epoch) to tomorrow; default: today."))
+    until = UntilField()
     module = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this module.")
     user_role = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this user role.")
     model_name = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this model.")
     prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this prompt version.")
 
-    def validate_until(self, value):
-        if value > timezone.now().date() + timedelta(days=1):
-            raise serializers.ValidationError("Must not be in the future.")
-        if value < EARLIEST_UNTIL:
-            raise serializers.ValidationError(f"Must be {EARLIEST_UNTIL.isoformat()} or later (MLflow's epoch).")
-        return value
-
 
 class WeekFilterSerializer(ReportFilterSerializer):
+    """The period of the reports that look at a week by default."""
+
     days = DaysField(default=7)
 
 
-# --- Output (the schema; see the module's docstring) -----------------------------------------------------
+class FullReportFilterSerializer(ReportFilterSerializer):
+    """The full report's period and filters, and the format of its answer."""
+
+    format = serializers.ChoiceField(choices=["json", "csv"], required=False, help_text=(
+        "`csv`: the daily trends table as a CSV download (also chosen by `Accept: text/csv`); default: json."))
+
+
+# --- Output ------------------------------------------------------------------------------------------------
 
 class PeriodSerializer(serializers.Serializer):
     days = serializers.IntegerField()
@@ -268,7 +302,33 @@ class ReportBodySerializer(serializers.Serializer):
     sla = SlaSerializer()
 
 
-class ConfusionBodySerializer(serializers.Serializer):
+# Each report's answer: the period and filters, then its body.
+
+class OverviewReportSerializer(HeaderSerializer, OverviewBodySerializer):
+    pass
+
+
+class TrendsReportSerializer(HeaderSerializer, TrendsBodySerializer):
+    pass
+
+
+class ErrorsReportSerializer(HeaderSerializer, ErrorsBodySerializer):
+    pass
+
+
+class ModelComparisonReportSerializer(HeaderSerializer, ModelComparisonBodySerializer):
+    pass
+
+
+class PromptAnalysisReportSerializer(HeaderSerializer, PromptAnalysisBodySerializer):
+    pass
+
+
+class FullReportSerializer(HeaderSerializer, ReportBodySerializer):
+    pass
+
+
+class ConfusionReportSerializer(HeaderSerializer):
     labelled_runs = serializers.IntegerField()
     accuracy = _rate()
     matrix = ConfusionCellSerializer(many=True)
