@@ -10,9 +10,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from intentsite.serializers import QueryCharField, StrictSerializer
+from intentsite.serializers import QueryCharField, QueryChoiceField, StrictSerializer
 
-FILTER_MAX_LENGTH = 200
+# The longest value each filter can match: what the detect API takes for a module or a role, the mirror's columns
+# for a model and a prompt version. Together they also keep the longest query string within the web tier's request
+# line (8,190 bytes in gunicorn.conf.py: 464 characters of 4 UTF-8 bytes each, percent-encoded, are 5,568).
+FILTER_MAX_LENGTHS = {"module": 100, "user_role": 100, "model_name": 200, "prompt_version": 64}
 EARLIEST_UNTIL = date(1970, 1, 1)
 # `until` as the schema says it: a calendar date written YYYY-MM-DD, from 1970-01-01 (MLflow's epoch) to 9999-12-31.
 UNTIL_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -68,10 +71,11 @@ class ReportFilterSerializer(StrictSerializer):
 
     days = DaysField(default=30)
     until = UntilField()
-    module = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this module.")
-    user_role = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this user role.")
-    model_name = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this model.")
-    prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTH, help_text="Only runs of this prompt version.")
+    module = QueryCharField(max_length=FILTER_MAX_LENGTHS["module"], help_text="Only runs of this module.")
+    user_role = QueryCharField(max_length=FILTER_MAX_LENGTHS["user_role"], help_text="Only runs of this user role.")
+    model_name = QueryCharField(max_length=FILTER_MAX_LENGTHS["model_name"], help_text="Only runs of this model.")
+    prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTHS["prompt_version"],
+                                    help_text="Only runs of this prompt version.")
 
 
 class WeekFilterSerializer(ReportFilterSerializer):
@@ -83,7 +87,7 @@ class WeekFilterSerializer(ReportFilterSerializer):
 class FullReportFilterSerializer(ReportFilterSerializer):
     """The full report's period and filters, and the format of its answer."""
 
-    format = serializers.ChoiceField(choices=["json", "csv"], required=False, help_text=(
+    format = QueryChoiceField(choices=["json", "csv"], help_text=(
         "`csv`: the daily trends table as a CSV download (also chosen by `Accept: text/csv`); default: json."))
 
 

@@ -372,6 +372,9 @@ def test_percentiles_are_within_one_percent_of_exact_on_both_read_paths(staff_cl
     ({"days": ""}, "days"), ({"days": "1.5"}, "days"), ({"module": "m" * 201}, "module"),
     ({"user_role": "r" * 201}, "user_role"), ({"model_name": "x" * 201}, "model_name"),
     ({"prompt_version": "p" * 201}, "prompt_version"), ({"until": "tomorrow"}, "until"),
+    ({"module": "m" * 101}, "module"), ({"prompt_version": "p" * 65}, "prompt_version"),
+    # what the schema's pattern refuses: whitespace alone, NUL (PostgreSQL cannot store it, nor match it)
+    ({"module": " "}, "module"), ({"user_role": "\t\u3000"}, "user_role"), ({"model_name": "a\x00b"}, "model_name"),
     # a number or a date written as the schema writes them (Django and Python would take more)
     ({"days": "7.0"}, "days"), ({"days": " 7"}, "days"), ({"days": "1_0"}, "days"), ({"days": "\u0667"}, "days"),
     ({"until": "2026-1-5"}, "until"), ({"until": "20260105"}, "until"), ({"until": "2026-W01-1"}, "until"),
