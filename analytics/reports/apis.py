@@ -76,6 +76,7 @@ def report_schema(*, summary: str, example: dict[str, Any], csv: bool = False, *
 
 def serialized_answer(name: str, output: type[serializers.Serializer], selector: Callable[..., dict[str, Any]],
                       scope: Scope) -> dict[str, Any]:
+    """The selector's answer through its Output serializer, cached as such until the next sync."""
     return answer_cached(scope=scope, name=name, compute=lambda: output(selector(scope=scope)).data)
 
 

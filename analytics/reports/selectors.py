@@ -9,8 +9,8 @@ Where the numbers come from:
   rollup cells (value `banking`), as fast as the unfiltered path; a breakdown along the filter's own
   dimension (model-comparison under `model_name=...`) too.
 - Anything else (a breakdown under a filter, or several filters) aggregates the raw `MirroredRun` rows
-  of the period in the database, with the very aggregates the rollups are built with (`rollup_aggregates` of
-  `services.rollups`), so both paths give the same numbers. It reads the period's rows through the
+  of the period in the database, with the very aggregates the rollups are built with (`rollup_aggregates`, the
+  rollups' own), so both paths give the same numbers. It reads the period's rows through the
   (experiment_id, day) index: slower (see bench/analytics.py), but exact and with no extra rollup grain
   to keep up to date on every sync.
 - Errors' by-type counts come from the `error_type` rollups; their sample run ids and the latest failing
