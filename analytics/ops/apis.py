@@ -87,7 +87,8 @@ class LMCircuitSerializer(serializers.Serializer):
     times_opened = serializers.IntegerField()
 
 
-class DatabaseDownSerializer(serializers.Serializer):
+# Strict: its schema has no room for more, so that a full `down` answer matches the other one alone (oneOf).
+class DatabaseDownSerializer(StrictSerializer):
     """The health answer when the database is gone before the caller could be authenticated: no more is said."""
 
     class Meta:
