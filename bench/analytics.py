@@ -11,7 +11,7 @@ COPY on PostgreSQL), 100 k rows per transaction. The rollups are then computed b
 `rollups_refresh`, a few days per call: exactly what a full sync leaves behind.
 
 Each endpoint is then called in-process through DRF (`APIRequestFactory`, a staff user, the view itself:
-URL routing and authentication aside, everything a request does: validation, selectors, rendering),
+URL routing and authentication aside, everything a request does: validation, selectors, serialization, rendering),
 `--repeats` times after one warm-up; the figure is the median (p50) and the 90th percentile.
 
 The seed's approach (`mlflow.search_runs` over the experiment + pandas for the overview) is measured in the
