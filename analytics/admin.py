@@ -22,7 +22,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
-from .selectors.reports import mlflow_run_url
+from .reports.selectors import mlflow_run_url
 
 DASHBOARD_PERIODS = (7, 30, 90)
 DASHBOARD_DEFAULT_DAYS = 30

@@ -1,6 +1,6 @@
 """The ORM mirror of MLflow runs (`MirroredRun`), its daily rollups (`DailyRollup`) and the sync's state.
 
-MLflow stays the system of record: the sync (`analytics.services.runs_sync`) writes these tables, nothing
+MLflow stays the system of record: the sync (`analytics.mirror.sync.runs_sync`) writes these tables, nothing
 else does (feedback too arrives through MLflow: the run's `expected_intent` tag and `is_correct` metric).
 """
 

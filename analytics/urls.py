@@ -2,13 +2,13 @@
 
 from django.urls import path
 
-from .apis import reports
-from .apis.ops import ExperimentsRecreateApi, HealthApi
+from .ops.apis import ExperimentsRecreateApi, HealthApi
+from .reports import apis as reports
 
 app_name = "analytics"
 
 urlpatterns: list = [
-    # reports (analytics/apis/reports.py)
+    # reports (analytics/reports/apis.py)
     path("overview", reports.OverviewApi.as_view(), name="overview"),
     path("trends", reports.TrendsApi.as_view(), name="trends"),
     path("errors", reports.ErrorsApi.as_view(), name="errors"),
@@ -16,7 +16,7 @@ urlpatterns: list = [
     path("prompt-analysis", reports.PromptAnalysisApi.as_view(), name="prompt-analysis"),
     path("report", reports.ReportApi.as_view(), name="report"),
     path("confusion", reports.ConfusionApi.as_view(), name="confusion"),
-    # ops: health, experiments/recreate (analytics/apis/ops.py)
+    # ops: health, experiments/recreate (analytics/ops/apis.py)
     path("health", HealthApi.as_view(), name="health"),
     path("experiments/recreate", ExperimentsRecreateApi.as_view(), name="experiments-recreate"),
 ]

@@ -11,7 +11,7 @@ COPY on PostgreSQL), 100 k rows per transaction. The rollups are then computed b
 `rollups_refresh`, a few days per call: exactly what a full sync leaves behind.
 
 Each endpoint is then called in-process through DRF (`APIRequestFactory`, a staff user, the view itself:
-URL routing and authentication aside, everything a request does: validation, selectors, rendering),
+URL routing and authentication aside, everything a request does: validation, selectors, serialization, rendering),
 `--repeats` times after one warm-up; the figure is the median (p50) and the 90th percentile.
 
 The seed's approach (`mlflow.search_runs` over the experiment + pandas for the overview) is measured in the
@@ -84,11 +84,12 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E402
 
-from analytics.apis import reports  # noqa: E402
 from analytics.mirror.bulk import rows_upsert  # noqa: E402
 from analytics.mirror.mapping import WRITTEN_FIELDS  # noqa: E402
 from analytics.mirror.rollups import rollups_refresh  # noqa: E402
-from analytics.models import DailyRollup, MirroredRun, SyncState, latency_bucket  # noqa: E402
+from analytics.mirror.sketch import sketch_key  # noqa: E402
+from analytics.models import DailyRollup, MirroredRun, SyncState  # noqa: E402
+from analytics.reports import apis as reports  # noqa: E402
 
 EXPERIMENT_ID = "1"
 DAYS = 30
@@ -145,11 +146,12 @@ def mirror_fill(n: int, *, seed: int = 1) -> float:
                 "fallback_used": v["error"] is not None and not v["failed"], "error_category": v["error"] or "",
                 "error_type": "TimeoutError" if v["error"] else "", "is_error": v["failed"],
                 "model_name": LM if v["lm"] else LOCAL, "category_source": "database", "requires_workflow": False,
+                "answered_by": LOCAL if v["error"] is not None and not v["failed"] else LM if v["lm"] else LOCAL,
                 "message_length": 40, "message_word_count": 8, "confidence_score": v["confidence"],
                 "response_time_ms": v["latency"], "template_match_rate": v["template"],
                 "available_workflow_templates": 16, "available_agent_templates": 9,
                 "prompt_tokens": tokens[0] if tokens else None, "completion_tokens": tokens[1] if tokens else None,
-                "cost_usd": tokens[2] if tokens else None, "latency_bucket": latency_bucket(v["latency"]),
+                "cost_usd": tokens[2] if tokens else None, "latency_bucket": sketch_key(v["latency"]),
                 "tags": {"mlflow.runName": "bench"}, "params": {}, "metrics": {},
                 "expected_intent": v["expected"],
                 "is_correct": None if v["expected"] is None else v["expected"] == v["intent"],

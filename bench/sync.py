@@ -1,4 +1,4 @@
-"""Benchmark: the analytics mirror's sync (`analytics.services.runs_sync`) on big SQLite MLflow stores.
+"""Benchmark: the analytics mirror's sync (`analytics.mirror.sync.runs_sync`) on big SQLite MLflow stores.
 
     python bench/sync.py [--full-runs 100000] [--repeats 3] [--client-runs 5000] [--big-runs 1000000]
                          [--delta-runs 1000] [--deltas 3] [--keep]
@@ -70,8 +70,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from analytics.mirror.sources import sources_reset  # noqa: E402
+from analytics.mirror.sync import runs_sync  # noqa: E402
 from analytics.models import DailyRollup, MirroredRun, SyncState  # noqa: E402
-from analytics.services import runs_sync  # noqa: E402
 
 EXPERIMENT = "intent_detection"
 DAY_MS = 86_400_000

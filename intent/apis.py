@@ -1,12 +1,12 @@
 """HTTP interface of intent detection: validate, call one service, serialize."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from intentsite.serializers import OptionalCharField, StrictCharField, StrictSerializer, StrictUUIDField
+from intentsite.serializers import OptionalCharField, StrictCharField, StrictSerializer, StrictUUIDField, api_schema
 
 from .program.errors import ERROR_CATEGORIES
 from .selectors import intent_name_known
@@ -45,11 +45,12 @@ class IntentDetectApi(APIView):
         error_category = serializers.ChoiceField(choices=ERROR_CATEGORIES, allow_null=True)
         response_time_ms = serializers.FloatField()
 
-    @extend_schema(
+    @api_schema(
         operation_id="intent_detect",
         summary="Detect the intent of a chat message",
         request=InputSerializer,
         responses={200: OutputSerializer},
+        errors=(400, 401, 403, 413, 415, 429),
         examples=[
             OpenApiExample(
                 "Request",
@@ -94,6 +95,11 @@ class IntentDetectApi(APIView):
         return Response(self.OutputSerializer(data).data, status=status.HTTP_200_OK)
 
 
+class IntentNotInCatalog(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "intent_not_in_catalog"
+
+
 class IntentFeedbackApi(APIView):
     """A user says which intent a detection should have had; it is recorded on that detection's MLflow run. Only
     the user who asked for the detection, or a reviewer (permission `intent.label_detections`), may label it;
@@ -109,13 +115,6 @@ class IntentFeedbackApi(APIView):
         correct_intent = StrictCharField(max_length=100, help_text="A catalog intent, or `out_of_scope`.")
         comment = OptionalCharField(max_length=500)
 
-        def validate_correct_intent(self, value: str) -> str:
-            value = value.strip()
-            if not intent_name_known(name=value):
-                raise serializers.ValidationError(
-                    f"{value!r} is not an intent of the active catalog (nor out_of_scope).")
-            return value
-
     class OutputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "IntentFeedbackRecorded"
@@ -128,11 +127,13 @@ class IntentFeedbackApi(APIView):
         revision = serializers.IntegerField(help_text="How many times this detection got feedback (latest wins).")
         state = serializers.CharField(help_text="`pending` until written to the MLflow run, then `logged`.")
 
-    @extend_schema(
+    @api_schema(
         operation_id="intent_feedback",
         summary="Tell which intent a detection should have had",
         request=InputSerializer,
         responses={202: OutputSerializer},
+        errors=(400, 401, 403, (404, "No detection with this request_id that this user may label."),
+                (409, "`correct_intent` is not an intent of the active catalog (nor `out_of_scope`)."), 413, 415, 429),
         examples=[
             OpenApiExample(
                 "Request", request_only=True,
@@ -145,6 +146,10 @@ class IntentFeedbackApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if not intent_name_known(name=data["correct_intent"]):
+            # Well-formed, but not in the catalog as it is now (which a schema cannot list): a conflict, not a 400.
+            raise IntentNotInCatalog({"correct_intent": [
+                f"{data['correct_intent']!r} is not an intent of the active catalog (nor out_of_scope)."]})
         try:
             feedback = detection_feedback_create(
                 request_id=data["request_id"], expected_intent=data["correct_intent"], comment=data["comment"],

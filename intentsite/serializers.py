@@ -1,30 +1,78 @@
-"""Serializer plumbing shared by the apps' APIs: strict types, and no field or query parameter left unnoticed."""
+"""Serializer plumbing shared by the apps' APIs: strict types, no field or query parameter left unnoticed, and the
+error answers as the OpenAPI schema documents them (`api_schema`)."""
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.fields import empty
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, so a typo is a 400 instead of being silently ignored. On a query string
-    (a `QueryDict`), `allowed_extra` names parameters some other layer reads (DRF's `format`)."""
-
-    allowed_extra: frozenset[str] = frozenset()
+    """Refuses fields it does not know, so a typo is a 400 instead of being silently ignored (and says so in the
+    schema: `additionalProperties: false`)."""
 
     def validate(self, attrs):
         if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields) - self.allowed_extra)
+            unknown = sorted(set(self.initial_data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return attrs
 
 
+class StrictSerializerSchema(OpenApiSerializerExtension):
+    """The schema says what `StrictSerializer` does: no property beyond the declared ones."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if type(self.target).__doc__ is None:
+            schema.pop("description", None)  # inherited from here: not about the component
+        return schema | {"additionalProperties": False}
+
+
+# What Python's str.strip() removes, as a regular expression class every dialect reads alike (\s differs).
+WHITESPACE = ("\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+              "\\u205f\\u3000")
+NO_NUL = "^[^\\x00]*$"  # DRF refuses NUL in any string (PostgreSQL could not store it)
+NOT_BLANK = f"^[^\\x00]*[^\\x00{WHITESPACE}][^\\x00]*$"  # ... and, unless blank is allowed, whitespace alone
+
+
 class StrictCharField(serializers.CharField):
-    """A string, and only a string: DRF's CharField turns 123 or true into text, this one answers 400."""
+    """A string, and only a string: DRF's CharField turns 123 or true into text, this one answers 400. Its limits
+    are those of the string as sent, as the schema says them (DRF's trims first: 4,001 characters with a leading
+    space would pass a max_length of 4,000); whitespace alone is blank; trimming (the default) comes after."""
+
+    def __init__(self, **kwargs) -> None:
+        self.trim_after_validation = kwargs.pop("trim_whitespace", True)
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def run_validation(self, data=empty):
+        if isinstance(data, str) and not data.strip() and not self.allow_blank:
+            self.fail("blank")
+        value = super().run_validation(data)
+        return value.strip() if self.trim_after_validation and isinstance(value, str) else value
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
+    """The schema says what `StrictCharField` refuses beyond its lengths: NUL, and whitespace alone unless blank is
+    allowed."""
+
+    target_class = StrictCharField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return schema | {"pattern": NO_NUL if self.target.allow_blank else NOT_BLANK}
 
 
 class OptionalCharField(StrictCharField):
@@ -49,12 +97,99 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true or false, and only those: DRF's BooleanField also takes 0, 1, "yes", "off"... (400 here)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class QueryCharField(StrictCharField):
     """A query parameter: absent means not given, but present and empty (`?module=`) is a 400, not "absent"
     (DRF's default for query strings), so that the schema's minLength 1 is what the server does."""
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(required=False, min_length=1, **kwargs)
+        # Not trimmed: a value is matched as it is.
+        super().__init__(required=False, min_length=1, trim_whitespace=False, **kwargs)
 
     def get_value(self, dictionary):
         return dictionary.get(self.field_name, empty)
+
+
+class QueryChoiceField(serializers.ChoiceField):
+    """A query parameter among choices: absent means not given, present and empty (`?format=`) is a 400."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(required=False, **kwargs)
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, empty)
+
+
+# --- Errors, as the schema documents them ---------------------------------------------------------------
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error that is not about the input's fields (DRF's own shape)."""
+
+    class Meta:
+        ref_name = "Error"
+
+    detail = serializers.CharField()
+
+
+class FieldErrorsSerializer(serializers.Serializer):
+    """A 400: each offending field (or `non_field_errors`) with its messages; `detail` alone when the body is not
+    JSON. A map of names to lists, which no declared field can say: `FieldErrorsSchema` writes its schema."""
+
+    class Meta:
+        ref_name = "FieldErrors"
+
+
+class FieldErrorsSchema(OpenApiSerializerExtension):
+    target_class = FieldErrorsSerializer
+
+    def map_serializer(self, auto_schema, direction) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "description": "Each offending input field (or `non_field_errors`) with its messages.",
+            "properties": {"detail": {"type": "string", "description": "Instead of fields: the body is not JSON."}},
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        }
+
+
+ERRORS: dict[int, str] = {
+    400: "Invalid input: each offending field with its messages.",
+    401: "No credentials, or invalid ones.",
+    403: "Authenticated but not allowed (or a session request without its CSRF token).",
+    404: "Not found.",
+    413: "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
+    409: "A field's value conflicts with the current state of the service: each such field with its messages.",
+    415: "The body is not `application/json`.",
+    429: "Too many requests of this user (or address) for this kind of operation; try again after `Retry-After`.",
+    502: "MLflow refused the operation.",
+    503: "A service the operation needs (MLflow) cannot be reached right now.",
+}
+# The statuses whose answer names the fields at fault (a 409: a field's value conflicts with the current state).
+FIELD_ERRORS = (400, 409)
+ERROR_HEADERS = (
+    OpenApiParameter("WWW-Authenticate", str, OpenApiParameter.HEADER, response=[401], required=True,
+                     description="How to authenticate: `Token` (header `Authorization: Token <key>`)."),
+    OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[429], required=True,
+                     description="Seconds to wait before the next request of this kind."),
+)
+
+
+def api_schema(*, responses: Mapping[Any, Any], errors: Iterable[int | tuple[int, str]], parameters: Sequence[Any] = (),
+               **kwargs: Any) -> Callable:
+    """`extend_schema` with the error answers of the operation in one line: `errors=(400, 401, 403, 429)`, a
+    `(status, description)` pair where the operation has more to say than `ERRORS`. Errors are JSON, whatever
+    content types the operation's own answers have; a 401 comes with WWW-Authenticate, a 429 with Retry-After."""
+    described = dict(error if isinstance(error, tuple) else (error, ERRORS[error]) for error in errors)
+    documented = {
+        (status, "application/json"): OpenApiResponse(
+            FieldErrorsSerializer if status in FIELD_ERRORS else ErrorSerializer, description=description)
+        for status, description in sorted(described.items())}
+    headers = [header for header in ERROR_HEADERS if set(header.response) & set(described)]
+    return extend_schema(responses={**responses, **documented}, parameters=[*parameters, *headers], **kwargs)

@@ -294,14 +294,14 @@ def mlflow_server(tmp_path):
 @pytest.fixture
 def start_web(tmp_path, broker_url):
     """Start the real web tier (gunicorn, `workers` processes × `threads`) on a free port, on this test's database,
-    MLflow store and broker; stopped after the test. Returns its base URL."""
+    MLflow store and broker (or the CELERY_BROKER_URL given); stopped after the test. Returns its base URL."""
     started: list[Process] = []
 
     def start(*, workers: int = 2, threads: int = 4, **env: str) -> str:
         port = free_port()
         process = Process([sys.executable, "-m", "gunicorn", "intentsite.wsgi", "--bind", f"127.0.0.1:{port}",
                            "--workers", str(workers), "--threads", str(threads), "--timeout", "60"],
-                          env=child_env(CELERY_BROKER_URL=broker_url, **env), log_path=tmp_path / f"web-{port}.log")
+                          env=child_env(**{"CELERY_BROKER_URL": broker_url, **env}), log_path=tmp_path / f"web-{port}.log")
         started.append(process)
         url = f"http://127.0.0.1:{port}"
 

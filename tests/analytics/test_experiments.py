@@ -28,7 +28,10 @@ def superuser_client(django_user_model) -> APIClient:
 
 
 def test_missing_experiments_are_created_and_present_ones_left_alone(run_logger, superuser_client):
+    from tests.openapi import AnswerChecker
+
     response = superuser_client.post(URL, {}, format="json")
+    AnswerChecker(superuser_client)(response, path=URL, method="post")
 
     body = response.json()
     assert response.status_code == 200, body
@@ -111,8 +114,11 @@ def test_bad_input_is_a_400_naming_the_field(mlflow_store, superuser_client):
     not_boolean = superuser_client.post(URL, {"reset": "perhaps"}, format="json")
     unknown = superuser_client.post(URL, {"rest": True}, format="json")
     get = superuser_client.get(URL)
+    # the schema says boolean: 1, 0, "true" and "yes" too are 400s (DRF's BooleanField would take them)
+    lenient = [superuser_client.post(URL, {"reset": value}, format="json") for value in (1, 0, "true", "yes")]
 
     assert not_boolean.status_code == 400 and "reset" in not_boolean.json()
+    assert [response.status_code for response in lenient] == [400] * 4
     assert unknown.status_code == 400 and unknown.json() == {"rest": ["Unknown field."]}
     assert get.status_code == 405
 
@@ -150,4 +156,7 @@ def test_the_openapi_schema_describes_health_and_recreate_with_examples(anonymou
     assert "/api/analytics/mlflow/health" in text and "/api/analytics/mlflow/experiments/recreate" in text
     assert "Degraded: the sync is late" in text and "orphaned_runs" in text
     if body is not None:
-        assert set(body["paths"]["/api/analytics/mlflow/health"]["get"]["responses"]) == {"200", "503"}
+        assert set(body["paths"]["/api/analytics/mlflow/health"]["get"]["responses"]) == {
+            "200", "401", "403", "429", "503"}
+        assert set(body["paths"][URL]["post"]["responses"]) == {
+            "200", "400", "401", "403", "413", "415", "429", "502", "503"}

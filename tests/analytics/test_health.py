@@ -223,3 +223,29 @@ def test_no_lm_configured_shows_no_circuit(synced, staff_client):
     body = staff_client.get(URL).json()
 
     assert body["lm_circuits"] == [] and body["status"] == "ok"
+
+
+def test_its_answers_are_what_the_schema_documents(synced, staff_client, anonymous_client, api_client, settings,
+                                                     monkeypatch):
+    from django.db import OperationalError
+    from rest_framework.authentication import TokenAuthentication
+
+    from tests.openapi import AnswerChecker
+
+    check = AnswerChecker(anonymous_client)
+    ok = staff_client.get(URL)
+    settings.MLFLOW_TRACKING_URI = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = staff_client.get(URL)
+    forbidden, anonymous = api_client.get(URL), anonymous_client.get(URL)
+
+    def database_gone(self, request):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(TokenAuthentication, "authenticate", database_gone)  # the database, before authentication
+    database_down = anonymous_client.get(URL, HTTP_AUTHORIZATION="Token whatever")
+
+    assert (ok.status_code, down.status_code, database_down.status_code) == (200, 503, 503)
+    assert database_down.json() == {"status": "down", "reasons": ["database_unreachable"],
+                                    "database": {"reachable": False, "error": "OperationalError"}}
+    for response in (ok, down, forbidden, anonymous, database_down):
+        check(response, path=URL)

@@ -372,7 +372,13 @@ def test_percentiles_are_within_one_percent_of_exact_on_both_read_paths(staff_cl
     ({"days": ""}, "days"), ({"days": "1.5"}, "days"), ({"module": "m" * 201}, "module"),
     ({"user_role": "r" * 201}, "user_role"), ({"model_name": "x" * 201}, "model_name"),
     ({"prompt_version": "p" * 201}, "prompt_version"), ({"until": "tomorrow"}, "until"),
-    ({"until": "2999-01-01"}, "until"),
+    ({"module": "m" * 101}, "module"), ({"prompt_version": "p" * 65}, "prompt_version"),
+    # what the schema's pattern refuses: whitespace alone, NUL (PostgreSQL cannot store it, nor match it)
+    ({"module": " "}, "module"), ({"user_role": "\t\u3000"}, "user_role"), ({"model_name": "a\x00b"}, "model_name"),
+    # a number or a date written as the schema writes them (Django and Python would take more)
+    ({"days": "7.0"}, "days"), ({"days": " 7"}, "days"), ({"days": "1_0"}, "days"), ({"days": "\u0667"}, "days"),
+    ({"until": "2026-1-5"}, "until"), ({"until": "20260105"}, "until"), ({"until": "2026-W01-1"}, "until"),
+    ({"until": ""}, "until"), ({"until": "10000-01-01"}, "until"),
     # the first day a date type knows: `since` would overflow (a 500 once); before MLflow's epoch anyway
     ({"until": "0001-01-01"}, "until"), ({"until": "1969-12-31", "days": 365}, "until"),
     # a typo names the unknown parameter instead of answering for everything
@@ -389,6 +395,24 @@ def test_a_bad_parameter_is_a_400_naming_it(staff_client, endpoint, params, fiel
 def test_until_at_mlflows_epoch_is_accepted(staff_client):
     body = get(staff_client, "overview", until="1970-01-01", days=365)
     assert body["total_runs"] == 0 and body["period"]["until"] == "1970-01-01"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("filters", [{}, {"module": "banking", "model_name": LOCAL}], ids=["rollups", "raw-rows"])
+def test_until_in_the_future_is_a_period_like_any_other(staff_client, known_runs, endpoint, filters):
+    """Up to the last day a date can be (a schema cannot say "not after tomorrow"): days to come have no runs."""
+    body = get(staff_client, endpoint, until="9999-12-31", days=365, **filters)
+    assert body["period"] == {"days": 365, "since": "9999-01-01", "until": "9999-12-31"}
+    tomorrow = get(staff_client, "overview", until=(today() + timedelta(days=1)).isoformat(), days=2, **filters)
+    assert tomorrow["total_runs"] == (1 if filters else 3)  # today's runs (r1, or r1 to r3)
+
+
+def test_report_in_an_unknown_format_is_a_400_naming_the_choices(staff_client):
+    response = staff_client.get(BASE + "report", {"format": "xml"})
+    assert response.status_code == 400
+    assert response.json() == {"format": ['"xml" is not a valid choice.']}
+    assert staff_client.get(BASE + "report", {"format": "json"}).status_code == 200
+    assert staff_client.get(BASE + "overview", {"format": "json"}).json() == {"format": ["Unknown field."]}
 
 
 def test_days_at_the_limits_are_accepted(staff_client, known_runs):
@@ -423,8 +447,42 @@ def test_the_schema_describes_every_endpoint_with_examples(anonymous_client):
     assert (days["schema"]["minimum"], days["schema"]["maximum"], days["schema"]["default"]) == (1, 365, 7)
 
 
+@pytest.fixture
+def evaluated(known_runs, settings):
+    """v2's latest offline evaluation (contract C), mirrored from the evaluation experiment."""
+    metrics = {"in_scope_accuracy": 0.9, "oos_recall": 0.5, "macro_f1": 0.8, "latency_p50_ms": 0.05, "examples": 50.0}
+    mirror([mirrored("e1", start=at(1, 12), experiment_id="2", prompt_version="v2", metrics=metrics,
+                     tags={"run_kind": "evaluation"})],
+           experiment_name=settings.ANALYTICS_EVALUATION_EXPERIMENT_NAME, experiment_id="2")
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"days": 30}, {"module": "banking"}, {"model_name": GPT, "module": "banking"}, {"user_role": "agent"},
+    {"days": 1, "until": (today() - timedelta(days=2)).isoformat()}, {"until": "9999-12-31"},
+], ids=["default", "30-days", "one-filter", "two-filters", "folded-or-not", "empty-day", "future"])
+def test_every_answer_is_what_the_schema_documents(staff_client, api_client, anonymous_client, evaluated, settings,
+                                                   params):
+    """Each report's real answer (with data: failures, fallbacks, labels, an evaluation, links) validated against
+    the OpenAPI schema's description of it, and so are its errors."""
+    from tests.openapi import AnswerChecker
+
+    settings.MLFLOW_UI_URL = "http://mlflow.example:5000"
+    check = AnswerChecker(anonymous_client)
+    for endpoint in ENDPOINTS:
+        path = BASE + endpoint
+        answer = staff_client.get(path, params)
+        assert answer.status_code == 200, answer.content
+        check(answer, path=path)
+        for response in (staff_client.get(path, params | {"days": 0}), api_client.get(path, params),
+                         anonymous_client.get(path, params)):
+            check(response, path=path)
+    check(staff_client.get(BASE + "report", params | {"format": "csv"}), path=BASE + "report")
+    versions = staff_client.get(BASE + "prompt-analysis", {"days": 30}).json()["versions"]
+    assert [row["evaluation"]["run_id"] for row in versions if row["evaluation"]] == ["e1"]  # (checked above)
+
+
 def test_an_error_type_missing_from_the_newest_failures_still_gets_its_sample(staff_client, known_runs, monkeypatch):
-    from analytics.selectors import reports as selectors
+    from analytics.reports import selectors
 
     monkeypatch.setattr(selectors, "SAMPLE_WINDOW", 1)  # only r3 is "recent": r6's type is looked up on its own
     body = get(staff_client, "errors")

@@ -1,4 +1,4 @@
-"""Feedback on a detection: validated (401/404/400), stored without MLflow I/O on the request path, then
+"""Feedback on a detection: validated (401/404/400/409), stored without MLflow I/O on the request path, then
 written on the detection's MLflow run (contract B) by the task, idempotently, the latest feedback winning;
 it waits for a run not logged yet, survives a lost message and an MLflow outage, and asks analytics to
 re-read the run by task name."""
@@ -77,8 +77,6 @@ def test_unknown_request_id_is_404(api_client, small_catalog):
     [
         ({"correct_intent": "balance"}, "request_id"),
         ({"request_id": "not-a-uuid", "correct_intent": "balance"}, "request_id"),
-        ({"request_id": "REQ", "correct_intent": "launch_rocket"}, "correct_intent"),
-        ({"request_id": "REQ", "correct_intent": "greeting"}, "correct_intent"),  # fallback-only intent
         ({"request_id": "REQ", "correct_intent": ""}, "correct_intent"),
         ({"request_id": "REQ", "correct_intent": "balance", "comment": "x" * 501}, "comment"),
         ({"request_id": "REQ", "correct_intent": "balance", "expected": "x"}, "expected"),
@@ -93,6 +91,16 @@ def test_bad_feedback_is_a_400_naming_the_field(api_client, small_catalog, paylo
     response = feedback(api_client, **payload)
     assert response.status_code == 400, response.content
     assert field in response.json()
+    assert not DetectionFeedback.objects.exists()
+
+
+@pytest.mark.parametrize("intent", ["launch_rocket", "greeting"])  # unknown; only in the fallback catalog
+def test_an_intent_not_in_the_catalog_is_a_409_naming_the_field(api_client, small_catalog, intent):
+    """Well-formed, but not in the catalog as it is now (which the schema cannot list): a conflict, not a 400."""
+    request_id = detect(api_client, message="what is my balance")["request_id"]
+    response = feedback(api_client, request_id=request_id, correct_intent=intent)
+    assert response.status_code == 409, response.content
+    assert response.json() == {"correct_intent": [f"{intent!r} is not an intent of the active catalog (nor out_of_scope)."]}
     assert not DetectionFeedback.objects.exists()
 
 
@@ -152,7 +160,7 @@ def test_feedback_comments_are_redacted_before_anything_is_stored(api_client, sm
 def test_fallback_catalog_intents_are_accepted_when_the_database_has_none(api_client):
     request_id = detect(api_client, message="hello there")["request_id"]
     assert feedback(api_client, request_id=request_id, correct_intent="greeting").status_code == 202
-    assert feedback(api_client, request_id=request_id, correct_intent="balance").status_code == 400
+    assert feedback(api_client, request_id=request_id, correct_intent="balance").status_code == 409
 
 
 def test_request_path_stores_the_feedback_and_queues_it_without_touching_mlflow(

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from django.db import DatabaseError
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from intentsite.serializers import StrictSerializer
+from intentsite.serializers import StrictBooleanField, StrictSerializer, api_schema
 
 from ..mirror.experiments import experiments_recreate
 from ..mirror.sources.base import MlflowSourceError, MlflowSourceUnavailable
-from ..selectors.health import STATUS_DOWN, health_get
+from .health import STATUS_DOWN, health_get
 
 
 class IsSuperuser(BasePermission):
@@ -87,6 +87,18 @@ class LMCircuitSerializer(serializers.Serializer):
     times_opened = serializers.IntegerField()
 
 
+# Strict: its schema has no room for more, so that a full `down` answer matches the other one alone (oneOf).
+class DatabaseDownSerializer(StrictSerializer):
+    """The health answer when the database is gone before the caller could be authenticated: no more is said."""
+
+    class Meta:
+        ref_name = "AnalyticsHealthDatabaseDown"
+
+    status = serializers.ChoiceField(choices=["down"])
+    reasons = serializers.ListField(child=serializers.ChoiceField(choices=["database_unreachable"]))
+    database = ReachableSerializer()
+
+
 class HealthApi(APIView):
     permission_classes = [IsAdminUser]
     throttle_scope = "analytics"
@@ -111,10 +123,13 @@ class HealthApi(APIView):
             "The circuit breaker of each LM configured so far, in the process that answered this request: each web "
             "process has its own breakers, so another process may be in another state."))
 
-    @extend_schema(
+    @api_schema(
         operation_id="analytics_health",
         summary="Health of MLflow, the mirror's sync, dead letters, broker and database (staff)",
-        responses={200: OutputSerializer, 503: OpenApiResponse(OutputSerializer, description="status down")},
+        responses={200: OutputSerializer, 503: OpenApiResponse(PolymorphicProxySerializer(
+            component_name="AnalyticsHealthDown", serializers=[OutputSerializer, DatabaseDownSerializer],
+            resource_type_field_name=None), description="status down (the database gone: before authentication)")},
+        errors=(401, 403, 429),
         examples=[OpenApiExample("Degraded: the sync is late", value=HEALTH_EXAMPLE, response_only=True)],
     )
     def get(self, request):
@@ -125,9 +140,9 @@ class HealthApi(APIView):
     def handle_exception(self, exc):
         # The database is needed to authenticate: when it is gone, say so instead of a 500.
         if isinstance(exc, DatabaseError):
-            return Response({"status": STATUS_DOWN, "reasons": ["database_unreachable"],
-                             "database": {"reachable": False, "error": type(exc).__name__}},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            down = {"status": STATUS_DOWN, "reasons": ["database_unreachable"],
+                    "database": {"reachable": False, "error": type(exc).__name__}}
+            return Response(DatabaseDownSerializer(down).data, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return super().handle_exception(exc)
 
 
@@ -139,7 +154,7 @@ class ExperimentsRecreateApi(APIView):
         class Meta:
             ref_name = "ExperimentsRecreateInput"
 
-        reset = serializers.BooleanField(required=False, default=False, help_text=(
+        reset = StrictBooleanField(required=False, default=False, help_text=(
             "Put each existing experiment aside (renamed, deleted with its runs) and create it anew."))
 
     class OutputSerializer(serializers.Serializer):
@@ -156,11 +171,13 @@ class ExperimentsRecreateApi(APIView):
         experiment_ids = serializers.DictField(child=serializers.CharField())
         mirrored_runs_dropped = serializers.IntegerField(help_text="Rows of the analytics mirror a reset dropped.")
 
-    @extend_schema(
+    @api_schema(
         operation_id="analytics_experiments_recreate",
         summary="Create missing MLflow experiments, restore deleted ones, or reset them (superusers)",
         request=InputSerializer,
         responses={200: OutputSerializer},
+        errors=(400, 401, (403, "Not a superuser (or a session request without its CSRF token)."), 413, 415, 429, 502,
+                503),
         examples=[
             OpenApiExample("Reset", value={"reset": True}, request_only=True),
             OpenApiExample("Reset result", response_only=True, value={

@@ -1,0 +1,1 @@
+"""Operating the analytics pipeline: its health (`health`) and experiment maintenance, over HTTP (`apis`)."""

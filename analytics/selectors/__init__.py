@@ -1,1 +1,0 @@
-"""Reads of the analytics app: the reports (`reports`) and the pipeline's health (`health`)."""

@@ -1,1 +1,0 @@
-"""Exports of the reports (the mirror's writes live in `analytics.mirror`)."""
