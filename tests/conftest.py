@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,12 @@ DOMAINS = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "dom
 
 @pytest.fixture(scope="session")
 def model_cache_dir(tmp_path_factory) -> Path:
+    """Fitted local models, shared by the session's processes (pytest-xdist workers too: each fit takes seconds;
+    a model file is written atomically, so two workers fitting the same one at once is harmless)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "models"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("models")
 
 
@@ -102,7 +109,6 @@ def anonymous_client() -> APIClient:
 
 # --- Real MLflow, real Celery ------------------------------------------------------------------------
 
-import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -134,6 +140,11 @@ def broker_url(tmp_path_factory) -> str:
     url = django_settings.CELERY_BROKER_URL
     if url.startswith("sqla+sqlite"):
         url = f"sqla+sqlite:///{tmp_path_factory.mktemp('broker') / 'broker.sqlite'}"
+    elif url.startswith("redis://") and os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist: each worker process a Redis database of its own (15, 14, ...), or one's tasks would be
+        # taken by the workers another one started.
+        base, _, number = url.rpartition("/")
+        url = f"{base}/{int(number or 0) - int(os.environ['PYTEST_XDIST_WORKER'].removeprefix('gw'))}"
     app.conf.CELERY_BROKER_URL = url  # the app reads Django settings under the CELERY_ namespace
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
