@@ -35,8 +35,13 @@ from .models import (
     WorkflowTemplate,
 )
 from .program import OUT_OF_SCOPE
-from .services import dead_letters_replay, detection_feedback_replay
-from .services.optimization import PromptVersionNotActivatable, prompt_version_activate, prompt_version_deactivate
+from .services import (
+    PromptVersionNotActivatable,
+    detection_feedback_replay,
+    detection_records_replay,
+    prompt_version_activate,
+    prompt_version_deactivate,
+)
 
 
 class IntentExampleInline(admin.TabularInline):
@@ -300,7 +305,7 @@ class DeadLetterAdmin(DetectionRecordAdmin):
 
     @admin.action(description="Replay into MLflow")
     def replay(self, request, queryset):
-        count = dead_letters_replay(request_ids=[str(r) for r in queryset.values_list("request_id", flat=True)])
+        count = detection_records_replay(request_ids=[str(r) for r in queryset.values_list("request_id", flat=True)])
         self.message_user(request, f"Replayed {count} dead letter(s).")
 
 
@@ -356,8 +361,8 @@ class DetectionFeedbackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay dead feedback into MLflow")
     def replay(self, request, queryset):
-        count = detection_feedback_replay(
-            request_ids=[str(r) for r in queryset.filter(state="dead").values_list("request_id", flat=True)])
+        count = detection_feedback_replay(  # the dead ones among those selected
+            request_ids=[str(r) for r in queryset.values_list("request_id", flat=True)])
         self.message_user(request, f"Replayed {count} dead feedback(s).")
 
 

@@ -2,7 +2,6 @@
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -10,7 +9,7 @@ from intentsite.serializers import OptionalCharField, StrictCharField, StrictSer
 
 from .program.errors import ERROR_CATEGORIES
 from .selectors import intent_name_known
-from .services import DetectionNotFound, detection_feedback_create, intent_detect
+from .services import detection_feedback_create, intent_detect
 
 
 class IntentDetectApi(APIView):
@@ -145,11 +144,8 @@ class IntentFeedbackApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            feedback = detection_feedback_create(
-                request_id=data["request_id"], expected_intent=data["correct_intent"], comment=data["comment"],
-                user=request.user,
-            )
-        except DetectionNotFound as exc:
-            raise NotFound(str(exc)) from exc
+        feedback = detection_feedback_create(
+            request_id=data["request_id"], expected_intent=data["correct_intent"], comment=data["comment"],
+            user=request.user,
+        )  # an unknown detection (or someone else's) raises DetectionNotFound: a 404 by the exception handler
         return Response(self.OutputSerializer(feedback).data, status=status.HTTP_202_ACCEPTED)

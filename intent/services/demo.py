@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 
+from intentsite.exceptions import Conflict
+
 from .. import tracking
-from ..detectors import detector_get, prompt_version_register
+from ..detectors import detector_get
 from ..models import DetectionRecord
 from ..program import OUT_OF_SCOPE, IntentDetector, LMSettings
 from ..program.circuit import CircuitConfig
@@ -58,7 +60,7 @@ TABS = {
 GENERIC_TABS = ["overview", "settings", "help"]
 
 
-class DemoTrafficError(Exception):
+class DemoTrafficError(Conflict):
     """The demo traffic cannot be sent (no dataset, no catalog intent in it, tracking off)."""
 
 
@@ -100,9 +102,7 @@ def demo_traffic_seed(
     detector = detector_get()
     if detector.lm is not None:  # never send thousands of made-up messages to a real (paid) LM
         detector = IntentDetector(catalog=detector.catalog, local_model=detector.local.model)
-        prompt_version_register(detector)
     failing = IntentDetector(catalog=detector.catalog, local_model=detector.local.model, lm_settings=UNREACHABLE_LM)
-    prompt_version_register(failing)
     module_of = {intent.name: intent.module for intent in detector.catalog.intents}
     modules = sorted({module for module in module_of.values() if module})
     in_scope, out_of_scope = _messages(module_of)
