@@ -113,7 +113,7 @@ class DetectionRecordAdmin(admin.ModelAdmin):
         """success or error, with the error category when there is one (a success with one fell back)."""
         if not obj._status:
             return EMPTY
-        kind = "error" if obj._status == "error" else "fallback" if obj._error_category else "ok"
+        kind = "error" if obj._status == contract.STATUS_ERROR else "fallback" if obj._error_category else "ok"
         badge = format_html('<span class="intent-badge is-{}">{}</span>', kind, obj._status)
         if not obj._error_category:
             return badge

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -37,6 +38,11 @@ class DetectionInput:
     current_tab: str = ""
 
 
+class DetectionStatus(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"  # the LM failed (the local backend answered), or answered an intent outside the catalog
+
+
 @dataclass(frozen=True)
 class Detection:
     intent: str
@@ -50,7 +56,7 @@ class Detection:
     category_source: str
     fallback_used: bool
     response_time_ms: float
-    status: str = "success"  # "success" or "error"
+    status: DetectionStatus = DetectionStatus.SUCCESS
     error_category: str | None = None
     error_type: str | None = None
     error_message: str | None = None
@@ -195,7 +201,7 @@ class IntentDetector:
             category_source=self.catalog.source,
             fallback_used=fallback_used,
             response_time_ms=round(elapsed_ms, 3),
-            status="error" if error_category else "success",
+            status=DetectionStatus.ERROR if error_category else DetectionStatus.SUCCESS,
             error_category=error_category,
             error_type=type(failure).__name__ if failure is not None else (
                 "InvalidOutputError" if error_category else None),
