@@ -1,5 +1,7 @@
-"""The intent catalog (categories with example utterances, the workflow and agent templates a detected intent
-selects); the tracking outboxes (detections, feedback) on one abstract `Outbox`; labels and prompt versions."""
+"""The intent app's tables: the catalog, the tracking outboxes (one abstract `Outbox`), labels, prompt versions.
+
+The catalog: categories with example utterances, and the workflow and agent templates a detected intent selects.
+The outboxes: detection records and feedback, each written to MLflow by a worker (`intent.outbox`)."""
 
 from django.conf import settings
 from django.db import models

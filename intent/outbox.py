@@ -1,5 +1,7 @@
-"""The tracking outbox, once: how workers take rows to write to MLflow (a lease), give them back (a retry, a dead
-letter), how the flush re-sends what a lost message left and a replay revives dead letters; and the task names.
+"""The tracking outbox, once: lease, retry, dead letters, flush and replay of the rows workers write to MLflow.
+
+A worker takes rows with a lease and gives them back for a retry or as a dead letter; the flush re-sends what a
+lost message left, a replay revives dead letters. Services queue the tasks by name (`task_send`).
 
 Both outboxes (`DetectionRecord`, `DetectionFeedback`) are `intent.models.Outbox` rows keyed by request id. A
 claim is one conditional UPDATE that stamps a fresh token, then a read of the rows carrying it: atomic on any

@@ -1,5 +1,4 @@
-"""Admin pages of the intent app, one module per capability: the catalog, the detection records and dead letters,
-the feedback and labels, the prompt versions (`display`: how they show values)."""
+"""Admin pages of the intent app, one module per capability (`display`: how they show values)."""
 
 from . import catalog, detections, feedback, prompt_versions
 

@@ -1,5 +1,4 @@
-"""Admin pages of the feedback (the outbox of its MLflow writes, with a replay of dead ones) and of the label
-history behind it."""
+"""Admin pages of the feedback (with a replay of dead ones) and of the label history behind it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Optimizing the configured program on labelled data and saving it as a prompt version (activation:
-`intent.services.prompt_versions`).
+"""Optimizing the configured program on labelled data, and saving it as a prompt version.
 
 The optimization itself is Django-free (`intent.program.optimization`); this module picks the
 configured backend, saves the result under `INTENT_PROGRAM_DIR/<prompt_version>.json|.joblib`,

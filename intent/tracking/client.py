@@ -1,5 +1,7 @@
-"""The client writer: one detection run through `MlflowClient` with explicit run ids (never the fluent,
-thread-local API), for any store; what an interrupted attempt left is completed, not made twice."""
+"""The client writer: one detection run at a time through `MlflowClient`, for any store.
+
+Explicit run ids (never the fluent, thread-local API); what an interrupted attempt left is completed, not made
+twice."""
 
 from __future__ import annotations
 

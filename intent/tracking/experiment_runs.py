@@ -1,5 +1,4 @@
-"""Runs of their own, beside the detections: each prompt version once, and the offline evaluations and
-optimizations (contract C, names in `intentsite.contract`)."""
+"""Runs beside the detections: each prompt version once, offline evaluations and optimizations (contract C)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The MLflow store behind the tracking URI: one client per process, the experiments by name, and the store itself
-when the bulk writer may write it. `mlflow` is imported inside the functions: web and Celery parent processes
-import this module but never touch MLflow before they fork."""
+"""The MLflow store behind the tracking URI: one client per process, the experiments by name, the bulk store.
+
+`mlflow` is imported inside the functions: web and Celery parent processes import this module but never touch
+MLflow before they fork."""
 
 from __future__ import annotations
 
