@@ -49,7 +49,7 @@ class RecordPublisher:
             except queue.Empty:
                 pass
             try:
-                task_send(DETECTIONS_TRACK, args=[batch], retry=False)
+                task_send(name=DETECTIONS_TRACK, args=[batch], retry=False)
             except Exception:  # the broker is down: the rows stay pending and the flush re-sends them
                 logger.warning("Could not queue %s detection record(s); the flush will", len(batch), exc_info=True)
 

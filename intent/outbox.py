@@ -80,7 +80,7 @@ class OutboxOutcome:
         return self.of(Delivery.SKIPPED)
 
 
-def task_send(name: str, *, args: list | None = None, **options) -> None:
+def task_send(*, name: str, args: list | None = None, **options) -> None:
     """Queue one of this app's tasks by name. With `CELERY_TASK_ALWAYS_EAGER` it runs inline instead, as `.delay()`
     would: the tasks modules are then found the way a worker finds them (the app's autodiscovery)."""
     app = current_app
@@ -106,13 +106,13 @@ def outbox_claim(*, model: type[Outbox], request_ids: list[str]) -> list:
     return list(model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
 
 
-def outbox_release(row: Outbox, **fields) -> None:
+def outbox_release(*, row: Outbox, **fields) -> None:
     """Give the row's lease back, with `fields` changed; a lease another claim took since is left alone."""
     type(row).objects.filter(pk=row.pk, lease_token=row.lease_token).update(lease_until=None, lease_token="",
                                                                             **fields)
 
 
-def outbox_fail(row: Outbox, error: BaseException, *, window_start: datetime, outcome: OutboxOutcome) -> None:
+def outbox_fail(*, row: Outbox, error: BaseException, window_start: datetime, outcome: OutboxOutcome) -> None:
     """Release a row whose write failed: for a retry, or as a dead letter when MLflow refused it (a permanent
     error) or its retry window (`TRACKING_RETRY_WINDOW_S` from `window_start`) is over."""
     described = f"{type(error).__name__}: {error}"[:2000]
@@ -121,14 +121,14 @@ def outbox_fail(row: Outbox, error: BaseException, *, window_start: datetime, ou
     if isinstance(error, TrackingPermanentError) or window_over:
         logger.error("%s %s is a dead letter after %s attempts: %s", row._meta.verbose_name.capitalize(),
                      row.request_id, row.attempts, described)
-        outbox_release(row, state=Outbox.State.DEAD, last_error=described)
+        outbox_release(row=row, state=Outbox.State.DEAD, last_error=described)
         outcome.add(str(row.request_id), Delivery.DEAD)
         return
-    outbox_release(row, last_error=described)
+    outbox_release(row=row, last_error=described)
     outcome.add(str(row.request_id), Delivery.RETRY)
 
 
-def outbox_flush(rows: QuerySet, *, task: str, age_field: str, older_than_s: float | None = None,
+def outbox_flush(*, rows: QuerySet, task: str, age_field: str, older_than_s: float | None = None,
                  batch_size: int = BATCH_SIZE) -> int:
     """Send again the pending rows among `rows` that no worker holds and that are older (by `age_field`) than
     `TRACKING_FLUSH_AFTER_S`: their message was lost (a broker that was down, a worker killed), or it would have
@@ -146,7 +146,7 @@ def outbox_flush(rows: QuerySet, *, task: str, age_field: str, older_than_s: flo
     return len(pending)
 
 
-def outbox_replay(model: type[Outbox], *, request_ids: list[str] | None, task: str, window_field: str) -> int:
+def outbox_replay(*, model: type[Outbox], request_ids: list[str] | None, task: str, window_field: str) -> int:
     """Put the dead letters of an outbox (all, or those among `request_ids`) back to pending with a fresh retry
     window (`window_field` set to now), and send them. Returns how many."""
     dead = model.objects.filter(state=Outbox.State.DEAD)
@@ -169,7 +169,7 @@ def feedback_waiting_send(*, request_ids: list[str]) -> int:
     ]
     if waiting:
         try:
-            task_send(FEEDBACK_TRACK, args=[waiting])
+            task_send(name=FEEDBACK_TRACK, args=[waiting])
         except Exception:  # noqa: BLE001 - the flush re-sends them
             logger.warning("Could not queue %s feedback(s); the flush will", len(waiting), exc_info=True)
     return len(waiting)
@@ -177,4 +177,4 @@ def feedback_waiting_send(*, request_ids: list[str]) -> int:
 
 def _send_in_batches(task: str, request_ids: list[str], *, batch_size: int = BATCH_SIZE) -> None:
     for start in range(0, len(request_ids), batch_size):
-        task_send(task, args=[request_ids[start : start + batch_size]])
+        task_send(name=task, args=[request_ids[start : start + batch_size]])

@@ -75,7 +75,7 @@ def detection_feedback_create(
                 last_error="", logged_at=None, updated_at=timezone.now(),
             )
             feedback.refresh_from_db()
-        transaction.on_commit(lambda: task_send(FEEDBACK_TRACK, args=[[str(request_id)]]), robust=True)
+        transaction.on_commit(lambda: task_send(name=FEEDBACK_TRACK, args=[[str(request_id)]]), robust=True)
     return feedback
 
 
@@ -118,7 +118,7 @@ def _write_one(feedback: DetectionFeedback, record: DetectionRecord | None, outc
     if not run_id and record is not None and record.state == DetectionRecord.State.LOGGED:
         run_id = record.mlflow_run_id
     if not run_id:  # its detection's run is not logged yet: logging it sends this feedback again
-        outbox_release(feedback)
+        outbox_release(row=feedback)
         outcome.add(request_id, Delivery.WAITING)
         return None
     try:
@@ -129,7 +129,7 @@ def _write_one(feedback: DetectionFeedback, record: DetectionRecord | None, outc
     except Exception as exc:
         # retried for TRACKING_RETRY_WINDOW_S from the feedback, or from its run's logging if that came later
         window_start = max(feedback.updated_at, (record.logged_at if record else None) or feedback.updated_at)
-        outbox_fail(feedback, exc, window_start=window_start, outcome=outcome)
+        outbox_fail(row=feedback, error=exc, window_start=window_start, outcome=outcome)
         return None
     done = DetectionFeedback.objects.filter(
         pk=feedback.pk, lease_token=feedback.lease_token, revision=feedback.revision
@@ -137,7 +137,7 @@ def _write_one(feedback: DetectionFeedback, record: DetectionRecord | None, outc
              lease_until=None, lease_token="", last_error="")
     if not done:  # a newer feedback arrived meanwhile: write that one next
         DetectionFeedback.objects.filter(pk=feedback.pk).update(mlflow_run_id=run_id)
-        outbox_release(feedback)
+        outbox_release(row=feedback)
         outcome.add(request_id, Delivery.RETRY)
         return None
     outcome.add(request_id, Delivery.LOGGED)
@@ -158,11 +158,11 @@ def detection_feedback_flush(*, older_than_s: float | None = None, batch_size: i
     a broker that was down). Returns how many were sent."""
     logged = DetectionRecord.objects.filter(state=DetectionRecord.State.LOGGED).values("request_id")
     return outbox_flush(
-        DetectionFeedback.objects.filter(Q(request_id__in=logged) | ~Q(mlflow_run_id="")),
+        rows=DetectionFeedback.objects.filter(Q(request_id__in=logged) | ~Q(mlflow_run_id="")),
         task=FEEDBACK_TRACK, age_field="updated_at", older_than_s=older_than_s, batch_size=batch_size,
     )
 
 
 def detection_feedback_replay(*, request_ids: list[str] | None = None) -> int:
     """Put dead feedback (all, or these) back in the queue, with a fresh retry window."""
-    return outbox_replay(DetectionFeedback, request_ids=request_ids, task=FEEDBACK_TRACK, window_field="updated_at")
+    return outbox_replay(model=DetectionFeedback, request_ids=request_ids, task=FEEDBACK_TRACK, window_field="updated_at")

@@ -52,7 +52,7 @@ def detection_records_log(*, request_ids: list[str]) -> OutboxOutcome:
         ) if tracking.bulk_store() is not None else None
     except Exception as exc:
         for record in records:
-            outbox_fail(record, exc, window_start=_window_start(record), outcome=outcome)
+            outbox_fail(row=record, error=exc, window_start=_window_start(record), outcome=outcome)
         return outcome
     if written is not None:
         logged = [record for record in records if str(record.request_id) in written.run_ids]
@@ -83,7 +83,7 @@ def _log_one(record: DetectionRecord, outcome: OutboxOutcome) -> None:
             on_created=run_created,
         )
     except Exception as exc:
-        outbox_fail(record, exc, window_start=_window_start(record), outcome=outcome)
+        outbox_fail(row=record, error=exc, window_start=_window_start(record), outcome=outcome)
         return
     _logged([record], [logged.run_id], outcome)
 
@@ -109,7 +109,7 @@ def _window_start(record: DetectionRecord) -> datetime:
 def detection_records_flush(*, older_than_s: float | None = None, batch_size: int = BATCH_SIZE) -> int:
     """Send pending records that no worker holds (a lost message, a broker that was down) again,
     and forget logged records past their retention. Returns how many were sent."""
-    sent = outbox_flush(DetectionRecord.objects.all(), task=DETECTIONS_TRACK, age_field="created_at",
+    sent = outbox_flush(rows=DetectionRecord.objects.all(), task=DETECTIONS_TRACK, age_field="created_at",
                         older_than_s=older_than_s, batch_size=batch_size)
     retention = timedelta(days=settings.TRACKING_RECORD_RETENTION_DAYS)
     DetectionRecord.objects.filter(
@@ -122,4 +122,4 @@ def detection_records_flush(*, older_than_s: float | None = None, batch_size: in
 
 def detection_records_replay(*, request_ids: list[str] | None = None) -> int:
     """Put dead letters (all, or these) back in the queue, with a fresh retry window."""
-    return outbox_replay(DetectionRecord, request_ids=request_ids, task=DETECTIONS_TRACK, window_field="replayed_at")
+    return outbox_replay(model=DetectionRecord, request_ids=request_ids, task=DETECTIONS_TRACK, window_field="replayed_at")
