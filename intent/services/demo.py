@@ -81,7 +81,7 @@ class DemoTrafficResult:
 
 def experiment_runs_exist() -> bool:
     """Whether the detection experiment holds any (active) run."""
-    return bool(tracking.tracking_client().search_runs([tracking.experiment_id_get()], max_results=1))
+    return tracking.experiment_has_runs()
 
 
 @dataclass(frozen=True)

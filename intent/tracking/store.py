@@ -140,6 +140,11 @@ def _artifact_location(uri: str, name: str) -> str | None:
     return contract.artifact_location(tracking_uri=uri, artifact_root=settings.MLFLOW_ARTIFACT_ROOT, experiment=name)
 
 
+def experiment_has_runs(name: str | None = None) -> bool:
+    """Whether the experiment (the detection one by default) holds any active run."""
+    return bool(tracking_client().search_runs([experiment_id_get(name)], max_results=1))
+
+
 def store_init(*, uri: str | None = None) -> str:
     """Create (or migrate) the store and the detection experiment: run once, before workers start."""
     return experiment_id_get(uri=uri)
