@@ -16,10 +16,11 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,12 @@ SHARED_DATA = Path("/work/shared/data/clinc150/data_full.json")
 
 
 def _load_local_model_module():
-    """intent/program/local_model.py on its own: importing the package would pull in DSPy."""
-    path = REPO / "intent" / "program" / "local_model.py"
-    spec = importlib.util.spec_from_file_location("intent_local_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """intent/program/local_model.py (and the local_features it imports) on their own: importing the package
+    would pull in DSPy. A bare package over the same folder, whose __init__ is not run."""
+    package = types.ModuleType("intent_local")
+    package.__path__ = [str(REPO / "intent" / "program")]
+    sys.modules[package.__name__] = package
+    return importlib.import_module("intent_local.local_model")
 
 
 lm = _load_local_model_module()

@@ -2,7 +2,7 @@
 
 from drf_spectacular.utils import OpenApiExample
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -10,7 +10,7 @@ from intentsite.serializers import OptionalCharField, StrictCharField, StrictSer
 
 from .program.errors import ERROR_CATEGORIES
 from .selectors import intent_name_known
-from .services import DetectionNotFound, detection_feedback_create, intent_detect
+from .services import detection_feedback_create, intent_detect
 
 
 class IntentDetectApi(APIView):
@@ -150,11 +150,8 @@ class IntentFeedbackApi(APIView):
             # Well-formed, but not in the catalog as it is now (which a schema cannot list): a conflict, not a 400.
             raise IntentNotInCatalog({"correct_intent": [
                 f"{data['correct_intent']!r} is not an intent of the active catalog (nor out_of_scope)."]})
-        try:
-            feedback = detection_feedback_create(
-                request_id=data["request_id"], expected_intent=data["correct_intent"], comment=data["comment"],
-                user=request.user,
-            )
-        except DetectionNotFound as exc:
-            raise NotFound(str(exc)) from exc
+        feedback = detection_feedback_create(
+            request_id=data["request_id"], expected_intent=data["correct_intent"], comment=data["comment"],
+            user=request.user,
+        )  # an unknown detection (or someone else's) raises DetectionNotFound: a 404 by the exception handler
         return Response(self.OutputSerializer(feedback).data, status=status.HTTP_202_ACCEPTED)

@@ -46,6 +46,8 @@ _models: dict[str, LocalIntentModel] = {}
 
 
 def detector_get() -> IntentDetector:
+    """The detector for the current catalog, backend and active prompt version (built when one changed). A
+    read: registering the version it reports is the caller's step (`prompt_version_register`)."""
     global _current
     current = _current
     now = time.monotonic()
@@ -71,7 +73,6 @@ def detector_get() -> IntentDetector:
             "Detector ready: model=%s catalog=%s (%s intents, %s) prompt_version=%s",
             detector.model_name, catalog.version, len(catalog.intents), catalog.source, detector.prompt_version,
         )
-        prompt_version_register(detector)
         _current = _Current(key=key, detector=detector, checked_at=time.monotonic())
         return detector
 
@@ -110,16 +111,6 @@ def _active_program(
         logger.warning("Active prompt version %s was fitted on another catalog; the default model answers", version)
         return None, local_model
     return None, model
-
-
-def prompt_version_register(detector: IntentDetector) -> None:
-    """Keep what a new prompt version stands for; a worker records it in MLflow once."""
-    from .models import PromptVersion
-
-    PromptVersion.objects.get_or_create(
-        version=detector.prompt_version,
-        defaults={"model_name": detector.model_name, "description": detector.version_description},
-    )
 
 
 def detector_reset() -> None:

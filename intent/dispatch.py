@@ -13,6 +13,8 @@ import os
 import queue
 import threading
 
+from .outbox import DETECTIONS_TRACK, task_send
+
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
@@ -39,8 +41,6 @@ class RecordPublisher:
             self._pid = os.getpid()
 
     def _run(self) -> None:
-        from .tasks import detections_track
-
         while True:
             batch = [self._queue.get()]
             try:
@@ -49,7 +49,7 @@ class RecordPublisher:
             except queue.Empty:
                 pass
             try:
-                detections_track.apply_async(args=[batch], retry=False)
+                task_send(name=DETECTIONS_TRACK, args=[batch], retry=False)
             except Exception:  # the broker is down: the rows stay pending and the flush re-sends them
                 logger.warning("Could not queue %s detection record(s); the flush will", len(batch), exc_info=True)
 

@@ -1,5 +1,7 @@
-"""The intent catalog: categories with example utterances, and the workflow and agent templates
-that a detected intent selects; the tracking outboxes (detections, feedback), labels and prompt versions."""
+"""The intent app's tables: the catalog, the tracking outboxes (one abstract `Outbox`), labels, prompt versions.
+
+The catalog: categories with example utterances, and the workflow and agent templates a detected intent selects.
+The outboxes: detection records and feedback, each written to MLflow by a worker (`intent.outbox`)."""
 
 from django.conf import settings
 from django.db import models
@@ -68,20 +70,16 @@ class AgentTemplate(Template):
     """An agent (a tool-using assistant persona) the product can hand an intent to."""
 
 
-class DetectionRecord(models.Model):
-    """The outbox of tracking: one row per detection, written with the request, logged to MLflow by a
-    worker. A row stays until its run is logged; what keeps failing becomes a dead letter."""
+class Outbox(models.Model):
+    """A row that a worker writes to MLflow (`intent.outbox`): leased while a worker holds it, `logged` once
+    written, `dead` (a dead letter, kept for replay) when MLflow refused it or its retry window ran out."""
 
     class State(models.TextChoices):
         PENDING = "pending"
         LOGGED = "logged"
         DEAD = "dead"
 
-    request_id = models.UUIDField(unique=True)
-    created_at = models.DateTimeField(db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+", help_text="Who asked for the detection: may give its feedback.")
-    payload = models.JSONField(help_text="The run: tags, params, metrics, start/end time and status.")
+    request_id = models.UUIDField(unique=True, help_text="The detection's request id.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker owns the row until then.")
@@ -89,6 +87,19 @@ class DetectionRecord(models.Model):
     mlflow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
     logged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class DetectionRecord(Outbox):
+    """The outbox of tracking: one row per detection, written with the request, logged to MLflow by a
+    worker. A row stays until its run is logged; what keeps failing becomes a dead letter."""
+
+    created_at = models.DateTimeField(db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+", help_text="Who asked for the detection: may give its feedback.")
+    payload = models.JSONField(help_text="The run: tags, params, metrics, start/end time and status.")
     replayed_at = models.DateTimeField(null=True, blank=True, help_text="Replayed from the dead letters then.")
 
     class Meta:
@@ -107,18 +118,12 @@ class DeadLetter(DetectionRecord):
         verbose_name = "tracking dead letter"
 
 
-class DetectionFeedback(models.Model):
+class DetectionFeedback(Outbox):
     """A user's correction of one detection, and the outbox of its write to that detection's MLflow run.
 
     One row per detection: the latest feedback wins (`revision` counts them, so a worker that logged an
     older revision does not mark a newer one done)."""
 
-    class State(models.TextChoices):
-        PENDING = "pending"
-        LOGGED = "logged"
-        DEAD = "dead"
-
-    request_id = models.UUIDField(unique=True, help_text="The detection's request id.")
     detected_intent = models.CharField(max_length=100, help_text="What the detector answered.")
     expected_intent = models.CharField(max_length=100, help_text="What the user says is right.")
     is_correct = models.BooleanField()
@@ -128,13 +133,6 @@ class DetectionFeedback(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     revision = models.PositiveIntegerField(default=1)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
-    attempts = models.PositiveIntegerField(default=0)
-    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker owns the row until then.")
-    lease_token = models.CharField(max_length=32, blank=True, db_index=True)
-    mlflow_run_id = models.CharField(max_length=64, blank=True)
-    last_error = models.TextField(blank=True)
-    logged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]

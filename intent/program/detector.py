@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -37,6 +38,11 @@ class DetectionInput:
     current_tab: str = ""
 
 
+class DetectionStatus(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"  # the LM failed (the local backend answered), or answered an intent outside the catalog
+
+
 @dataclass(frozen=True)
 class Detection:
     intent: str
@@ -50,7 +56,7 @@ class Detection:
     category_source: str
     fallback_used: bool
     response_time_ms: float
-    status: str = "success"  # "success" or "error"
+    status: DetectionStatus = DetectionStatus.SUCCESS
     error_category: str | None = None
     error_type: str | None = None
     error_message: str | None = None
@@ -145,36 +151,44 @@ class IntentDetector:
             "current_module": request.current_module,
             "current_tab": request.current_tab,
         }
-        failure: BaseException | None = None
-        fallback_used = False
-        prediction: dspy.Prediction | None = None
-        permit = self.circuit.allow() if self.circuit is not None else 0
-        if self.lm is not None and permit is None:  # skip an LM that keeps failing, without waiting for it
-            failure = CircuitOpen(f"LM {self.model_name} not called: its circuit is open after repeated failures")
-        elif self.lm is not None:
-            try:
-                with dspy.context(lm=self.lm, adapter=self.adapter, track_usage=True):
-                    prediction = self.program(**kwargs)
-            except Exception as exc:  # the user always gets an answer: the local backend steps in
-                logger.warning("LM %s failed (%s: %s); local fallback answers", self.model_name,
-                               type(exc).__name__, exc)
-                failure = exc
-            if self.circuit is not None:
-                self.circuit.record(permit, failed=failure is not None
-                                    and errors.error_category(failure) in errors.CIRCUIT_FAILURES)
+        prediction, failure = self._lm_answer(kwargs) if self.lm is not None else (None, None)
+        fallback_used = prediction is None and failure is not None
         if prediction is None:
-            fallback_used = failure is not None
-            try:
-                prediction = self.local(**kwargs)
-            except Exception as exc:  # pragma: no cover - the local model failing is a bug
-                logger.exception("Local intent model failed")
-                failure = failure or exc
-                prediction = _empty_prediction()
+            prediction, failure = self._local_answer(kwargs, failure)
+        return self._detection(prediction, failure, fallback_used=fallback_used,
+                               elapsed_ms=(time.perf_counter() - started) * 1000.0)
 
+    def _lm_answer(self, kwargs: dict[str, Any]) -> tuple[dspy.Prediction | None, BaseException | None]:
+        """The LM's answer, or why there is none; the LM's circuit breaker hears how the call went."""
+        permit = self.circuit.allow() if self.circuit is not None else 0
+        if permit is None:  # skip an LM that keeps failing, without waiting for it
+            return None, CircuitOpen(f"LM {self.model_name} not called: its circuit is open after repeated failures")
+        prediction, failure = None, None
+        try:
+            with dspy.context(lm=self.lm, adapter=self.adapter, track_usage=True):
+                prediction = self.program(**kwargs)
+        except Exception as exc:  # the user always gets an answer: the local backend steps in
+            logger.warning("LM %s failed (%s: %s); local fallback answers", self.model_name, type(exc).__name__, exc)
+            failure = exc
+        if self.circuit is not None:
+            self.circuit.record(permit, failed=failure is not None
+                                and errors.error_category(failure) in errors.CIRCUIT_FAILURES)
+        return prediction, failure
+
+    def _local_answer(self, kwargs: dict[str, Any],
+                      failure: BaseException | None) -> tuple[dspy.Prediction, BaseException | None]:
+        try:
+            return self.local(**kwargs), failure
+        except Exception as exc:  # pragma: no cover - the local model failing is a bug
+            logger.exception("Local intent model failed")
+            return _empty_prediction(), failure or exc
+
+    def _detection(self, prediction: dspy.Prediction, failure: BaseException | None, *, fallback_used: bool,
+                   elapsed_ms: float) -> Detection:
+        """The answer, with what went wrong as data: an LM failure, or an LM answer outside the catalog."""
         error_category = errors.error_category(failure) if failure is not None else None
         if failure is None and prediction.get("invalid_output"):
             error_category = errors.INVALID_OUTPUT
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
         return Detection(
             intent=prediction.intent,
             confidence=float(prediction.confidence),
@@ -187,7 +201,7 @@ class IntentDetector:
             category_source=self.catalog.source,
             fallback_used=fallback_used,
             response_time_ms=round(elapsed_ms, 3),
-            status="error" if error_category else "success",
+            status=DetectionStatus.ERROR if error_category else DetectionStatus.SUCCESS,
             error_category=error_category,
             error_type=type(failure).__name__ if failure is not None else (
                 "InvalidOutputError" if error_category else None),

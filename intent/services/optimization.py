@@ -1,4 +1,4 @@
-"""Optimizing the configured program on labelled data, saving it as a prompt version, and activating one.
+"""Optimizing the configured program on labelled data, and saving it as a prompt version.
 
 The optimization itself is Django-free (`intent.program.optimization`); this module picks the
 configured backend, saves the result under `INTENT_PROGRAM_DIR/<prompt_version>.json|.joblib`,
@@ -17,8 +17,6 @@ from pathlib import Path
 
 import dspy
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
 from intentsite import contract
 
@@ -28,12 +26,9 @@ from ..models import PromptVersion
 from ..program import IntentDetector
 from ..program.evaluation import LabelledExample, per_intent_report
 from ..program.optimization import OptimizationResult, lm_program_optimize, local_model_optimize
+from .prompt_versions import prompt_version_log, prompt_version_register
 
 logger = logging.getLogger(__name__)
-
-
-class PromptVersionNotActivatable(LookupError):
-    """No such prompt version, or it has no saved program to load."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +56,7 @@ def prompt_program_optimize(
     register its prompt version (not active), and log the run in `intent_optimization`, tagged `improved`
     (strictly better on val). `sample`: how train and val were sampled (limit, seed), logged as params."""
     base = detector_get()
+    prompt_version_register(detector=base)
     directory = Path(settings.INTENT_PROGRAM_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     if base.lm is not None:
@@ -80,23 +76,39 @@ def prompt_program_optimize(
         path = directory / f"{optimized.prompt_version}.joblib"
         _write_atomically(path, result.local_model.save, suffix=".joblib")
         state = optimized.version_description
+    _saved_version_register(optimized, path=path, base_version=base.prompt_version)
+    run_id = _optimization_run_log(
+        result=result, base=base, optimized=optimized, dataset=dataset, state=state,
+        params={"train_examples": len(train), "val_examples": len(val),
+                **{f"sample.{key}": value for key, value in (sample or {}).items()}},
+    )
+    return OptimizationOutcome(result=result, base_prompt_version=base.prompt_version,
+                               prompt_version=optimized.prompt_version, model_name=optimized.model_name,
+                               program_path=path, run_id=run_id)
+
+
+def _saved_version_register(optimized: IntentDetector, *, path: Path, base_version: str) -> None:
+    """Register the optimized version with its saved program, and record it in MLflow now if MLflow takes it."""
     version, _ = PromptVersion.objects.update_or_create(
         version=optimized.prompt_version,
         defaults={"model_name": optimized.model_name, "description": optimized.version_description,
-                  "program_path": str(path.resolve()), "base_version": base.prompt_version},
+                  "program_path": str(path.resolve()), "base_version": base_version},
     )
     if not version.mlflow_run_id:
         try:
-            run_id = tracking.prompt_version_log(version=version.version, model_name=version.model_name,
-                                                 description=version.description)
-            PromptVersion.objects.filter(pk=version.pk).update(mlflow_run_id=run_id)
+            prompt_version_log(version=version)
         except Exception:  # noqa: BLE001 - a worker records it with the next detections
             logger.warning("Could not record prompt version %s in MLflow yet", version.version, exc_info=True)
+
+
+def _optimization_run_log(*, result: OptimizationResult, base: IntentDetector, optimized: IntentDetector,
+                          dataset: Path, state: dict, params: dict) -> str:
+    """The optimization's run (contract C): scores before and after, the optimizer's params, the saved state."""
     metrics = {contract.SCORE_BEFORE: result.score_before, contract.SCORE_AFTER: result.score_after}
     for suffix, report in (("before", result.before), ("after", result.after)):
         for name, value in tracking.evaluation_metrics(report.summary()).items():
             metrics[f"{name}_{suffix}"] = value
-    run_id = tracking.experiment_run_log(
+    return tracking.experiment_run_log(
         experiment=contract.OPTIMIZATION_EXPERIMENT,
         run_name=f"optimize-{result.optimizer}-{optimized.prompt_version}",
         tags={
@@ -110,9 +122,8 @@ def prompt_program_optimize(
             contract.IMPROVED: str(result.improved).lower(),
         },
         params={**{f"optimizer.{key}": value for key, value in result.params.items()},
-                "train_examples": len(train), "val_examples": len(val), "dspy_version": dspy.__version__,
-                **{f"result.{key}": value for key, value in result.notes.items()},
-                **{f"sample.{key}": value for key, value in (sample or {}).items()}},
+                "dspy_version": dspy.__version__, **{f"result.{key}": value for key, value in result.notes.items()},
+                **params},
         metrics=metrics,
         dicts={
             contract.PROGRAM_STATE_ARTIFACT: state,
@@ -120,9 +131,6 @@ def prompt_program_optimize(
             "val_report_after.json": per_intent_report(result.after),
         },
     )
-    return OptimizationOutcome(result=result, base_prompt_version=base.prompt_version,
-                               prompt_version=optimized.prompt_version, model_name=optimized.model_name,
-                               program_path=path, run_id=run_id)
 
 
 def _write_atomically(path: Path, write: Callable[[str], object], *, suffix: str) -> None:
@@ -134,26 +142,3 @@ def _write_atomically(path: Path, write: Callable[[str], object], *, suffix: str
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-@transaction.atomic
-def prompt_version_activate(*, version: str) -> PromptVersion:
-    """Make this version's saved program the one every detector loads (within INTENT_CATALOG_REFRESH_S)."""
-    prompt_version = PromptVersion.objects.select_for_update().filter(version=version).first()
-    if prompt_version is None:
-        raise PromptVersionNotActivatable(f"No prompt version {version!r}")
-    if not prompt_version.program_path:
-        raise PromptVersionNotActivatable(
-            f"Prompt version {version} has no saved program (only optimize_intents saves one)")
-    if not Path(prompt_version.program_path).exists():
-        raise PromptVersionNotActivatable(f"Prompt version {version}: {prompt_version.program_path} is missing")
-    PromptVersion.objects.filter(is_active=True).exclude(pk=prompt_version.pk).update(is_active=False)
-    prompt_version.is_active, prompt_version.activated_at = True, timezone.now()
-    prompt_version.save(update_fields=["is_active", "activated_at"])
-    return prompt_version
-
-
-def prompt_version_deactivate() -> int:
-    """Back to the default program (the signature as written, the catalog-fitted local model)."""
-    return PromptVersion.objects.filter(is_active=True).update(is_active=False)
-

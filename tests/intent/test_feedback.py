@@ -221,8 +221,8 @@ def test_feedback_is_written_on_the_run_idempotently_and_the_latest_wins(api_cli
 def test_a_worker_holding_an_older_revision_does_not_mark_the_newer_one_done(
     api_client, small_catalog, mlflow_store
 ):
+    from intent.outbox import outbox_claim
     from intent.services import feedback as feedback_service
-    from intent.services.recording import outbox_claim
 
     request_id = detect(api_client, message="what is my balance")["request_id"]
     detection_records_log(request_ids=[request_id])

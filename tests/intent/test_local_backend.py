@@ -6,7 +6,8 @@ import pytest
 
 from intent.program import FALLBACK_CATALOG, OUT_OF_SCOPE, DetectionInput, IntentDetector
 from intent.program.evaluation import LabelledExample, evaluate
-from intent.program.local_model import LocalIntentModel, LocalModelConfig, word_vectors_load
+from intent.program.local_features import word_vectors_load
+from intent.program.local_model import LocalIntentModel, LocalModelConfig
 
 
 @pytest.fixture(scope="module")

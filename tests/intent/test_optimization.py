@@ -18,6 +18,7 @@ from intent.detectors import detector_get
 from intent.models import PromptVersion
 from intent.program import LMIntentDetector
 from intent.program.optimization import CatalogBoundDetector
+from intent.services import prompt_version_register
 from tests.llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.django_db
@@ -256,7 +257,7 @@ def test_errors_are_command_errors(small_catalog, mlflow_store, program_dir, tmp
         call_command("optimize_intents", "--dataset", str(no_split))
     with pytest.raises(CommandError, match="No prompt version 'abc'"):
         call_command("activate_prompt_version", "abc")
-    detector_get()  # registers the default version, which has no saved program
+    prompt_version_register(detector=detector_get())  # the default version, which has no saved program
     with pytest.raises(CommandError, match="no saved program"):
         call_command("activate_prompt_version", PromptVersion.objects.get().version)
     assert optimization_runs(mlflow_store) == []

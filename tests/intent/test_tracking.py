@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from intent import tracking
 from intent.models import DetectionRecord, PromptVersion
 from intent.services import detection_record_log, detection_records_log, prompt_versions_log
+from tests.conftest import REPO
 from tests.llm_server import FakeLLMServer
 
 URL = "/api/intent/detect"
@@ -243,7 +244,7 @@ def test_prompt_version_is_stable_across_processes_and_changes_with_the_instruct
     def versions(variant: str, hash_seed: str) -> list[str]:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         out = subprocess.run([sys.executable, "-c", PROMPT_VERSION_SCRIPT, variant], capture_output=True,
-                             text=True, env=env, cwd=str(tracking.settings.BASE_DIR))
+                             text=True, env=env, cwd=str(REPO))
         assert out.returncode == 0, out.stderr
         return out.stdout.split()
 
@@ -263,7 +264,7 @@ def test_a_process_follows_an_experiment_reset_under_its_name(api_client, small_
     new_id = client.create_experiment("intent_detection")
 
     assert tracking.experiment_id_get() == old_id  # within the recheck period: the cached id
-    monkeypatch.setattr(tracking, "EXPERIMENT_RECHECK_S", 0.0)
+    monkeypatch.setattr(tracking.store, "EXPERIMENT_RECHECK_S", 0.0)
     assert tracking.experiment_id_get() == new_id
 
     response = api_client.post("/api/intent/detect", {"message": "what is my balance"}, format="json")

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from intent.services.optimization import PromptVersionNotActivatable, prompt_version_activate, prompt_version_deactivate
+from intent.services import PromptVersionNotActivatable, prompt_version_activate, prompt_version_deactivate
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from intent.services import dead_letters_replay
+from intent.services import detection_records_replay
 
 
 class Command(BaseCommand):
@@ -12,5 +12,5 @@ class Command(BaseCommand):
         parser.add_argument("request_ids", nargs="*", help="Only these request ids (default: all).")
 
     def handle(self, *args, **options):
-        count = dead_letters_replay(request_ids=options["request_ids"] or None)
+        count = detection_records_replay(request_ids=options["request_ids"] or None)
         self.stdout.write(f"Replayed {count} dead letter(s); a worker logs them now.")

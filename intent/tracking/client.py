@@ -1,0 +1,66 @@
+"""The client writer: one detection run at a time through `MlflowClient`, for any store.
+
+Explicit run ids (never the fluent, thread-local API); what an interrupted attempt left is completed, not made
+twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from intentsite import contract
+
+from .store import TrackingPermanentError, experiment_id_get, tracking_client
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    created: bool  # False when an earlier attempt had already made the run
+
+
+def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bool = False,
+            on_created=None) -> LoggedRun:
+    """Log one detection as one MLflow run, idempotently.
+
+    `known_run_id` (saved by an earlier attempt) or, with `search_first`, a search on the
+    `request_id` tag finds a run an interrupted attempt left behind, so a retry completes that run
+    instead of making a second one. `on_created(run_id)` is called as soon as the run exists, so the
+    caller can save its id before anything else can fail.
+    """
+    from mlflow.entities import Metric, Param, RunStatus, ViewType
+    from mlflow.exceptions import MlflowException
+
+    client = tracking_client()
+    experiment_id = experiment_id_get()
+    request_id = payload["tags"][contract.REQUEST_ID]
+    run_id = known_run_id
+    if not run_id and search_first:
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.{contract.REQUEST_ID} = '{request_id}'",
+            run_view_type=ViewType.ALL, max_results=1,
+        )
+        run_id = found[0].info.run_id if found else ""
+    created = False
+    try:
+        if run_id:
+            run = client.get_run(run_id)
+            if RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
+                return LoggedRun(run_id=run_id, created=False)
+        else:
+            run = client.create_run(experiment_id, start_time=payload["start_time"], tags=payload["tags"])
+            run_id, created = run.info.run_id, True
+            if on_created is not None:
+                on_created(run_id)
+        timestamp = payload["end_time"]
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), timestamp, 0) for key, value in payload["metrics"].items()],
+            params=[Param(key, str(value)) for key, value in payload["params"].items()],
+        )
+        client.set_terminated(run_id, status=payload["status"], end_time=payload["end_time"])
+    except MlflowException as exc:
+        if exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise TrackingPermanentError(str(exc)) from exc
+        raise
+    return LoggedRun(run_id=run_id, created=created)

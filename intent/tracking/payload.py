@@ -1,0 +1,66 @@
+"""A detection's MLflow run as plain JSON (it waits in the outbox table until a worker logs it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+from django.conf import settings
+
+from intentsite import contract
+
+from ..program import Detection, DetectionInput
+from ..redaction import message_redact
+
+
+def run_payload_build(
+    *,
+    request_id: str,
+    request: DetectionInput,
+    detection: Detection,
+    started_at_ms: int,
+) -> dict[str, Any]:
+    """The MLflow run of one detection, as plain JSON."""
+    tags = {
+        contract.USER_ROLE: request.user_role,
+        contract.CURRENT_MODULE: request.current_module,
+        contract.CURRENT_TAB: request.current_tab,
+        contract.DETECTED_INTENT: detection.intent,
+        contract.DSPY_VERSION: dspy.__version__,
+        contract.PROMPT_VERSION: detection.prompt_version,
+        contract.REQUEST_ID: request_id,
+        contract.STATUS: detection.status,
+        contract.FALLBACK_USED: str(detection.fallback_used).lower(),
+        contract.ANSWERED_BY: detection.answered_by,
+    }
+    if detection.error_category:
+        tags[contract.ERROR_CATEGORY] = detection.error_category
+        tags[contract.ERROR_TYPE] = detection.error_type or ""
+    if settings.INTENT_LOG_MESSAGES:
+        tags[contract.MESSAGE] = message_redact(request.message)
+    metrics = {
+        contract.CONFIDENCE_SCORE: detection.confidence,
+        contract.RESPONSE_TIME_MS: detection.response_time_ms,
+        contract.TEMPLATE_MATCH_RATE: 1.0 if (detection.workflow_template or detection.agent_template) else 0.0,
+        contract.AVAILABLE_WORKFLOW_TEMPLATES: float(detection.available_workflow_templates),
+        contract.AVAILABLE_AGENT_TEMPLATES: float(detection.available_agent_templates),
+    }
+    for key, name in (("prompt_tokens", contract.PROMPT_TOKENS), ("completion_tokens", contract.COMPLETION_TOKENS),
+                      ("cost_usd", contract.COST_USD)):
+        if key in detection.lm_usage:
+            metrics[name] = float(detection.lm_usage[key])
+    params = {
+        contract.MODEL_NAME: detection.model_name,
+        contract.MESSAGE_LENGTH: str(len(request.message)),
+        contract.MESSAGE_WORD_COUNT: str(len(request.message.split())),
+        contract.REQUIRES_WORKFLOW: str(detection.requires_workflow).lower(),
+        contract.CATEGORY_SOURCE: detection.category_source,
+    }
+    return {
+        "start_time": started_at_ms,
+        "end_time": started_at_ms + max(1, round(detection.response_time_ms)),
+        "status": contract.RUN_FINISHED if detection.status == contract.STATUS_SUCCESS else contract.RUN_FAILED,
+        "tags": tags,
+        "params": params,
+        "metrics": metrics,
+    }
