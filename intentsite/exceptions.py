@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait (Retry-After) when the database cannot be reached.
+DATABASE_RETRY_AFTER_S = 5
 
 
 class DomainError(Exception):
@@ -79,6 +83,11 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(f"Request body is too large: {exc}")
+    elif isinstance(exc, (OperationalError, InterfaceError)):  # the database gone (a bug is another DatabaseError)
+        logger.warning("Database unavailable in %s: %s", context.get("view"), exc)
+        exc = _api_exception(Unavailable(
+            "The database cannot be reached right now: nothing was done or recorded. Try again shortly.",
+            retry_after_s=DATABASE_RETRY_AFTER_S))
     elif isinstance(exc, DomainError):
         exc = _api_exception(exc)
     response = exception_handler(exc, context)

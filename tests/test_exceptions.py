@@ -37,3 +37,24 @@ def test_an_error_without_a_message_gets_its_class_default():
     response = api_exception_handler(NotFound(), {"view": None})
 
     assert response.data == {"detail": NotFound.default_detail}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_detection_while_the_database_refuses_connections_is_a_json_503_with_retry_after(api_client):
+    """The database refusing connections (the driver's own error, raised where Django connects) is a 503 that says
+    nothing was recorded, not a 500."""
+    from django.db import OperationalError, connection
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection refused (the database is down)")
+
+    original = connection.get_new_connection
+    connection.close()
+    connection.get_new_connection = refuse
+    try:
+        response = api_client.post("/api/intent/detect", {"message": "what is my balance"}, format="json")
+    finally:
+        connection.get_new_connection = original
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "nothing was done or recorded" in response.json()["detail"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,7 +12,6 @@ from rest_framework.views import APIView
 from intentsite.serializers import StrictBooleanField, StrictSerializer, api_schema
 
 from ..mirror.experiments import experiments_recreate
-from ..mirror.sources.base import MlflowSourceError, MlflowSourceUnavailable
 from .health import STATUS_DOWN, health_get
 
 
@@ -22,18 +20,6 @@ class IsSuperuser(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.is_authenticated and request.user.is_superuser)
-
-
-class MlflowUnavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "MLflow cannot be reached right now; try again later."
-    default_code = "mlflow_unavailable"
-
-
-class MlflowRefused(APIException):
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_detail = "MLflow refused the operation."
-    default_code = "mlflow_refused"
 
 
 HEALTH_EXAMPLE = {
@@ -193,10 +179,6 @@ class ExperimentsRecreateApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            result = experiments_recreate(**serializer.validated_data)
-        except MlflowSourceUnavailable as exc:
-            raise MlflowUnavailable(f"MLflow cannot be reached right now: {exc}") from exc
-        except MlflowSourceError as exc:
-            raise MlflowRefused(f"MLflow refused: {exc}") from exc
+        # MLflow unreachable or refusing: domain errors (503, 502) the exception handler answers.
+        result = experiments_recreate(**serializer.validated_data)
         return Response(self.OutputSerializer(result).data)

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from intentsite.exceptions import Unavailable, UpstreamRefused
+
 MLFLOW_SCHEMA_REVISION = "dc11669786a5"
 SQL_SCHEMES = ("sqlite:", "postgresql", "mysql")
 # MLflow error codes that mean "try again later".
@@ -17,12 +19,18 @@ TRANSIENT_ERROR_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", 
 IN_CHUNK = 10_000  # run ids per `IN (...)` (under SQLite's 250 k and Postgres' 65 k parameter limits)
 
 
-class MlflowSourceUnavailable(Exception):
+class MlflowSourceUnavailable(Unavailable):
     """MLflow cannot be read right now (connection refused, database locked, 5xx): retry later."""
 
+    def __str__(self) -> str:
+        return f"MLflow cannot be reached right now: {super().__str__()}"
 
-class MlflowSourceError(Exception):
+
+class MlflowSourceError(UpstreamRefused):
     """MLflow answered, but not with what the mirror can use: retrying will not help."""
+
+    def __str__(self) -> str:
+        return f"MLflow refused: {super().__str__()}"
 
 
 @dataclass(slots=True)
