@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import Aggregate, CharField, Count, F, FloatField, Max, Min, Q, QuerySet, Sum, TextField
+from django.db.models import CharField, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -47,51 +47,6 @@ COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "co
           "labelled", "correct")
 SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_ms", "prompt_tokens",
         "completion_tokens", "cost_usd")
-
-
-class LatencyBuckets(Aggregate):
-    """The group's latency sketch keys as one comma-separated string, counted into a sketch in Python: one
-    GROUP BY per dimension instead of a second one per (value, key)."""
-
-    function = "GROUP_CONCAT"
-    output_field = TextField()
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        return self.as_sql(compiler, connection, function="STRING_AGG",
-                           template="%(function)s((%(expressions)s)::text, ',')", **extra_context)
-
-
-def rollup_aggregates() -> dict[str, Any]:
-    """The aggregates of a rollup cell over a queryset of `MirroredRun` (the reports use them on raw rows
-    too, so a filtered report adds up exactly like the rollups)."""
-    return {
-        "latency_buckets": LatencyBuckets("latency_bucket"),
-        "runs": Count("id"),
-        "errors": Count("id", filter=Q(is_error=True)),
-        "fallbacks": Count("id", filter=Q(fallback_used=True)),
-        "out_of_scope": Count("id", filter=Q(detected_intent=OUT_OF_SCOPE)),
-        "template_matches": Count("id", filter=Q(template_match_rate__gt=0)),
-        "confidence_count": Count("confidence_score"),
-        "labelled": Count("is_correct"),
-        "correct": Count("id", filter=Q(is_correct=True)),
-        "latency_count": Count("response_time_ms"),
-        "confidence_sum": Sum("confidence_score"),
-        "confidence_sumsq": Sum(F("confidence_score") * F("confidence_score"), output_field=FloatField()),
-        "latency_sum_ms": Sum("response_time_ms"),
-        "latency_sumsq_ms": Sum(F("response_time_ms") * F("response_time_ms"), output_field=FloatField()),
-        "latency_min_ms": Min("response_time_ms"),
-        "latency_max_ms": Max("response_time_ms"),
-        "prompt_tokens": Sum("prompt_tokens"),
-        "completion_tokens": Sum("completion_tokens"),
-        "cost_usd": Sum("cost_usd"),
-        "first_start_time": Min("start_time"),
-        "last_start_time": Max("start_time"),
-    }
-
-
-def sketch_of_buckets(buckets: str | None) -> LatencySketch:
-    """The sketch of a `LatencyBuckets` aggregate (the raw-row path of the reports)."""
-    return LatencySketch.from_keys(int(key) for key in buckets.split(",")) if buckets else LatencySketch()
 
 
 ROLLUP_FIELDS = ("experiment_id", "day", "dimension", "value", "folded", *COUNTS, *SUMS, "latency_min_ms",
@@ -213,7 +168,7 @@ def _runs_read(rows: QuerySet) -> _Runs | None:
                  days=[date.fromisoformat(day) for day in days])
 
 
-def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
+def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: datetime | None) -> list[dict[str, Any]]:
     """The cells of one dimension: the runs grouped by (day, value)."""
     import numpy as np
     import pandas as pd
@@ -249,6 +204,14 @@ def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: da
             "computed_at": now,
         })
     return cells
+
+
+def runs_aggregate(*, rows: QuerySet, dimensions: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per dimension, the cells of `rows` (any mirrored runs: a report's filtered period) per (day, value), exactly
+    as the rollups aggregate them, every value (no fold): the reports' path where no rollup fits."""
+    runs = _runs_read(rows)
+    return {dimension: [] if runs is None else _dimension_cells(runs, dimension, experiment_id="", now=None)
+            for dimension in dimensions}
 
 
 def _cells(rows: QuerySet, *, experiment_id: str, now: datetime, fold: bool = True) -> list[dict[str, Any]]:

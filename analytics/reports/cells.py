@@ -11,14 +11,9 @@ from typing import Any
 
 from django.db import connection
 
-from ..mirror.rollups import (
-    DIMENSION_COLUMNS,
-    FOLDED_DIMENSIONS,
-    rollup_aggregates,
-    sketch_of_buckets,
-)
+from ..mirror.rollups import FOLDED_DIMENSIONS, runs_aggregate
 from ..mirror.sketch import LatencySketch
-from ..models import DailyRollup, compound_value
+from ..models import DailyRollup
 from .scope import FILTERS, Scope
 
 Dimension = DailyRollup.Dimension
@@ -115,6 +110,13 @@ def _datetime(value: datetime | str | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _cell_of(cell: dict[str, Any]) -> Cell:
+    """A report's cell from a cell of `runs_aggregate` (a rollup row's fields)."""
+    return Cell(key=None, **{name: cell[name] for name in SUMMED}, first_start_time=cell["first_start_time"],
+                last_start_time=cell["last_start_time"], latency_min_ms=cell["latency_min_ms"],
+                latency_max_ms=cell["latency_max_ms"], sketch=LatencySketch.from_stored(cell["latency_sketch"]))
+
+
 def _number(name: str, value: Any) -> int | float:
     """A sum as a Python number (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
     return (float if name in REAL else int)(value or 0)
@@ -138,8 +140,13 @@ class Cells:
         self.scope = scope
         self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
         self.counts: dict[str, dict[str, Cell]] = {}
-        self._detailed_read(list(detailed))
-        self._counted_read(list(counted))
+        detailed, counted = list(detailed), list(counted)
+        # What no rollup can answer under the filters: the period's matching runs, read once for every such
+        # dimension and aggregated as the rollups are (`runs_aggregate`).
+        raw = [dimension for dimension in {*detailed, *counted} if self._plan(dimension) is None]
+        self._raw = runs_aggregate(rows=scope.raw_runs(), dimensions=raw) if raw else {}
+        self._detailed_read(detailed)
+        self._counted_read(counted)
 
     def _plan(self, dimension: str) -> tuple[str, str | None, str | None] | None:
         """(rollup dimension to read, its value to select, the value to report instead) or None: raw rows."""
@@ -202,13 +209,8 @@ class Cells:
                     if rollup_dimension == row[0]:
                         self.cells[dimension].append((day, row[1] if relabel is None else relabel, cell))
         for dimension in set(dimensions) - set(plans):
-            columns = DIMENSION_COLUMNS[dimension]
-            for row in self.scope.raw_runs().values("day", *columns).annotate(**rollup_aggregates()).order_by():
-                cell = Cell(key=None, **{name: _number(name, row[name]) for name in SUMMED},
-                            first_start_time=row["first_start_time"], last_start_time=row["last_start_time"],
-                            latency_min_ms=row["latency_min_ms"], latency_max_ms=row["latency_max_ms"],
-                            sketch=sketch_of_buckets(row["latency_buckets"]))
-                self.cells[dimension].append((row["day"], _raw_value(row, columns), cell))
+            for cell in self._raw[dimension]:
+                self.cells[dimension].append((cell["day"], cell["value"], _cell_of(cell)))
 
     def _counted_read(self, dimensions: list[str]) -> None:
         plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
@@ -224,12 +226,10 @@ class Cells:
                             key=key, **{name: _number(name, value) for name, value in zip(COUNTED, row[2:],
                                                                                           strict=True)})
         for dimension in set(dimensions) - set(plans):
-            columns = DIMENSION_COLUMNS[dimension]
-            all_aggregates = rollup_aggregates()
-            aggregates = {name: all_aggregates[name] for name in COUNTED}
-            for row in self.scope.raw_runs().values(*columns).annotate(**aggregates).order_by():
-                key = _raw_value(row, columns)
-                self.counts[dimension][key] = Cell(key=key, **{n: _number(n, row[n]) for n in COUNTED})
+            for cell in self._raw[dimension]:
+                counted = self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"]))
+                for name in COUNTED:
+                    setattr(counted, name, getattr(counted, name) + cell[name])
 
     def by_value(self, dimension: str) -> dict[str, Cell]:
         if dimension in self.counts:
@@ -252,8 +252,4 @@ class Cells:
         """All runs of the scope (from the `all` cells)."""
         return self._summed(Dimension.ALL, by_day=False).get("") or Cell(key="")
 
-
-def _raw_value(row: dict[str, Any], columns: tuple[str, ...]) -> str:
-    """A dimension's value in a row of raw aggregates, as the rollups spell it (`compound_value`)."""
-    return compound_value(*(row[column] or "" for column in columns)) if columns else ""
 

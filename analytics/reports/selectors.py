@@ -8,15 +8,14 @@ Where the numbers come from:
 - One filter alone (e.g. `module=banking`): totals and per-day series come from that dimension's own
   rollup cells (value `banking`), as fast as the unfiltered path; a breakdown along the filter's own
   dimension (model-comparison under `model_name=...`) too.
-- Anything else (a breakdown under a filter, or several filters) aggregates the raw `MirroredRun` rows
-  of the period in the database, with the very aggregates the rollups are built with (`rollup_aggregates`, the
-  rollups' own), so both paths give the same numbers. It reads the period's rows through the
-  (experiment_id, day) index: slower (see bench/analytics.py), but exact and with no extra rollup grain
-  to keep up to date on every sync.
+- Anything else (a breakdown under a filter, or several filters) reads the period's matching `MirroredRun` rows
+  once and aggregates them with the rollups' own code (`analytics.mirror.rollups.runs_aggregate`), so both paths
+  give the same numbers: slower (see bench/analytics.py), but exact, with no extra rollup grain to keep up to date
+  on every sync.
 - Errors' by-type counts come from the `error_type` rollups; their sample run ids and the latest failing
   runs from the newest failing runs alone (partial index `mirroredrun_failing`, read backwards, LIMIT); the
   confusion matrix reads the labelled runs alone (`mirroredrun_labelled`).
-- Percentiles come from the merged latency sketches (`analytics.sketch`): nearest-rank, within 1 % of exact and
+- Percentiles come from the merged latency sketches (`analytics.mirror.sketch`): nearest-rank, within 1 % of exact and
   never outside the observed [min, max] of their group.
 - The free-text context (role, module, tab) keeps each day's most frequent values in the rollups and rolls the
   rest up as `other`; a single filter on such a dimension reads the raw rows when any day of the period folded.
