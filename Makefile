@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT   ?= 8000
+# Test processes (pytest-xdist): the suite waits on workers and servers a lot, so two share 2 cores well.
+TEST_WORKERS ?= 2
 MLFLOW_PORT ?= 5000
 # Failing runs in the analytics link to this MLflow UI (make demo starts one here).
 MLFLOW_UI_URL ?= http://127.0.0.1:$(MLFLOW_PORT)
@@ -52,7 +54,7 @@ demo: install
 		$(BIN)/gunicorn intentsite.wsgi --bind 0.0.0.0:$(PORT) --workers 2 --threads 4 --access-logfile - ; '
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
