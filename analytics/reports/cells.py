@@ -11,17 +11,16 @@ from typing import Any
 
 from django.db import connection
 
-from ..mirror.rollups import FOLDED_DIMENSIONS, runs_aggregate
+from ..mirror.rollups import COUNTS, FOLDED_DIMENSIONS, INTEGER_SUMS, SUMS, runs_aggregate
 from ..mirror.sketch import LatencySketch
 from ..models import DailyRollup
 from .scope import FILTERS, Scope
 
 Dimension = DailyRollup.Dimension
 
-WHOLE = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
-         "prompt_tokens", "completion_tokens", "labelled", "correct")
-REAL = ("confidence_sum", "latency_sum_ms", "cost_usd")
-SUMMED = WHOLE + REAL
+# The rollups' counts and sums a report reads (it derives no variance: the sums of squares stay unread).
+SUMMED = (*COUNTS, *(name for name in SUMS if not name.endswith("sumsq")))
+FLOAT_SUMS = frozenset(name for name in SUMS if name not in INTEGER_SUMS)
 
 
 @dataclass
@@ -119,7 +118,7 @@ def _cell_of(cell: dict[str, Any]) -> Cell:
 
 def _number(name: str, value: Any) -> int | float:
     """A sum as a Python number (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
-    return (float if name in REAL else int)(value or 0)
+    return (float if name in FLOAT_SUMS else int)(value or 0)
 
 
 COUNTED = ("runs", "errors", "fallbacks")
