@@ -19,7 +19,7 @@ from .scope import FILTERS, Scope
 Dimension = DailyRollup.Dimension
 
 # The rollups' counts and sums a report reads (it derives no variance: the sums of squares stay unread).
-SUMMED = (*COUNTS, *(name for name in SUMS if not name.endswith("sumsq")))
+SUMMED = (*COUNTS, *(name for name in SUMS if "sumsq" not in name))
 FLOAT_SUMS = frozenset(name for name in SUMS if name not in INTEGER_SUMS)
 
 
