@@ -14,6 +14,7 @@ Django-free.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 
@@ -52,10 +53,11 @@ class LatencySketch:
     lists parse several times faster than an object of the same size). Parts are merged lazily, once, when a
     percentile is asked for."""
 
-    __slots__ = ("_parts", "_merged")
+    __slots__ = ("_parts", "_texts", "_merged")
 
     def __init__(self, parts: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> None:
         self._parts: list[tuple[Sequence[int], Sequence[int]]] = [part for part in parts if len(part[0])]
+        self._texts: list[str] = []  # stored forms as JSON text, not parsed yet
         self._merged: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -67,14 +69,26 @@ class LatencySketch:
         return cls([(values, counts)])
 
     @classmethod
-    def from_stored(cls, stored: Sequence[Sequence[int]] | None) -> LatencySketch:
+    def from_stored(cls, stored: Sequence[Sequence[int]] | str | None) -> LatencySketch:
+        """From its stored form, or that form's JSON text as a database cursor returns it: the text is parsed only
+        if a percentile is asked for (a report reads many cells whose percentiles it never shows)."""
+        if isinstance(stored, str):
+            sketch = cls()
+            sketch._texts = [stored]
+            return sketch
         return cls([(stored[0], stored[1])] if stored else [])
 
     def add(self, other: LatencySketch) -> None:
         self._parts.extend(other._parts)
+        self._texts.extend(other._texts)
         self._merged = None
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._texts:
+            self._parts.extend((stored[0], stored[1]) for stored in map(json.loads, self._texts) if stored
+                               and len(stored[0]))
+            self._texts = []
+            self._merged = None
         if self._merged is None:
             if not self._parts:
                 self._merged = (np.zeros(0, np.int64), np.zeros(0, np.int64))

@@ -87,6 +87,54 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+def _mlflow_answer(probe, timeout_s: float) -> dict[str, Any]:
+    if probe is None:
+        return {"reachable": False, "experiment_present": False, "error": f"no answer within {timeout_s:g} s"}
+    return {"reachable": probe.reachable, "experiment_present": probe.experiment_present, "error": probe.error}
+
+
+def _sync_answer(state: SyncState | None, *, now) -> dict[str, Any]:
+    """Where the mirror's sync stands: its last success, how late it is, and the newest run it mirrored."""
+    interval_s = float(settings.ANALYTICS_SYNC_INTERVAL_S)
+    last_succeeded_at = state.last_succeeded_at if state else None
+    lag_s = None if last_succeeded_at is None else max(0.0, (now - last_succeeded_at).total_seconds())
+    newest_run_lag = state.lag if state else None
+    return {
+        "last_succeeded_at": _iso(last_succeeded_at),
+        "lag_s": None if lag_s is None else round(lag_s, 3),
+        "interval_s": interval_s,
+        "max_lag_s": LAG_INTERVALS * interval_s,
+        "last_error": (state.last_error or None) if state else None,
+        "mirrored_runs": state.mirrored_runs if state else 0,
+        "newest_run_at": _iso(state.newest_start_time) if state else None,
+        "newest_run_age_s": None if newest_run_lag is None else round(newest_run_lag.total_seconds(), 3),
+    }
+
+
+def _reasons(*, mlflow: dict, database: dict, sync: dict, dead_letters: int | None, broker: dict,
+             lm_circuits: list | None) -> tuple[list[str], list[str]]:
+    """(reasons to be down, reasons to be degraded): see `health_get`."""
+    down, degraded = [], []
+    if not mlflow["reachable"]:
+        down.append("mlflow_unreachable")
+    if not database["reachable"]:
+        down.append("database_unreachable")
+    if mlflow["reachable"] and not mlflow["experiment_present"]:
+        degraded.append("experiment_missing")
+    if database["reachable"]:
+        if sync["lag_s"] is None:
+            degraded.append("sync_never_succeeded")
+        elif sync["lag_s"] > sync["max_lag_s"]:
+            degraded.append("sync_lagging")
+    if dead_letters:
+        degraded.append("dead_letters")
+    if not broker["reachable"]:
+        degraded.append("broker_unreachable")
+    if any(circuit["state"] != "closed" for circuit in lm_circuits or ()):
+        degraded.append("lm_circuit_open")
+    return down, degraded
+
+
 def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     """Everything the health endpoint reports, and the verdict:
 
@@ -99,7 +147,6 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
 
     MLflow and the broker are probed in threads of their own, each bounded by `probe_timeout_s`."""
     experiment_name = settings.MLFLOW_EXPERIMENT_NAME
-    interval_s = float(settings.ANALYTICS_SYNC_INTERVAL_S)
     mlflow_result: dict[str, Any] = {}
     mlflow_thread = threading.Thread(
         target=lambda: mlflow_result.update(probe=mlflow_probe(experiment_name=experiment_name,
@@ -107,7 +154,6 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
         name="mlflow-health", daemon=True)
     mlflow_thread.start()
     broker = broker_probe(timeout_s=probe_timeout_s)
-
     database = _database_probe()
     state, dead_letters = None, None
     if database["reachable"]:
@@ -116,50 +162,15 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
             dead_letters = _dead_letters_count()
         except DatabaseError as exc:
             database = {"reachable": False, "error": _error_text(exc)}
-
     mlflow_thread.join(probe_timeout_s + 1.0)
-    probe = mlflow_result.get("probe")
-    mlflow = ({"reachable": probe.reachable, "experiment_present": probe.experiment_present, "error": probe.error}
-              if probe is not None else
-              {"reachable": False, "experiment_present": False, "error": f"no answer within {probe_timeout_s:g} s"})
-
+    mlflow = _mlflow_answer(mlflow_result.get("probe"), probe_timeout_s)
     now = timezone.now()
-    last_succeeded_at = state.last_succeeded_at if state else None
-    lag_s = None if last_succeeded_at is None else max(0.0, (now - last_succeeded_at).total_seconds())
-    newest_run_lag = state.lag if state else None
-    sync = {
-        "last_succeeded_at": _iso(last_succeeded_at),
-        "lag_s": None if lag_s is None else round(lag_s, 3),
-        "interval_s": interval_s,
-        "max_lag_s": LAG_INTERVALS * interval_s,
-        "last_error": (state.last_error or None) if state else None,
-        "mirrored_runs": state.mirrored_runs if state else 0,
-        "newest_run_at": _iso(state.newest_start_time) if state else None,
-        "newest_run_age_s": None if newest_run_lag is None else round(newest_run_lag.total_seconds(), 3),
-    }
-
-    down, degraded = [], []
-    if not mlflow["reachable"]:
-        down.append("mlflow_unreachable")
-    if not database["reachable"]:
-        down.append("database_unreachable")
-    if mlflow["reachable"] and not mlflow["experiment_present"]:
-        degraded.append("experiment_missing")
-    if database["reachable"]:
-        if lag_s is None:
-            degraded.append("sync_never_succeeded")
-        elif lag_s > LAG_INTERVALS * interval_s:
-            degraded.append("sync_lagging")
-    if dead_letters:
-        degraded.append("dead_letters")
-    if not broker["reachable"]:
-        degraded.append("broker_unreachable")
+    sync = _sync_answer(state, now=now)
     lm_circuits = _lm_circuits()
-    if any(circuit["state"] != "closed" for circuit in lm_circuits or ()):
-        degraded.append("lm_circuit_open")
-    status = STATUS_DOWN if down else STATUS_DEGRADED if degraded else STATUS_OK
+    down, degraded = _reasons(mlflow=mlflow, database=database, sync=sync, dead_letters=dead_letters, broker=broker,
+                              lm_circuits=lm_circuits)
     return {
-        "status": status,
+        "status": STATUS_DOWN if down else STATUS_DEGRADED if degraded else STATUS_OK,
         "reasons": down + degraded,
         "checked_at": now.isoformat(),
         "tracking_uri": tracking_uri_display(),

@@ -3,7 +3,6 @@ from them) and `Cells` (every cell one report needs, in as few queries as the fi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -202,7 +201,7 @@ class Cells:
                                                                                           strict=True)},
                             first_start_time=_datetime(row[-5]), last_start_time=_datetime(row[-4]),
                             latency_min_ms=row[-3], latency_max_ms=row[-2],
-                            sketch=LatencySketch.from_stored(json.loads(sketch) if isinstance(sketch, str) else sketch))
+                            sketch=LatencySketch.from_stored(sketch))
                 day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
                 for dimension, (rollup_dimension, _, relabel) in plans.items():
                     if rollup_dimension == row[0]:
