@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "intentsite.settings")
 
@@ -17,3 +18,45 @@ def _tune_embedded_broker(sender, **kwargs):
         from .sqlite import sqlalchemy_sqlite_tune
 
         sqlalchemy_sqlite_tune()
+
+
+def lock_enter_exception_safe(self):
+    """`with lock:` for billiard's Lock and RLock that gives the lock back if it raises after taking it.
+
+    billiard's `SemLock.__enter__` is a Python function around the C acquire. A signal handler that
+    raises (a pool child's SIGTERM handler raises SystemExit) and whose signal came while the process
+    waited runs at the first check after the C call returned with the lock, which is still inside that
+    function: `__enter__` raises with the lock taken, the `with` block never starts and its `__exit__`
+    never releases it. A lock shared between processes stays taken after its process is gone.
+    """
+    semlock = self._semlock
+    held = semlock._count() if semlock._is_mine() else 0
+    try:
+        return semlock.__enter__()
+    except BaseException:
+        if semlock._is_mine() and semlock._count() > held:  # taken by this very call
+            semlock.release()
+        raise
+
+
+@worker_process_init.connect
+def pool_child_locks_exception_safe(**kwargs):
+    """In each prefork pool child, billiard's locks are taken with `lock_enter_exception_safe`.
+
+    Without it, a worker given SIGTERM on its whole process group or cgroup (systemd's default
+    KillMode=control-group, `kill -TERM -<pgid>`) hung at exit in about half of the stops of an idle
+    worker, until SIGKILL. With a broker that has no event loop (the embedded SQLite one) Celery runs
+    billiard's plain Pool, whose children share one inqueue; idle children wait for its read lock
+    (`SimpleQueue._rlock`, a SemLock) while one of them holds it, blocked reading the pipe. All get SIGTERM
+    at once: the reader leaves its `with` block and releases the lock, a waiter's acquire can return with
+    it before that waiter's handler runs, and the waiter exits holding it. The main process's pool
+    finalizer then blocks at exit on that lock, without a timeout (`Pool._terminate_pool` ->
+    `_help_stuff_finish` -> `inqueue._rlock.acquire()`). SIGINT never did this: pool children ignore it
+    and leave when the main process closes the pool; neither did SIGTERM to the main process alone, nor a
+    Redis broker (a broker with an event loop, Redis or AMQP, gets the pool that gives each child its own
+    queue).
+    """
+    from billiard import synchronize
+
+    for lock_class in (synchronize.Lock, synchronize.RLock):
+        lock_class.__enter__ = lock_enter_exception_safe
