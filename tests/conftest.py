@@ -122,8 +122,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory):
-    """A SQLite test database lives in a file, so that worker processes can open it too."""
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """A SQLite test database lives in a file, so that worker processes can open it too. Other databases keep
+    pytest-django's per-xdist-worker suffix (test_test_gw0, ...): two workers never share one."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
