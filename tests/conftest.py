@@ -109,8 +109,8 @@ def anonymous_client() -> APIClient:
 
 # --- Real MLflow, real Celery ------------------------------------------------------------------------
 
-import signal  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -158,6 +158,10 @@ def broker_url(tmp_path_factory) -> str:
         base, _, number = url.rpartition("/")
         url = f"{base}/{int(number or 0) - int(os.environ['PYTEST_XDIST_WORKER'].removeprefix('gw'))}"
     app.conf.CELERY_BROKER_URL = url  # the app reads Django settings under the CELERY_ namespace
+    # ... but Celery's `broker_url` prefers the CELERY_BROKER_URL environment variable to any setting: without
+    # this, an xdist worker's tasks would go to the broker .ci/run names, where another worker's workers listen
+    os.environ["CELERY_BROKER_URL"] = url
+    assert app.conf.broker_url == url, app.conf.broker_url
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
         if url.startswith(("redis://", "amqp://", "pyamqp://")):
