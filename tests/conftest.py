@@ -157,9 +157,8 @@ def broker_url(tmp_path_factory) -> str:
         # taken by the workers another one started.
         base, _, number = url.rpartition("/")
         url = f"{base}/{int(number or 0) - int(os.environ['PYTEST_XDIST_WORKER'].removeprefix('gw'))}"
-    app.conf.CELERY_BROKER_URL = url  # the app reads Django settings under the CELERY_ namespace
-    # ... but Celery's `broker_url` prefers the CELERY_BROKER_URL environment variable to any setting: without
-    # this, an xdist worker's tasks would go to the broker .ci/run names, where another worker's workers listen
+    # Celery's `broker_url` reads the CELERY_BROKER_URL environment variable before any setting: set there, it is
+    # this process's broker whatever .ci/run named (else an xdist worker's tasks would reach another's workers)
     os.environ["CELERY_BROKER_URL"] = url
     assert app.conf.broker_url == url, app.conf.broker_url
     with app.connection_for_write() as conn:
