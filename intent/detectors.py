@@ -20,14 +20,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from .program import Catalog, IntentDetector, LMIntentDetector, LMSettings
+from .program import Catalog, LMSettings
 from .program.circuit import CircuitConfig
-from .program.local_model import LocalIntentModel, LocalModelConfig
 from .program.versioning import version_hash
 from .selectors import catalog_fingerprint, catalog_get
+
+if TYPE_CHECKING:  # imported where a detector is built: DSPy and scikit-learn take seconds to load
+    from .program import IntentDetector, LMIntentDetector
+    from .program.local_model import LocalIntentModel, LocalModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,8 @@ def detector_get() -> IntentDetector:
     if current is not None and current.key == key:
         current.checked_at = now
         return current.detector
+    from .program import IntentDetector
+
     with _lock:
         if _current is not None and _current.key == key:
             return _current.detector
@@ -87,6 +93,9 @@ def _active_program(
     active: tuple[str, str], *, catalog: Catalog, lm: bool, local_model: LocalIntentModel
 ) -> tuple[LMIntentDetector | None, LocalIntentModel]:
     """The active version's saved program (LM backend) or refitted model (local backend), when it fits."""
+    from .program import LMIntentDetector
+    from .program.local_model import LocalIntentModel
+
     version, path = active
     try:
         if path.endswith(".json"):
@@ -122,6 +131,8 @@ def detector_reset() -> None:
 
 def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None) -> LocalIntentModel:
     """The local model fitted on this catalog: from memory, from the disk cache, or fitted now."""
+    from .program.local_model import LocalIntentModel, LocalModelConfig
+
     config = config or LocalModelConfig()
     cache_key = f"{catalog.version}-{version_hash(config.as_dict())}"
     model = _models.get(cache_key)

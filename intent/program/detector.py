@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -19,78 +17,16 @@ import dspy
 
 from . import errors
 from .catalog import Catalog
-from .circuit import CircuitConfig, CircuitOpen, circuit_get
+from .circuit import CircuitOpen, circuit_get
 from .lm_detector import LMIntentDetector
 from .local_detector import LocalIntentDetector
 from .local_model import LocalIntentModel
+from .types import LOCAL_MODEL_NAME, Detection, DetectionInput, DetectionStatus, LMSettings
 from .versioning import program_state, version_hash
 
+__all__ = ["LOCAL_MODEL_NAME", "Detection", "DetectionInput", "DetectionStatus", "IntentDetector", "LMSettings"]
+
 logger = logging.getLogger(__name__)
-
-LOCAL_MODEL_NAME = "local/tfidf-linear"
-
-
-@dataclass(frozen=True)
-class DetectionInput:
-    message: str
-    user_role: str = ""
-    current_module: str = ""
-    current_tab: str = ""
-
-
-class DetectionStatus(StrEnum):
-    SUCCESS = "success"
-    ERROR = "error"  # the LM failed (the local backend answered), or answered an intent outside the catalog
-
-
-@dataclass(frozen=True)
-class Detection:
-    intent: str
-    confidence: float
-    requires_workflow: bool
-    workflow_template: str | None
-    agent_template: str | None
-    reasoning: str
-    model_name: str  # the configured model
-    prompt_version: str
-    category_source: str
-    fallback_used: bool
-    response_time_ms: float
-    status: DetectionStatus = DetectionStatus.SUCCESS
-    error_category: str | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    available_workflow_templates: int = 0
-    available_agent_templates: int = 0
-    lm_usage: dict[str, Any] = field(default_factory=dict)
-    answered_by: str = ""  # the model whose answer this is: model_name, or the local backend when it fell back
-
-
-@dataclass
-class LMSettings:
-    model: str
-    api_base: str | None = None
-    api_key: str | None = None
-    timeout_s: float = 10.0
-    max_tokens: int = 1000
-    num_retries: int = 0
-    engine: str = "auto"
-    circuit: CircuitConfig = field(default_factory=CircuitConfig)
-
-    def build(self) -> dspy.LM:
-        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self.api_key:
-            kwargs["api_key"] = self.api_key
-        return dspy.LM(
-            self.model,
-            cache=False,
-            num_retries=self.num_retries,
-            max_tokens=self.max_tokens,
-            engine=self.engine,
-            **kwargs,
-        )
 
 
 class IntentDetector:

@@ -5,17 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import socket
 
-from dspy.utils.exceptions import (
-    AdapterParseError,
-    LMAuthError,
-    LMBillingError,
-    LMNotConfiguredError,
-    LMRateLimitError,
-    LMServerError,
-    LMTimeoutError,
-    LMTransportError,
-)
-
 from .circuit import CircuitOpen
 
 LM_TIMEOUT = "lm_timeout"
@@ -49,6 +38,17 @@ def _chain(exc: BaseException):
 
 def error_category(exc: BaseException) -> str:
     """Map an exception raised while detecting to one of ERROR_CATEGORIES."""
+    from dspy.utils.exceptions import (
+        AdapterParseError,
+        LMAuthError,
+        LMBillingError,
+        LMNotConfiguredError,
+        LMRateLimitError,
+        LMServerError,
+        LMTimeoutError,
+        LMTransportError,
+    )  # here: the categories alone need no DSPy
+
     if isinstance(exc, CircuitOpen):
         return LM_CIRCUIT_OPEN
     # A timeout first: DSPy reports a read timeout as a transport error caused by a socket timeout.

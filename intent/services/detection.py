@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -14,9 +15,12 @@ from django.utils import timezone
 from ..detectors import detector_get
 from ..dispatch import record_publisher
 from ..models import DetectionRecord
-from ..program import Detection, DetectionInput, IntentDetector
+from ..program import Detection, DetectionInput
 from ..tracking import run_payload_build
 from .prompt_versions import prompt_version_register
+
+if TYPE_CHECKING:
+    from ..program import IntentDetector
 
 logger = logging.getLogger(__name__)
 

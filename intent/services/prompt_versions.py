@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -13,7 +14,9 @@ from intentsite.exceptions import Conflict
 
 from .. import tracking
 from ..models import PromptVersion
-from ..program import IntentDetector
+
+if TYPE_CHECKING:
+    from ..program import IntentDetector
 
 logger = logging.getLogger(__name__)
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
-import dspy
 from django.conf import settings
 
 from intentsite import contract
 
 from ..program import Detection, DetectionInput
 from ..redaction import message_redact
+
+# The installed DSPy, read from its metadata: importing DSPy to ask would cost the worker ~2 s at start.
+DSPY_VERSION = importlib.metadata.version("dspy")
 
 
 def run_payload_build(
@@ -26,7 +29,7 @@ def run_payload_build(
         contract.CURRENT_MODULE: request.current_module,
         contract.CURRENT_TAB: request.current_tab,
         contract.DETECTED_INTENT: detection.intent,
-        contract.DSPY_VERSION: dspy.__version__,
+        contract.DSPY_VERSION: DSPY_VERSION,
         contract.PROMPT_VERSION: detection.prompt_version,
         contract.REQUEST_ID: request_id,
         contract.STATUS: detection.status,
