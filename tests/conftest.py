@@ -29,6 +29,18 @@ def model_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Users' passwords hashed with MD5 in tests, as Django's testing docs advise: the production hasher (PBKDF2,
+    a million iterations) takes ~0.35 s a user here, and a few hundred tests each create one or two users.
+    Django's own hashers stay accepted after it; subprocesses (gunicorn, workers) authenticate by token."""
+    from django.test.utils import override_settings
+
+    hashers = ["django.contrib.auth.hashers.MD5PasswordHasher", *django_settings.PASSWORD_HASHERS]
+    with override_settings(PASSWORD_HASHERS=hashers):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_detector(settings, model_cache_dir):
     settings.INTENT_MODEL_CACHE_DIR = model_cache_dir

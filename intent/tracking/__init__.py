@@ -21,6 +21,7 @@ from .store import (
     experiment_id_get,
     store_init,
     tracking_client,
+    tracking_modules_preload,
     tracking_uri_display,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "runs_log_bulk",
     "store_init",
     "tracking_client",
+    "tracking_modules_preload",
     "tracking_uri_display",
 ]
