@@ -138,10 +138,13 @@ DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_s
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests that open no Django database `database_free` (see pyproject.toml)."""
+    """Mark the tests that open no Django database `database_free` (see pyproject.toml), and run the `slow` ones
+    (real workers and servers, mostly waiting) first: started last, one of them would be the suite's tail while
+    the other xdist workers sit idle; started first, they wait while the other workers run the quick tests."""
     for item in items:
         if item.get_closest_marker("django_db") is None and not DATABASE_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.database_free)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order within each kind stays
 
 
 @pytest.fixture(scope="session")
@@ -245,7 +248,12 @@ class Process:
         except ProcessLookupError:
             pass
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = True) -> None:
+        """SIGTERM to the group and a wait for it; `graceful=False` (fixture teardown, nothing left to check) kills
+        at once: an idle prefork worker takes ~7 s to join its pool children after a warm shutdown."""
+        if self.popen.poll() is None and not graceful:
+            self.kill(signal.SIGKILL)
+            self.popen.wait(timeout=10)
         if self.popen.poll() is None:
             self.kill(signal.SIGTERM)
             try:
@@ -298,7 +306,7 @@ def start_worker(tmp_path, broker_url):
 
     yield start
     for process in started:
-        process.stop()
+        process.stop(graceful=False)
 
 
 @pytest.fixture
@@ -320,7 +328,9 @@ def mlflow_server(tmp_path, mlflow_template):
                 [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--backend-store-uri", f"sqlite:///{tmp_path / 'server-mlflow.db'}",
                  "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                env=child_env(), log_path=tmp_path / f"mlflow-server-{self.starts}.log",
+                # no job runner (a second process importing MLflow, for GenAI jobs these tests never start)
+                env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+                log_path=tmp_path / f"mlflow-server-{self.starts}.log",
             )
             wait_for(self.healthy, timeout=90, interval=0.5, message="mlflow server to answer /health")
 
@@ -333,15 +343,15 @@ def mlflow_server(tmp_path, mlflow_template):
             except OSError:
                 return False
 
-        def stop(self) -> None:
+        def stop(self, *, graceful: bool = True) -> None:
             if self.process is not None:
-                self.process.stop()
+                self.process.stop(graceful=graceful)
                 self.process = None
 
     server = Server()
     server.start()
     yield server
-    server.stop()
+    server.stop(graceful=False)
 
 
 @pytest.fixture
@@ -377,4 +387,4 @@ def start_web(tmp_path, broker_url):
 
     yield start
     for process in started:
-        process.stop()
+        process.stop(graceful=False)
