@@ -225,6 +225,23 @@ class SyncState(models.Model):
         return timezone.now() - self.newest_start_time
 
 
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's main process says it is alive (every `WORKER_HEARTBEAT_S`, `intentsite/celery.py`): the
+    health endpoint counts the workers seen lately, so a dead worker is noticed though requests are answered."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["hostname"]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
 class DetectionAnalytics(MirroredRun):
     """No data of its own: the admin's "Detection analytics" dashboard hangs on this proxy, so that it is
     listed on the admin index and in the sidebar like any other page of the app (see `admin.py`)."""

@@ -106,6 +106,41 @@ def outbox_claim(*, model: type[Outbox], request_ids: list[str]) -> list:
     return list(model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
 
 
+def outbox_renew(*, rows: list) -> list:
+    """Extend the lease of rows a worker is about to write and return those it still holds. A batch can outlast
+    its lease (`TRACKING_LEASE_S`); a row whose lease ran out may have been claimed since by another worker (the
+    flush re-sent it), and writing it too would make a second run. Renewing row by row, just before each write,
+    makes the two exclusive: a renewed lease cannot be claimed, a claimed row is not renewed."""
+    held = []
+    for token, group in _by_token(rows).items():
+        model, pks = type(group[0]), [row.pk for row in group]
+        until = timezone.now() + timedelta(seconds=settings.TRACKING_LEASE_S)
+        mine = model.objects.filter(pk__in=pks, lease_token=token, state=Outbox.State.PENDING)
+        mine.update(lease_until=until)
+        still = set(mine.values_list("pk", flat=True))
+        held += [row for row in group if row.pk in still]
+    return held
+
+
+def outbox_mark(*, rows: list, fields: list[str]) -> int:
+    """Save `fields` of rows (a write done) where this worker's lease is still on them; returns how many. A row
+    whose lease another claim took keeps its state: that claim finds the run by its request id."""
+    saved = 0
+    for token, group in _by_token(rows).items():
+        saved += type(group[0]).objects.filter(lease_token=token, state=Outbox.State.PENDING).bulk_update(group, fields)
+    if saved < len(rows):
+        logger.warning("%s of %s row(s) were claimed by another worker while this one wrote them", len(rows) - saved,
+                       len(rows))
+    return saved
+
+
+def _by_token(rows: list) -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row.lease_token, []).append(row)
+    return groups
+
+
 def outbox_release(*, row: Outbox, **fields) -> None:
     """Give the row's lease back, with `fields` changed; a lease another claim took since is left alone."""
     type(row).objects.filter(pk=row.pk, lease_token=row.lease_token).update(lease_until=None, lease_token="",

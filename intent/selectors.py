@@ -88,6 +88,14 @@ def dead_letters_count() -> int:
             + DetectionFeedback.objects.filter(state=DetectionFeedback.State.DEAD).count())
 
 
+def tracking_backlog() -> dict:
+    """The detection records waiting to be logged to MLflow: how many, and since when the oldest waits (a plain
+    interface, read by analytics' health by dotted path)."""
+    pending = DetectionRecord.objects.filter(state=DetectionRecord.State.PENDING)
+    oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+    return {"pending": pending.count(), "oldest_pending_at": oldest}
+
+
 def lm_circuits_state() -> list[dict]:
     """The circuit breaker of each LM this process has called, as plain dicts (analytics' health reads it by
     dotted path). Each process has its own breakers: this is the state of the one that answers."""

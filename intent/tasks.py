@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from .outbox import DETECTIONS_TRACK, FEEDBACK_TRACK, OutboxOutcome
 from .services import detection_feedback_flush, detection_feedback_log, detection_records_flush, detection_records_log
@@ -16,10 +17,11 @@ class TrackingUnavailable(Exception):
 # Idempotent (the outbox's lease and the run ids), so redelivered and retried freely: exponential backoff capped at
 # TRACKING_RETRY_BACKOFF_MAX_S (whole seconds: Celery's jitter draws an integer), with jitter, for as long as rows
 # want a retry. A row's retry window, not a retry count, decides when it becomes a dead letter. A retry sends the
-# whole batch again: the rows logged or dead since are skipped by the claim.
+# whole batch again: the rows logged or dead since are skipped by the claim. The app's database gone for a moment
+# (a claim or a mark on a dropped connection) is retried the same way, not left to the flush a minute later.
 TRACKED = {
     "acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
-    "autoretry_for": (TrackingUnavailable,), "retry_backoff": True,
+    "autoretry_for": (TrackingUnavailable, OperationalError, InterfaceError), "retry_backoff": True,
     "retry_backoff_max": max(1, round(settings.TRACKING_RETRY_BACKOFF_MAX_S)), "retry_jitter": True,
     "max_retries": None,
 }

@@ -1,15 +1,19 @@
 """The Celery application: configured from Django settings (`CELERY_*`), tasks found in the apps."""
 
+import logging
 import os
+import threading
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "intentsite.settings")
 
 app = Celery("intentsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
 
 
 @app.on_after_configure.connect
@@ -27,6 +31,51 @@ def _preload_tracking_modules(**kwargs):
     from intent.tracking import tracking_modules_preload
 
     tracking_modules_preload()
+
+
+_heartbeat_stop = threading.Event()
+_heartbeat_started = threading.Event()
+
+
+@worker_ready.connect
+def _heartbeat_start(sender, **kwargs):
+    """The main process of a worker writes a heartbeat every WORKER_HEARTBEAT_S from a thread of its own (the
+    health endpoint counts the workers seen lately): a SIGKILLed worker stops beating, a busy one does not."""
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+
+    from analytics.ops.workers import worker_heartbeat_record
+
+    if _heartbeat_started.is_set():  # worker_ready again after a lost broker connection: one thread is enough
+        return
+    _heartbeat_started.set()
+    hostname, pid, started_at = sender.hostname, os.getpid(), timezone.now()
+    queues = sorted(sender.app.amqp.queues.consume_from)
+
+    def beat() -> None:
+        while True:
+            try:
+                worker_heartbeat_record(hostname=hostname, pid=pid, queues=queues, started_at=started_at)
+            except Exception:  # noqa: BLE001 - the database away for a moment: the next beat tries again
+                logger.warning("Could not write the worker's heartbeat", exc_info=True)
+                connection.close()
+            if _heartbeat_stop.wait(settings.WORKER_HEARTBEAT_S):
+                connection.close()
+                return
+
+    threading.Thread(target=beat, name="worker-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _heartbeat_forget(sender, **kwargs):
+    from analytics.ops.workers import worker_heartbeat_forget
+
+    _heartbeat_stop.set()
+    try:
+        worker_heartbeat_forget(hostname=sender.hostname)
+    except Exception:  # noqa: BLE001 - it ages out instead
+        logger.warning("Could not remove the worker's heartbeat", exc_info=True)
 
 
 def lock_enter_exception_safe(self):

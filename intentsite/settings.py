@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("INTENTSITE_VAR_DIR", BASE_DIR / "var"))
@@ -260,6 +261,10 @@ TRACKING_FLUSH_INTERVAL_S = float(os.environ.get("TRACKING_FLUSH_INTERVAL_S", "3
 TRACKING_RECORD_RETENTION_DAYS = int(os.environ.get("TRACKING_RECORD_RETENTION_DAYS", "7"))
 # A worker owns a record it is logging for this long; a killed worker's records are free again after.
 TRACKING_LEASE_S = float(os.environ.get("TRACKING_LEASE_S", "120"))
+# A Celery worker's main process writes a heartbeat this often (seconds); health counts a worker alive for three.
+WORKER_HEARTBEAT_S = float(os.environ.get("WORKER_HEARTBEAT_S", "10"))
+# Health says `tracking_backlog` (degraded) when the oldest detection waiting for MLflow is older than this.
+HEALTH_BACKLOG_MAX_AGE_S = float(os.environ.get("HEALTH_BACKLOG_MAX_AGE_S", "300"))
 TRACKING_RETRY_BACKOFF_MAX_S = float(os.environ.get("TRACKING_RETRY_BACKOFF_MAX_S", "60"))
 
 # --- Analytics (the ORM mirror of MLflow runs) ---------------------------------------------------
@@ -302,12 +307,24 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "16"))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Two queues: `celery` carries the tracking (one message per detection: a backlog can be thousands deep), and
+# `periodic` beat's sync and flush, so that a backlog never holds them past their expiry and starves the mirror.
+# A worker started without -Q consumes both (taking from each in turn); `-Q periodic` gives them a worker of
+# their own. Which tasks go where: CELERY_TASK_ROUTES (beat's entries name their queue too).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+PERIODIC_QUEUE = "periodic"
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in (CELERY_TASK_DEFAULT_QUEUE, PERIODIC_QUEUE))
+CELERY_TASK_ROUTES = {
+    "intent.tasks.detections_flush": {"queue": PERIODIC_QUEUE},
+    "analytics.tasks.runs_sync_task": {"queue": PERIODIC_QUEUE},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "tracking-flush": {
         "task": "intent.tasks.detections_flush",
         "schedule": TRACKING_FLUSH_INTERVAL_S,
-        "options": {"expires": TRACKING_FLUSH_INTERVAL_S, "expire_seconds": TRACKING_FLUSH_INTERVAL_S},
+        "options": {"expires": TRACKING_FLUSH_INTERVAL_S, "expire_seconds": TRACKING_FLUSH_INTERVAL_S,
+                    "queue": PERIODIC_QUEUE},
     },
 }
 # django-celery-beat's DatabaseScheduler stores `expire_seconds` and drops `expires`; Celery's own
@@ -315,7 +332,8 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE["analytics-sync"] = {
     "task": "analytics.tasks.runs_sync_task",
     "schedule": ANALYTICS_SYNC_INTERVAL_S,
-    "options": {"expires": ANALYTICS_SYNC_INTERVAL_S, "expire_seconds": ANALYTICS_SYNC_INTERVAL_S},
+    "options": {"expires": ANALYTICS_SYNC_INTERVAL_S, "expire_seconds": ANALYTICS_SYNC_INTERVAL_S,
+                "queue": PERIODIC_QUEUE},
 }
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     # An unacknowledged message (its worker died) is delivered again after this long.

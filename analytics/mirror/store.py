@@ -61,8 +61,11 @@ def _lifecycle_over_http(uri: str, name: str, timeout_s: float) -> str | None:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
+    # Once more, at once, on a connection reset or refused (a server's keep-alive closing, a worker recycling):
+    # one such error is not an MLflow that is down. The whole probe stays within its budget.
     response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/get-by-name", "GET",
-                            params={"experiment_name": name}, max_retries=0, timeout=timeout_s)
+                            params={"experiment_name": name}, max_retries=1, backoff_factor=0, retry_codes=frozenset(),
+                            timeout=timeout_s)
     try:
         body = response.json()
     except ValueError:
@@ -103,6 +106,19 @@ def _lifecycle_over_sql(uri: str, name: str, timeout_s: float) -> str | None:
 def _lifecycle_over_client(uri: str, name: str, timeout_s: float) -> str | None:
     experiment = client_get(uri).get_experiment_by_name(name)
     return None if experiment is None else experiment.lifecycle_stage
+
+
+def mlflow_modules_warm(uri: str | None = None) -> None:
+    """Import what `mlflow_probe` needs for this URI, outside any probe's budget: the first probe of a fresh web
+    process otherwise spends 2-3 s of its 3 s importing MLflow, and reports a healthy server as down."""
+    uri = uri or settings.MLFLOW_TRACKING_URI
+    if uri.startswith(("http://", "https://")):
+        import mlflow.utils.credentials
+        import mlflow.utils.rest_utils  # noqa: F401
+    elif uri.startswith(SQL_SCHEMES):
+        import sqlalchemy  # noqa: F401
+    else:
+        import mlflow.tracking  # noqa: F401
 
 
 def mlflow_probe(*, experiment_name: str, uri: str | None = None, timeout_s: float = 3.0) -> MlflowProbe:

@@ -33,6 +33,10 @@ HEALTH_EXAMPLE = {
     "lm_circuits": [{"lm": "openai/gpt-4o-mini", "api_base": None, "state": "closed", "consecutive_failures": 0,
                      "failure_rate": 0.05, "calls_in_window": 20, "opened_at": None, "open_until": None, "probes": 1,
                      "times_opened": 1}],
+    "workers": {"alive": [{"hostname": "celery@worker-1", "queues": ["celery", "periodic"], "seen_s_ago": 4.2}],
+                "last_seen_at": "2026-11-26T13:04:55.900000+00:00", "stale_after_s": 30.0},
+    "tracking_backlog": {"pending": 12, "oldest_pending_at": "2026-11-26T13:04:58.000000+00:00",
+                         "oldest_pending_age_s": 2.1, "max_age_s": 300.0},
 }
 
 
@@ -73,6 +77,25 @@ class LMCircuitSerializer(serializers.Serializer):
     times_opened = serializers.IntegerField()
 
 
+class WorkerSerializer(serializers.Serializer):
+    hostname = serializers.CharField()
+    queues = serializers.ListField(child=serializers.CharField(), help_text="The queues it consumes.")
+    seen_s_ago = serializers.FloatField(help_text="Seconds since its last heartbeat.")
+
+
+class WorkersHealthSerializer(serializers.Serializer):
+    alive = WorkerSerializer(many=True, help_text="Celery workers whose heartbeat is younger than stale_after_s.")
+    last_seen_at = serializers.DateTimeField(allow_null=True, help_text="The last heartbeat of any worker.")
+    stale_after_s = serializers.FloatField(help_text="3 × WORKER_HEARTBEAT_S.")
+
+
+class BacklogHealthSerializer(serializers.Serializer):
+    pending = serializers.IntegerField(help_text="Detections written but not yet logged to MLflow.")
+    oldest_pending_at = serializers.DateTimeField(allow_null=True)
+    oldest_pending_age_s = serializers.FloatField(allow_null=True)
+    max_age_s = serializers.FloatField(help_text="HEALTH_BACKLOG_MAX_AGE_S: older than this is degraded.")
+
+
 # Strict: its schema has no room for more, so that a full `down` answer matches the other one alone (oneOf).
 class DatabaseDownSerializer(StrictSerializer):
     """The health answer when the database is gone before the caller could be authenticated: no more is said."""
@@ -96,7 +119,8 @@ class HealthApi(APIView):
         status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
         reasons = serializers.ListField(child=serializers.CharField(), help_text=(
             "Why not ok: mlflow_unreachable, database_unreachable (down); experiment_missing, "
-            "sync_never_succeeded, sync_lagging, dead_letters, broker_unreachable, lm_circuit_open (degraded)."))
+            "sync_never_succeeded, sync_lagging, dead_letters, broker_unreachable, lm_circuit_open, no_worker_alive, "
+            "tracking_backlog (degraded)."))
         checked_at = serializers.DateTimeField()
         tracking_uri = serializers.CharField(help_text="MLFLOW_TRACKING_URI without credentials.")
         experiment_name = serializers.CharField()
@@ -108,10 +132,12 @@ class HealthApi(APIView):
         lm_circuits = LMCircuitSerializer(many=True, allow_null=True, help_text=(
             "The circuit breaker of each LM configured so far, in the process that answered this request: each web "
             "process has its own breakers, so another process may be in another state."))
+        workers = WorkersHealthSerializer(allow_null=True, help_text="Null when the database cannot be read.")
+        tracking_backlog = BacklogHealthSerializer(allow_null=True, help_text="Null when it cannot be read.")
 
     @api_schema(
         operation_id="analytics_health",
-        summary="Health of MLflow, the mirror's sync, dead letters, broker and database (staff)",
+        summary="Health of MLflow, the mirror's sync, workers, the tracking backlog, broker and database (staff)",
         responses={200: OutputSerializer, 503: OpenApiResponse(PolymorphicProxySerializer(
             component_name="AnalyticsHealthDown", serializers=[OutputSerializer, DatabaseDownSerializer],
             resource_type_field_name=None), description="status down (the database gone: before authentication)")},

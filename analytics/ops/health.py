@@ -13,14 +13,17 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from ..mirror.store import mlflow_probe, tracking_uri_display
+from ..mirror.store import mlflow_modules_warm, mlflow_probe, tracking_uri_display
 from ..models import SyncState
+from .workers import workers_alive
 
 logger = logging.getLogger(__name__)
 
 # How the dead letters are counted: a function of the intent app, by dotted path, so that analytics does
 # not import intent's models. Override with the ANALYTICS_DEAD_LETTERS_COUNT setting.
 DEAD_LETTERS_COUNT = "intent.selectors.dead_letters_count"
+# The detections waiting for MLflow, the same way (ANALYTICS_TRACKING_BACKLOG): {"pending", "oldest_pending_at"}.
+TRACKING_BACKLOG = "intent.selectors.tracking_backlog"
 # The LM circuit breakers of this process, the same way (ANALYTICS_LM_CIRCUITS_STATE): a list of plain dicts.
 LM_CIRCUITS_STATE = "intent.selectors.lm_circuits_state"
 # Seconds each probe (MLflow, broker) may take before it counts as unreachable.
@@ -74,6 +77,22 @@ def _dead_letters_count() -> int | None:
         return None
 
 
+def _tracking_backlog(*, now) -> dict[str, Any] | None:
+    path = getattr(settings, "ANALYTICS_TRACKING_BACKLOG", TRACKING_BACKLOG)
+    try:
+        backlog = import_string(path)()
+    except ImportError:
+        logger.warning("The tracking backlog cannot be read: %s cannot be imported", path)
+        return None
+    oldest = backlog["oldest_pending_at"]
+    return {
+        "pending": backlog["pending"],
+        "oldest_pending_at": _iso(oldest),
+        "oldest_pending_age_s": None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3),
+        "max_age_s": settings.HEALTH_BACKLOG_MAX_AGE_S,
+    }
+
+
 def _lm_circuits() -> list[dict[str, Any]] | None:
     path = getattr(settings, "ANALYTICS_LM_CIRCUITS_STATE", LM_CIRCUITS_STATE)
     try:
@@ -112,7 +131,7 @@ def _sync_answer(state: SyncState | None, *, now) -> dict[str, Any]:
 
 
 def _reasons(*, mlflow: dict, database: dict, sync: dict, dead_letters: int | None, broker: dict,
-             lm_circuits: list | None) -> tuple[list[str], list[str]]:
+             lm_circuits: list | None, workers: dict | None, backlog: dict | None) -> tuple[list[str], list[str]]:
     """(reasons to be down, reasons to be degraded): see `health_get`."""
     down, degraded = [], []
     if not mlflow["reachable"]:
@@ -132,6 +151,11 @@ def _reasons(*, mlflow: dict, database: dict, sync: dict, dead_letters: int | No
         degraded.append("broker_unreachable")
     if any(circuit["state"] != "closed" for circuit in lm_circuits or ()):
         degraded.append("lm_circuit_open")
+    if workers is not None and not workers["alive"]:
+        degraded.append("no_worker_alive")
+    age = backlog and backlog["oldest_pending_age_s"]
+    if age is not None and age > backlog["max_age_s"]:
+        degraded.append("tracking_backlog")
     return down, degraded
 
 
@@ -142,11 +166,14 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     - `degraded` when the last successful sync is older than `LAG_INTERVALS` × ANALYTICS_SYNC_INTERVAL_S
       (or there was none), when dead letters wait, when the broker cannot be reached, or when the
       detection experiment is missing or deleted, or when an LM circuit breaker of this process is open or
-      half-open (detections skip the LM and the local backend answers);
+      half-open (detections skip the LM and the local backend answers), when no Celery worker has sent a
+      heartbeat lately (`no_worker_alive`), or when the oldest detection waiting for MLflow is older than
+      HEALTH_BACKLOG_MAX_AGE_S (`tracking_backlog`);
     - `ok` otherwise. `reasons` says which of these applied.
 
     MLflow and the broker are probed in threads of their own, each bounded by `probe_timeout_s`."""
     experiment_name = settings.MLFLOW_EXPERIMENT_NAME
+    mlflow_modules_warm()  # before the budget starts (seconds, once a process)
     mlflow_result: dict[str, Any] = {}
     mlflow_thread = threading.Thread(
         target=lambda: mlflow_result.update(probe=mlflow_probe(experiment_name=experiment_name,
@@ -155,20 +182,22 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     mlflow_thread.start()
     broker = broker_probe(timeout_s=probe_timeout_s)
     database = _database_probe()
-    state, dead_letters = None, None
+    state, dead_letters, workers, backlog = None, None, None, None
+    now = timezone.now()
     if database["reachable"]:
         try:
             state = SyncState.objects.filter(experiment_name=experiment_name).first()
             dead_letters = _dead_letters_count()
+            workers = workers_alive()
+            backlog = _tracking_backlog(now=now)
         except DatabaseError as exc:
             database = {"reachable": False, "error": _error_text(exc)}
     mlflow_thread.join(probe_timeout_s + 1.0)
     mlflow = _mlflow_answer(mlflow_result.get("probe"), probe_timeout_s)
-    now = timezone.now()
     sync = _sync_answer(state, now=now)
     lm_circuits = _lm_circuits()
     down, degraded = _reasons(mlflow=mlflow, database=database, sync=sync, dead_letters=dead_letters, broker=broker,
-                              lm_circuits=lm_circuits)
+                              lm_circuits=lm_circuits, workers=workers, backlog=backlog)
     return {
         "status": STATUS_DOWN if down else STATUS_DEGRADED if degraded else STATUS_OK,
         "reasons": down + degraded,
@@ -181,4 +210,6 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
         "broker": broker,
         "database": database,
         "lm_circuits": lm_circuits,
+        "workers": workers,
+        "tracking_backlog": backlog,
     }

@@ -24,6 +24,8 @@ from ..outbox import (
     outbox_claim,
     outbox_fail,
     outbox_flush,
+    outbox_mark,
+    outbox_renew,
     outbox_replay,
 )
 from .prompt_versions import prompt_versions_log
@@ -45,6 +47,8 @@ def detection_records_log(*, request_ids: list[str]) -> OutboxOutcome:
             outcome.add(request_id, Delivery.SKIPPED)
     if not records:
         return outcome
+    if tracking.bulk_store() is not None:
+        records = _renewed(records, outcome)
     try:
         written = tracking.runs_log_bulk(
             payloads=[record.payload for record in records],
@@ -72,8 +76,11 @@ def detection_record_log(*, request_id: str) -> tuple[Delivery, str]:
 def _log_one(record: DetectionRecord, outcome: OutboxOutcome) -> None:
     """The client path: one run through MlflowClient, resuming a run an interrupted attempt left."""
 
+    if not _renewed([record], outcome):
+        return
+
     def run_created(run_id: str) -> None:
-        DetectionRecord.objects.filter(pk=record.pk).update(mlflow_run_id=run_id)
+        DetectionRecord.objects.filter(pk=record.pk, lease_token=record.lease_token).update(mlflow_run_id=run_id)
 
     try:
         logged = tracking.run_log(
@@ -88,15 +95,24 @@ def _log_one(record: DetectionRecord, outcome: OutboxOutcome) -> None:
     _logged([record], [logged.run_id], outcome)
 
 
+def _renewed(records: list[DetectionRecord], outcome: OutboxOutcome) -> list[DetectionRecord]:
+    """The records whose lease this worker still holds (renewed now); the others are another worker's."""
+    held = outbox_renew(rows=records)
+    kept = {record.pk for record in held}
+    for record in records:
+        if record.pk not in kept:
+            outcome.add(str(record.request_id), Delivery.SKIPPED)
+    return held
+
+
 def _logged(records: list[DetectionRecord], run_ids: list[str], outcome: OutboxOutcome) -> None:
     now = timezone.now()
     for record, run_id in zip(records, run_ids, strict=True):
         record.state, record.mlflow_run_id, record.logged_at = DetectionRecord.State.LOGGED, run_id, now
-        record.lease_until, record.lease_token, record.last_error = None, "", ""
+        record.lease_until, record.last_error = None, ""
         outcome.add(str(record.request_id), Delivery.LOGGED)
-    DetectionRecord.objects.bulk_update(
-        records, ["state", "mlflow_run_id", "logged_at", "lease_until", "lease_token", "last_error"]
-    )
+    # the lease token stays on a logged row (never claimed again): the mark is conditional on it
+    outbox_mark(rows=records, fields=["state", "mlflow_run_id", "logged_at", "lease_until", "last_error"])
     if records:
         feedback_waiting_send(request_ids=[str(record.request_id) for record in records])
 

@@ -12,9 +12,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from analytics.mirror.sync import runs_sync
-from analytics.models import SyncState
+from analytics.models import SyncState, WorkerHeartbeat
+from analytics.ops.workers import worker_heartbeat_record
 from tests.analytics.conftest import DAY0_MS
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.django_db
 URL = "/api/analytics/mlflow/health"
@@ -26,6 +27,12 @@ def staff_client(django_user_model) -> APIClient:
     client = APIClient()
     client.force_authenticate(staff)
     return client
+
+
+@pytest.fixture(autouse=True)
+def worker_alive():
+    """A Celery worker's heartbeat, just written: the tests below are about the other parts."""
+    worker_heartbeat_record(hostname="celery@test", pid=1, queues=["celery", "periodic"], started_at=timezone.now())
 
 
 @pytest.fixture
@@ -249,3 +256,36 @@ def test_its_answers_are_what_the_schema_documents(synced, staff_client, anonymo
                                     "database": {"reachable": False, "error": "OperationalError"}}
     for response in (ok, down, forbidden, anonymous, database_down):
         check(response, path=URL)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_is_seen_dead_and_a_stale_backlog_is_degraded(synced, staff_client, start_worker, settings):
+    from intent.models import DetectionRecord
+
+    WorkerHeartbeat.objects.all().delete()
+    settings.WORKER_HEARTBEAT_S = 1.0
+    # given a real worker beating every second
+    worker = start_worker(name="beating", WORKER_HEARTBEAT_S="1")
+    body = wait_for(lambda: (answer := staff_client.get(URL).json())["workers"]["alive"] and answer, timeout=30,
+                    message="the worker's first heartbeat")
+    assert body["status"] == "ok", body
+    assert [w["hostname"].split("@")[0] for w in body["workers"]["alive"]] == ["beating-0"]
+    assert body["workers"]["alive"][0]["queues"] == ["celery", "periodic"]
+
+    # when it is SIGKILLed (no clean shutdown to say so), it is counted dead within three heartbeats
+    worker.kill()
+    worker.popen.wait(timeout=10)
+    dead = wait_for(lambda: not (answer := staff_client.get(URL).json())["workers"]["alive"] and answer, timeout=10,
+                    interval=0.5, message="health to see the worker gone")
+    assert dead["status"] == "degraded" and dead["reasons"] == ["no_worker_alive"]
+    assert dead["workers"]["last_seen_at"] is not None
+
+    # and a detection waiting for MLflow longer than HEALTH_BACKLOG_MAX_AGE_S is a backlog to say
+    settings.HEALTH_BACKLOG_MAX_AGE_S = 60
+    DetectionRecord.objects.create(request_id=uuid.uuid4(), created_at=timezone.now() - timedelta(seconds=90),
+                                   payload={})
+    DetectionRecord.objects.create(request_id=uuid.uuid4(), created_at=timezone.now(), payload={})
+    late = staff_client.get(URL).json()
+    assert late["reasons"] == ["no_worker_alive", "tracking_backlog"]
+    assert late["tracking_backlog"]["pending"] == 2 and 90 <= late["tracking_backlog"]["oldest_pending_age_s"] < 120

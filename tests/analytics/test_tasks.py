@@ -65,3 +65,47 @@ def test_a_detection_reaches_the_mirror_within_two_beat_intervals(api_client, sm
         "transfer", "customer", "banking", "FINISHED")
     state = SyncState.objects.get(experiment_name=settings.MLFLOW_EXPERIMENT_NAME)
     assert state.last_error == "" and state.mirrored_runs == MirroredRun.objects.count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_tracking_backlog_does_not_starve_the_sync(api_client, small_catalog, mlflow_store, start_worker):
+    """Beat's sync has a queue of its own: 5,000 records waiting to be logged (1,000 messages on the tracking
+    queue, more than a minute of work) do not hold it past its expiry; it runs every interval meanwhile."""
+    import copy
+    import uuid
+
+    from django.utils import timezone
+
+    from intent.outbox import DETECTIONS_TRACK, task_send
+
+    interval_s = 5.0
+    seed = DetectionRecord.objects.get(request_id=detect(api_client, message="what is my balance")["request_id"])
+    records = []
+    for _ in range(5_000):
+        request_id = str(uuid.uuid4())
+        payload = copy.deepcopy(seed.payload)
+        payload["tags"]["request_id"] = request_id
+        records.append(DetectionRecord(request_id=request_id, created_at=timezone.now(), payload=payload))
+    DetectionRecord.objects.bulk_create(records, batch_size=500)
+    ids = [record.request_id for record in records]
+    for start in range(0, len(ids), 5):
+        task_send(name=DETECTIONS_TRACK, args=[ids[start:start + 5]])
+
+    # one worker serving both queues (as `celery worker` does by default), writing a run at a time
+    start_worker(name="backlogged", beat=True, concurrency=2, TRACKING_BULK_WRITES="0",
+                 ANALYTICS_SYNC_INTERVAL_S=str(interval_s))
+    syncs: list = []
+    deadline = time.monotonic() + 5 * interval_s + 15
+    while len(syncs) < 4 and time.monotonic() < deadline:
+        succeeded = SyncState.objects.filter(experiment_name=settings.MLFLOW_EXPERIMENT_NAME).values_list(
+            "last_succeeded_at", flat=True).first()
+        if succeeded is not None and succeeded not in syncs:
+            syncs.append(succeeded)
+        time.sleep(0.1)
+    pending = DetectionRecord.objects.filter(state=DetectionRecord.State.PENDING).count()
+
+    assert len(syncs) == 4, f"{len(syncs)} sync(s) in {5 * interval_s + 15:.0f} s with a backlog"
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(syncs, syncs[1:], strict=False)]
+    assert max(gaps) <= 2 * interval_s, gaps  # a tick may be late, none is skipped for the backlog
+    assert pending > 1_000, f"the backlog drained ({pending} left): the test did not hold the sync behind one"

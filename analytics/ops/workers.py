@@ -1,0 +1,39 @@
+"""Celery workers' heartbeats: written by each worker's main process, read by the health endpoint."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from ..models import WorkerHeartbeat
+
+# A worker is alive while its last heartbeat is younger than this many heartbeat intervals.
+MISSED_BEATS = 3
+
+
+def worker_heartbeat_record(*, hostname: str, pid: int, queues: list[str], started_at: datetime) -> None:
+    WorkerHeartbeat.objects.update_or_create(
+        hostname=hostname,
+        defaults={"pid": pid, "queues": queues, "started_at": started_at, "seen_at": timezone.now()},
+    )
+
+
+def worker_heartbeat_forget(*, hostname: str) -> None:
+    """A worker that stops cleanly says so: it is not counted as alive until its heartbeat ages out."""
+    WorkerHeartbeat.objects.filter(hostname=hostname).delete()
+
+
+def workers_alive() -> dict:
+    """The workers seen within `MISSED_BEATS` heartbeat intervals, and when any worker was last seen."""
+    stale_after_s = MISSED_BEATS * settings.WORKER_HEARTBEAT_S
+    now = timezone.now()
+    alive = WorkerHeartbeat.objects.filter(seen_at__gte=now - timedelta(seconds=stale_after_s))
+    last_seen = WorkerHeartbeat.objects.order_by("-seen_at").values_list("seen_at", flat=True).first()
+    return {
+        "alive": [{"hostname": worker.hostname, "queues": worker.queues,
+                   "seen_s_ago": round((now - worker.seen_at).total_seconds(), 3)} for worker in alive],
+        "last_seen_at": None if last_seen is None else last_seen.isoformat(),
+        "stale_after_s": stale_after_s,
+    }
