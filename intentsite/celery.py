@@ -17,11 +17,21 @@ logger = logging.getLogger(__name__)
 
 
 @app.on_after_configure.connect
-def _tune_embedded_broker(sender, **kwargs):
-    if str(sender.conf.broker_url).startswith("sqla+sqlite"):
+def _prepare_embedded_broker(sender, **kwargs):
+    url = str(sender.conf.broker_url)
+    if url.startswith("sqla+"):
+        from .sqlite import kombu_sqlalchemy_models_define
+
+        kombu_sqlalchemy_models_define(sender.conf.broker_transport_options or {})
+    if url.startswith("sqla+sqlite"):
         from .sqlite import sqlalchemy_sqlite_tune
 
         sqlalchemy_sqlite_tune()
+
+
+# Configure now, in the thread that imports this module (Django's startup), not in the first thread that sends a
+# task: see kombu_sqlalchemy_models_define.
+app.conf.task_routes  # noqa: B018 - read for its side effect: loading the configuration sends on_after_configure
 
 
 @worker_init.connect

@@ -261,6 +261,8 @@ TRACKING_FLUSH_INTERVAL_S = float(os.environ.get("TRACKING_FLUSH_INTERVAL_S", "3
 TRACKING_RECORD_RETENTION_DAYS = int(os.environ.get("TRACKING_RECORD_RETENTION_DAYS", "7"))
 # A worker owns a record it is logging for this long; a killed worker's records are free again after.
 TRACKING_LEASE_S = float(os.environ.get("TRACKING_LEASE_S", "120"))
+# Runs a worker keeps in flight (threads) while writing to an `http://` tracking server, a run being 3 REST calls.
+TRACKING_CLIENT_CONCURRENCY = int(os.environ.get("TRACKING_CLIENT_CONCURRENCY", "8"))
 # A Celery worker's main process writes a heartbeat this often (seconds); health counts a worker alive for three.
 WORKER_HEARTBEAT_S = float(os.environ.get("WORKER_HEARTBEAT_S", "10"))
 # Health says `tracking_backlog` (degraded) when the oldest detection waiting for MLflow is older than this.

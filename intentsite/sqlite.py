@@ -17,3 +17,14 @@ def sqlalchemy_sqlite_tune() -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+
+
+def kombu_sqlalchemy_models_define(transport_options: dict | None = None) -> None:
+    """Define kombu's two SQLAlchemy broker models (`Queue`, `Message`) now, together. kombu defines them lazily,
+    one after the other, when a channel first opens; importing MLflow's SQLAlchemy store configures every mapper of
+    the process. A thread importing MLflow between the two (a web process: a request's thread while the dispatch
+    thread sends its first task) fails with "expression 'Message' failed to locate a name": a 500, found by
+    schemathesis. Call it once, from the thread that starts the process. Idempotent."""
+    from kombu.transport.sqlalchemy import Channel
+
+    Channel.__new__(Channel)._configure_entity_tablenames(transport_options or {})

@@ -8,6 +8,7 @@ then. A failure releases a record for a retry; past the retry window it becomes 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -62,8 +63,8 @@ def detection_records_log(*, request_ids: list[str]) -> OutboxOutcome:
         logged = [record for record in records if str(record.request_id) in written.run_ids]
         _logged(logged, [written.run_ids[str(record.request_id)] for record in logged], outcome)
         records = [record for record in records if str(record.request_id) in written.client_made]
-    for record in records:
-        _log_one(record, outcome)
+    if records:
+        _log_each(records, outcome)
     return outcome
 
 
@@ -73,26 +74,26 @@ def detection_record_log(*, request_id: str) -> tuple[Delivery, str]:
     return outcome.deliveries[request_id], outcome.last_error
 
 
-def _log_one(record: DetectionRecord, outcome: OutboxOutcome) -> None:
-    """The client path: one run through MlflowClient, resuming a run an interrupted attempt left."""
-
-    if not _renewed([record], outcome):
-        return
-
-    def run_created(run_id: str) -> None:
-        DetectionRecord.objects.filter(pk=record.pk, lease_token=record.lease_token).update(mlflow_run_id=run_id)
-
-    try:
-        logged = tracking.run_log(
-            payload=record.payload,
-            known_run_id=record.mlflow_run_id,
-            search_first=record.attempts > 1,  # an earlier attempt may have died after creating the run
-            on_created=run_created,
-        )
-    except Exception as exc:
-        outbox_fail(row=record, error=exc, window_start=_window_start(record), outcome=outcome)
-        return
-    _logged([record], [logged.run_id], outcome)
+def _log_each(records: list[DetectionRecord], outcome: OutboxOutcome) -> None:
+    """The client path: one run at a time through MlflowClient (3 calls each), `tracking.client_concurrency()` runs
+    in flight on threads (an http server's calls mostly wait). A chunk at a time: its leases renewed just before it
+    is written, its records marked logged once it is. A run an interrupted attempt left is found by its request id
+    (`search_first` on a retry) and completed, not made twice."""
+    size = tracking.client_concurrency()
+    with ThreadPoolExecutor(max_workers=size, thread_name_prefix="tracking") as pool:
+        for start in range(0, len(records), size):
+            chunk = _renewed(records[start:start + size], outcome)
+            futures = [(record, pool.submit(tracking.run_log, payload=record.payload,
+                                            known_run_id=record.mlflow_run_id, search_first=record.attempts > 1))
+                       for record in chunk]
+            logged, run_ids = [], []
+            for record, future in futures:
+                try:
+                    run_ids.append(future.result().run_id)
+                    logged.append(record)
+                except Exception as exc:  # noqa: BLE001 - released for a retry, or a dead letter
+                    outbox_fail(row=record, error=exc, window_start=_window_start(record), outcome=outcome)
+            _logged(logged, run_ids, outcome)
 
 
 def _renewed(records: list[DetectionRecord], outcome: OutboxOutcome) -> list[DetectionRecord]:

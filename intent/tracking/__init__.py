@@ -16,6 +16,7 @@ from .payload import run_payload_build
 from .store import (
     TrackingPermanentError,
     bulk_store,
+    client_concurrency,
     experiment_cache_clear,
     experiment_has_runs,
     experiment_id_get,
@@ -28,6 +29,7 @@ from .store import (
 __all__ = [
     "TrackingPermanentError",
     "bulk_store",
+    "client_concurrency",
     "evaluation_metrics",
     "experiment_cache_clear",
     "experiment_has_runs",

@@ -19,14 +19,14 @@ class LoggedRun:
     created: bool  # False when an earlier attempt had already made the run
 
 
-def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bool = False,
-            on_created=None) -> LoggedRun:
+def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bool = False) -> LoggedRun:
     """Log one detection as one MLflow run, idempotently.
 
     `known_run_id` (saved by an earlier attempt) or, with `search_first`, a search on the
     `request_id` tag finds a run an interrupted attempt left behind, so a retry completes that run
-    instead of making a second one. `on_created(run_id)` is called as soon as the run exists, so the
-    caller can save its id before anything else can fail.
+    instead of making a second one. Three calls for a new run (create with its tags, a batch of metrics and
+    params, terminate): the smallest number MLflow's REST API allows. Thread-safe: the caller may keep several
+    runs in flight.
     """
     from mlflow.entities import Metric, Param, RunStatus, ViewType
     from mlflow.exceptions import MlflowException
@@ -50,8 +50,6 @@ def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bo
         else:
             run = client.create_run(experiment_id, start_time=payload["start_time"], tags=payload["tags"])
             run_id, created = run.info.run_id, True
-            if on_created is not None:
-                on_created(run_id)
         timestamp = payload["end_time"]
         client.log_batch(
             run_id,

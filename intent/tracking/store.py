@@ -53,6 +53,14 @@ def tracking_modules_preload() -> None:
     from mlflow.tracking import MlflowClient  # noqa: F401
 
 
+def client_concurrency(uri: str | None = None) -> int:
+    """Runs the client path keeps in flight: TRACKING_CLIENT_CONCURRENCY for an `http(s)://` server (its calls
+    mostly wait on the network and the server), one for a store this process writes itself (a database store takes
+    the bulk path; the client path there would only queue on the database's write lock)."""
+    uri = uri or settings.MLFLOW_TRACKING_URI
+    return max(1, settings.TRACKING_CLIENT_CONCURRENCY) if uri.startswith(("http://", "https://")) else 1
+
+
 _clients: dict[tuple[int, str], MlflowClient] = {}
 _clients_lock = threading.Lock()
 
@@ -82,6 +90,8 @@ def tracking_client(uri: str | None = None) -> MlflowClient:
                     client = MlflowClient(tracking_uri=uri)
                     client.search_experiments(max_results=1)  # creates/migrates the schema, under the lock
             else:
+                # `set_terminated` would read the run back (a fourth call a run) to print its URL to stdout
+                os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
                 client = MlflowClient(tracking_uri=uri)
             _clients[key] = client
     return client

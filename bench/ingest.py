@@ -1,0 +1,212 @@
+"""Benchmark: the worker's ingest through an `http://` tracking server, one run at a time against runs in flight.
+
+    python bench/ingest.py [--runs 1200] [--repeats 3] [--server-workers 2] [--backend sqlite|postgres]
+
+Starts a real `mlflow server` on 127.0.0.1 (its store: SQLite in a temporary folder, or a fresh PostgreSQL database
+on 127.0.0.1:5432 with --backend postgres), fills the app's outbox (SQLite) with detection records built by the
+worker's own payload builder, and times the worker's logging path (`detection_records_log`, batches of 200 ids as
+the tasks get them) until every record is logged:
+
+1. one process, one run at a time (TRACKING_CLIENT_CONCURRENCY=1: the path before runs were kept in flight);
+2. one process, TRACKING_CLIENT_CONCURRENCY runs in flight;
+3. two processes (two Celery worker processes' worth), each with TRACKING_CLIENT_CONCURRENCY in flight.
+
+Every configuration runs in this process (and its forks) against the same server; each repeat writes a fresh set of
+records, and the script checks that each has exactly one run. Prints the median runs/s and the ratio to (1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+WORK = Path(tempfile.mkdtemp(prefix="intentsite-ingest-"))
+os.environ.update({
+    "DJANGO_SETTINGS_MODULE": "intentsite.settings",
+    "DATABASE_URL": f"sqlite:///{WORK / 'db.sqlite3'}",
+    "CELERY_BROKER_URL": f"sqla+sqlite:///{WORK / 'broker.sqlite'}",
+    "INTENTSITE_VAR_DIR": str(WORK / "var"),
+    "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-only-" + os.urandom(24).hex(),
+    "LOG_LEVEL": "WARNING",
+})
+
+BATCH = 200
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_start(backend: str, workers: int) -> tuple[subprocess.Popen, str, str | None]:
+    database = None
+    if backend == "postgres":
+        database = f"bench_mlflow_{os.getpid()}"
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"CREATE DATABASE {database}"],
+                       check=True)
+        store = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    else:
+        store = f"sqlite:///{WORK / 'server-mlflow.db'}"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+         store, "--artifacts-destination", str(WORK / "artifacts"), "--workers", str(workers)],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=open(WORK / "mlflow-server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return server, uri, database
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"mlflow server did not start; see {WORK / 'mlflow-server.log'}")
+
+
+def records_create(n: int) -> list[str]:
+    from django.utils import timezone
+
+    from intent.models import DetectionRecord
+    from intent.program import Detection, DetectionInput
+    from intent.tracking import run_payload_build
+
+    now_ms = int(time.time() * 1000)
+    records = []
+    for i in range(n):
+        request_id = str(uuid.uuid4())
+        detection = Detection(intent=("balance", "transfer", "out_of_scope")[i % 3], confidence=0.5 + (i % 50) / 100,
+                              requires_workflow=i % 2 == 0, workflow_template=None, agent_template=None,
+                              reasoning="", model_name="local/tfidf-linear", prompt_version="bench0000001",
+                              category_source="database", fallback_used=False, response_time_ms=1.0 + i % 7,
+                              answered_by="local/tfidf-linear")
+        payload = run_payload_build(request_id=request_id, detection=detection, started_at_ms=now_ms + i,
+                                    request=DetectionInput(message="what is my balance", user_role="customer",
+                                                           current_module="banking"))
+        records.append(DetectionRecord(request_id=request_id, created_at=timezone.now(), payload=payload))
+    DetectionRecord.objects.bulk_create(records, batch_size=500)
+    return [record.request_id for record in records]
+
+
+def log_all(ids: list[str]) -> None:
+    from intent.services import detection_records_log
+
+    for start in range(0, len(ids), BATCH):
+        outcome = detection_records_log(request_ids=ids[start:start + BATCH])
+        assert not outcome.retry and not outcome.dead, outcome.last_error
+
+
+def _child(ids: list[str], concurrency: int) -> None:
+    from django.conf import settings
+    from django.db import connections
+
+    connections.close_all()  # the parent's connections stay the parent's
+    settings.TRACKING_CLIENT_CONCURRENCY = concurrency
+    log_all(ids)
+    connections.close_all()
+
+
+def timed(n: int, *, processes: int, concurrency: int) -> float:
+    """runs/s of logging n fresh records with `processes` processes, `concurrency` runs in flight each."""
+    from django.conf import settings
+    from django.db import connections
+
+    ids = records_create(n)
+    connections.close_all()
+    started = time.perf_counter()
+    if processes == 1:
+        settings.TRACKING_CLIENT_CONCURRENCY = concurrency
+        log_all(ids)
+    else:
+        context = multiprocessing.get_context("fork")
+        share = -(-len(ids) // processes)
+        children = [context.Process(target=_child, args=(ids[i * share:(i + 1) * share], concurrency))
+                    for i in range(processes)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+            assert child.exitcode == 0, f"a logging process failed ({child.exitcode})"
+    elapsed = time.perf_counter() - started
+    runs_check(ids)
+    return n / elapsed
+
+
+def runs_check(ids: list[str]) -> None:
+    from collections import Counter
+
+    from mlflow.entities import ViewType
+
+    from intent.models import DetectionRecord
+    from intent.tracking import experiment_id_get, tracking_client
+
+    assert DetectionRecord.objects.filter(request_id__in=ids, state="logged").count() == len(ids)
+    client, wanted, seen = tracking_client(), set(ids), Counter()
+    token = None
+    while True:
+        page = client.search_runs([experiment_id_get()], run_view_type=ViewType.ALL, max_results=5000,
+                                  page_token=token)
+        seen.update(run.data.tags.get("request_id") for run in page if run.data.tags.get("request_id") in wanted)
+        token = page.token
+        if not token:
+            break
+    assert set(seen) == wanted and max(seen.values()) == 1, "a record without its run, or with two"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=1200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--server-workers", type=int, default=2)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args()
+    server, uri, database = server_start(args.backend, args.server_workers)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("mlflow_init", verbosity=0)
+    configs = [("one process, one run at a time", 1, 1),
+               (f"one process, {args.concurrency} runs in flight", 1, args.concurrency),
+               (f"two processes, {args.concurrency} runs in flight each", 2, args.concurrency)]
+    try:
+        timed(100, processes=1, concurrency=args.concurrency)  # warm: imports, the server's first requests
+        results: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+        for _ in range(args.repeats):
+            for label, processes, concurrency in configs:
+                results[label].append(timed(args.runs, processes=processes, concurrency=concurrency))
+        print(f"worker ingest through `mlflow server` ({args.backend} store, {args.server_workers} server workers), "
+              f"{args.runs} runs, median of {args.repeats}:")
+        baseline = statistics.median(results[configs[0][0]])
+        for label, _, _ in configs:
+            median = statistics.median(results[label])
+            print(f"  {label:<40} {median:7.1f} runs/s  {median / baseline:5.1f}x")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        if database:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"DROP DATABASE {database}"],
+                           check=False)
+
+
+if __name__ == "__main__":
+    main()
