@@ -9,7 +9,9 @@ the tasks get them) until every record is logged:
 
 1. one process, one run at a time (TRACKING_CLIENT_CONCURRENCY=1: the path before runs were kept in flight);
 2. one process, TRACKING_CLIENT_CONCURRENCY runs in flight;
-3. two processes (two Celery worker processes' worth), each with TRACKING_CLIENT_CONCURRENCY in flight.
+3. two processes (two Celery worker processes' worth), each with TRACKING_CLIENT_CONCURRENCY in flight;
+4. with --backend postgres, the direct-store profile: two processes writing the server's PostgreSQL store
+   themselves (the bulk path: a batch of runs in one transaction) while the server keeps serving it.
 
 Every configuration runs in this process (and its forks) against the same server; each repeat writes a fresh set of
 records, and the script checks that each has exactly one run. Prints the median runs/s and the ratio to (1).
@@ -52,7 +54,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_start(backend: str, workers: int) -> tuple[subprocess.Popen, str, str | None]:
+def server_start(backend: str, workers: int) -> tuple[subprocess.Popen, str, str, str | None]:
     database = None
     if backend == "postgres":
         database = f"bench_mlflow_{os.getpid()}"
@@ -73,7 +75,7 @@ def server_start(backend: str, workers: int) -> tuple[subprocess.Popen, str, str
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return server, uri, database
+                return server, uri, store, database
         except OSError:
             time.sleep(0.5)
     raise SystemExit(f"mlflow server did not start; see {WORK / 'mlflow-server.log'}")
@@ -111,18 +113,20 @@ def log_all(ids: list[str]) -> None:
         assert not outcome.retry and not outcome.dead, outcome.last_error
 
 
-def _child(ids: list[str], concurrency: int) -> None:
+def _child(ids: list[str], concurrency: int, uri: str) -> None:
     from django.conf import settings
     from django.db import connections
 
     connections.close_all()  # the parent's connections stay the parent's
     settings.TRACKING_CLIENT_CONCURRENCY = concurrency
+    settings.MLFLOW_TRACKING_URI = uri
     log_all(ids)
     connections.close_all()
 
 
-def timed(n: int, *, processes: int, concurrency: int) -> float:
-    """runs/s of logging n fresh records with `processes` processes, `concurrency` runs in flight each."""
+def timed(n: int, *, processes: int, concurrency: int, uri: str) -> float:
+    """runs/s of logging n fresh records with `processes` processes, `concurrency` runs in flight each, into `uri`
+    (the server, or its store)."""
     from django.conf import settings
     from django.db import connections
 
@@ -135,7 +139,7 @@ def timed(n: int, *, processes: int, concurrency: int) -> float:
     else:
         context = multiprocessing.get_context("fork")
         share = -(-len(ids) // processes)
-        children = [context.Process(target=_child, args=(ids[i * share:(i + 1) * share], concurrency))
+        children = [context.Process(target=_child, args=(ids[i * share:(i + 1) * share], concurrency, uri))
                     for i in range(processes)]
         for child in children:
             child.start()
@@ -176,7 +180,7 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, default=2)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
-    server, uri, database = server_start(args.backend, args.server_workers)
+    server, uri, store, database = server_start(args.backend, args.server_workers)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     import django
 
@@ -185,21 +189,23 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     call_command("mlflow_init", verbosity=0)
-    configs = [("one process, one run at a time", 1, 1),
-               (f"one process, {args.concurrency} runs in flight", 1, args.concurrency),
-               (f"two processes, {args.concurrency} runs in flight each", 2, args.concurrency)]
+    configs = [("one process, one run at a time", 1, 1, uri),
+               (f"one process, {args.concurrency} runs in flight", 1, args.concurrency, uri),
+               (f"two processes, {args.concurrency} runs in flight each", 2, args.concurrency, uri)]
+    if store.startswith("postgresql"):
+        configs.append(("two processes, direct to the store (bulk)", 2, 1, store))
     try:
-        timed(100, processes=1, concurrency=args.concurrency)  # warm: imports, the server's first requests
-        results: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+        timed(100, processes=1, concurrency=args.concurrency, uri=uri)  # warm: imports, the server's first requests
+        results: dict[str, list[float]] = {config[0]: [] for config in configs}
         for _ in range(args.repeats):
-            for label, processes, concurrency in configs:
-                results[label].append(timed(args.runs, processes=processes, concurrency=concurrency))
+            for label, processes, concurrency, target in configs:
+                results[label].append(timed(args.runs, processes=processes, concurrency=concurrency, uri=target))
         print(f"worker ingest through `mlflow server` ({args.backend} store, {args.server_workers} server workers), "
               f"{args.runs} runs, median of {args.repeats}:")
         baseline = statistics.median(results[configs[0][0]])
-        for label, _, _ in configs:
+        for label, *_ in configs:
             median = statistics.median(results[label])
-            print(f"  {label:<40} {median:7.1f} runs/s  {median / baseline:5.1f}x")
+            print(f"  {label:<44} {median:7.1f} runs/s  {median / baseline:5.1f}x")
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

@@ -70,8 +70,8 @@ def test_a_detection_reaches_the_mirror_within_two_beat_intervals(api_client, sm
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_tracking_backlog_does_not_starve_the_sync(api_client, small_catalog, mlflow_store, start_worker):
-    """Beat's sync has a queue of its own: 5,000 records waiting to be logged (1,000 messages on the tracking
-    queue, more than a minute of work) do not hold it past its expiry; it runs every interval meanwhile."""
+    """Beat's sync has a queue of its own: 5,000 records waiting to be logged (a message each, as requests arriving
+    one by one send them: more than a minute of work) do not hold it past its expiry; it runs every interval."""
     import copy
     import uuid
 
@@ -89,12 +89,11 @@ def test_a_tracking_backlog_does_not_starve_the_sync(api_client, small_catalog, 
         records.append(DetectionRecord(request_id=request_id, created_at=timezone.now(), payload=payload))
     DetectionRecord.objects.bulk_create(records, batch_size=500)
     ids = [record.request_id for record in records]
-    for start in range(0, len(ids), 5):
-        task_send(name=DETECTIONS_TRACK, args=[ids[start:start + 5]])
+    for request_id in ids:
+        task_send(name=DETECTIONS_TRACK, args=[[request_id]])
 
-    # one worker serving both queues (as `celery worker` does by default), writing a run at a time
-    start_worker(name="backlogged", beat=True, concurrency=2, TRACKING_BULK_WRITES="0",
-                 ANALYTICS_SYNC_INTERVAL_S=str(interval_s))
+    # one worker serving both queues, as `celery worker` does by default
+    start_worker(name="backlogged", beat=True, concurrency=2, ANALYTICS_SYNC_INTERVAL_S=str(interval_s))
     syncs: list = []
     deadline = time.monotonic() + 5 * interval_s + 15
     while len(syncs) < 4 and time.monotonic() < deadline:
@@ -108,4 +107,4 @@ def test_a_tracking_backlog_does_not_starve_the_sync(api_client, small_catalog, 
     assert len(syncs) == 4, f"{len(syncs)} sync(s) in {5 * interval_s + 15:.0f} s with a backlog"
     gaps = [(later - earlier).total_seconds() for earlier, later in zip(syncs, syncs[1:], strict=False)]
     assert max(gaps) <= 2 * interval_s, gaps  # a tick may be late, none is skipped for the backlog
-    assert pending > 1_000, f"the backlog drained ({pending} left): the test did not hold the sync behind one"
+    assert pending > 500, f"the backlog drained ({pending} left): the test did not hold the sync behind one"
