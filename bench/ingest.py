@@ -60,7 +60,7 @@ def server_start(backend: str, workers: int) -> tuple[subprocess.Popen, str, str
         database = f"bench_mlflow_{os.getpid()}"
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"CREATE DATABASE {database}"],
                        check=True)
-        store = f"postgresql://postgres@127.0.0.1:5432/{database}"
+        store = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
     else:
         store = f"sqlite:///{WORK / 'server-mlflow.db'}"
     port = free_port()

@@ -109,11 +109,14 @@ def _renewed(records: list[DetectionRecord], outcome: OutboxOutcome) -> list[Det
 def _logged(records: list[DetectionRecord], run_ids: list[str], outcome: OutboxOutcome) -> None:
     now = timezone.now()
     for record, run_id in zip(records, run_ids, strict=True):
-        record.state, record.mlflow_run_id, record.logged_at = DetectionRecord.State.LOGGED, run_id, now
-        record.lease_until, record.last_error = None, ""
+        record.mlflow_run_id = run_id
         outcome.add(str(record.request_id), Delivery.LOGGED)
     # the lease token stays on a logged row (never claimed again): the mark is conditional on it
-    outbox_mark(rows=records, fields=["state", "mlflow_run_id", "logged_at", "lease_until", "last_error"])
+    outbox_mark(rows=records, per_row=["mlflow_run_id"], state=DetectionRecord.State.LOGGED, logged_at=now,
+                lease_until=None, last_error="")
+    for record in records:
+        record.state, record.logged_at, record.lease_until, record.last_error = (DetectionRecord.State.LOGGED, now,
+                                                                                 None, "")
     if records:
         feedback_waiting_send(request_ids=[str(record.request_id) for record in records])
 
