@@ -48,13 +48,14 @@ def detection_records_log(*, request_ids: list[str]) -> OutboxOutcome:
             outcome.add(request_id, Delivery.SKIPPED)
     if not records:
         return outcome
-    if tracking.bulk_store() is not None:
+    bulk = tracking.bulk_store() is not None
+    if bulk:
         records = _renewed(records, outcome)
     try:
         written = tracking.runs_log_bulk(
             payloads=[record.payload for record in records],
             retried={str(record.request_id) for record in records if record.attempts > 1},
-        ) if tracking.bulk_store() is not None else None
+        ) if bulk else None
     except Exception as exc:
         for record in records:
             outbox_fail(row=record, error=exc, window_start=_window_start(record), outcome=outcome)
