@@ -14,7 +14,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test lint bench screenshot clean
+.PHONY: install demo test lint bench soak screenshot clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/local_model.py
+
+# The distributed profile (PostgreSQL, its own Redis, mlflow server, gunicorn, workers, beat) under steady load and
+# four faults; exits non-zero on any lost or duplicated run. SOAK_ARGS="--short" is the ~3-minute CI version.
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 # docs/dashboard.png: the admin's "Detection analytics" page over a demo-like month, in headless Chromium.
 screenshot: install

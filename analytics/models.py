@@ -6,8 +6,10 @@ else does (feedback too arrives through MLflow: the run's `expected_intent` tag 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -225,15 +227,42 @@ class SyncState(models.Model):
         return timezone.now() - self.newest_start_time
 
 
+# A worker is alive while its last heartbeat is younger than this many heartbeat intervals.
+MISSED_BEATS = 3
+# Set by a Celery worker's main process before its pool starts (`intentsite/celery.py`), inherited by the pool:
+# `worker_key` of that worker, so that what a task holds (the sync's lease) can name the worker that holds it.
+WORKER_KEY_ENV = "INTENTSITE_WORKER_KEY"
+
+
+def worker_key(*, hostname: str, pid: int) -> str:
+    """A short key for one life of one worker (its name and its main process): a restarted worker has another."""
+    return hashlib.sha1(f"{hostname}/{pid}".encode()).hexdigest()[:24]
+
+
+def heartbeat_stale_after_s() -> float:
+    return MISSED_BEATS * settings.WORKER_HEARTBEAT_S
+
+
+class WorkerHeartbeatQuerySet(models.QuerySet):
+    def alive(self) -> WorkerHeartbeatQuerySet:
+        return self.filter(seen_at__gte=timezone.now() - timedelta(seconds=heartbeat_stale_after_s()))
+
+    def alive_keys(self) -> set[str]:
+        return {worker_key(hostname=hostname, pid=pid) for hostname, pid in self.alive().values_list("hostname", "pid")}
+
+
 class WorkerHeartbeat(models.Model):
     """A Celery worker's main process says it is alive (every `WORKER_HEARTBEAT_S`, `intentsite/celery.py`): the
-    health endpoint counts the workers seen lately, so a dead worker is noticed though requests are answered."""
+    health endpoint counts the workers seen lately, so a dead worker is noticed though requests are answered, and
+    a sync's lease held by a worker that stopped beating is taken over without waiting for it to expire."""
 
     hostname = models.CharField(max_length=255, unique=True)
     pid = models.IntegerField()
     queues = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField()
     seen_at = models.DateTimeField(db_index=True)
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
 
     class Meta:
         ordering = ["hostname"]

@@ -43,6 +43,15 @@ def _preload_tracking_modules(**kwargs):
     tracking_modules_preload()
 
 
+@worker_init.connect
+def _worker_key_set(sender, **kwargs):
+    """The pool inherits this worker's key (its name and main pid, as its heartbeat says them): a lease a task
+    takes names the worker, and is taken over when that worker stops beating (`analytics.mirror.sync`)."""
+    from analytics.models import WORKER_KEY_ENV, worker_key
+
+    os.environ[WORKER_KEY_ENV] = worker_key(hostname=sender.hostname, pid=os.getpid())
+
+
 _heartbeat_stop = threading.Event()
 _heartbeat_started = threading.Event()
 

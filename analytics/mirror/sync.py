@@ -17,6 +17,7 @@ finished run), so one sync:
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -32,7 +33,7 @@ from django.utils import timezone
 
 from intentsite import contract
 
-from ..models import DailyRollup, MirroredRun, SyncState
+from ..models import WORKER_KEY_ENV, DailyRollup, MirroredRun, SyncState, WorkerHeartbeat, heartbeat_stale_after_s
 from .pages import EPOCH, Progress, Sync, SyncLeaseLost, chunked, ids_per_query
 from .sources import RunSource, run_source_get
 
@@ -80,11 +81,33 @@ def _attachable() -> bool:
     return connection.vendor == "sqlite" and not connection.in_atomic_block
 
 
+def _lease_owner_new() -> str:
+    """A new lease owner: random, followed in a Celery worker by the key of the worker that runs it."""
+    key = os.environ.get(WORKER_KEY_ENV, "")
+    return f"{uuid.uuid4().hex}.{key}" if key else uuid.uuid4().hex
+
+
+def _lease_holder_dead(state: SyncState) -> bool:
+    """Was the lease taken by a worker that has stopped beating (SIGKILLed, its machine gone) at least a
+    heartbeat's staleness ago? Then its sync is dead too: waiting for the lease to expire
+    (`ANALYTICS_SYNC_LEASE_S`, long enough for a slow page) would stall the mirror for that long."""
+    _, _, key = state.lease_owner.partition(".")
+    if not key or state.last_started_at is None:
+        return False
+    if (timezone.now() - state.last_started_at).total_seconds() < heartbeat_stale_after_s():
+        return False
+    return key not in WorkerHeartbeat.objects.alive_keys()
+
+
 def _lease_take(state: SyncState, owner: str) -> bool:
     now = timezone.now()
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    if state.lease_owner and _lease_holder_dead(state):
+        free |= Q(lease_owner=state.lease_owner)
+        logger.warning("Mirror sync of %r: its lease's worker stopped beating; taking the lease over",
+                       state.experiment_name)
     return bool(
-        SyncState.objects.filter(pk=state.pk)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        SyncState.objects.filter(pk=state.pk).filter(free)
         .update(lease_owner=owner, lease_until=now + timedelta(seconds=settings.ANALYTICS_SYNC_LEASE_S),
                 last_started_at=now)
     )
@@ -95,7 +118,7 @@ def _leased(name: str, progress: Progress | None) -> Iterator[Sync | None]:
     """The experiment's sync, under its lease; None while another sync holds it. A failure is recorded
     on the state and frees the lease; success frees it in `_finish`, with the new state."""
     state, _ = SyncState.objects.get_or_create(experiment_name=name)
-    owner = uuid.uuid4().hex
+    owner = _lease_owner_new()
     if not _lease_take(state, owner):
         logger.info("Mirror sync of %r skipped: another sync holds it", name)
         yield None

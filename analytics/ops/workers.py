@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.utils import timezone
 
-from ..models import WorkerHeartbeat
-
-# A worker is alive while its last heartbeat is younger than this many heartbeat intervals.
-MISSED_BEATS = 3
+from ..models import WorkerHeartbeat, heartbeat_stale_after_s
 
 
 def worker_heartbeat_record(*, hostname: str, pid: int, queues: list[str], started_at: datetime) -> None:
@@ -27,9 +23,9 @@ def worker_heartbeat_forget(*, hostname: str) -> None:
 
 def workers_alive() -> dict:
     """The workers seen within `MISSED_BEATS` heartbeat intervals, and when any worker was last seen."""
-    stale_after_s = MISSED_BEATS * settings.WORKER_HEARTBEAT_S
+    stale_after_s = heartbeat_stale_after_s()
     now = timezone.now()
-    alive = WorkerHeartbeat.objects.filter(seen_at__gte=now - timedelta(seconds=stale_after_s))
+    alive = WorkerHeartbeat.objects.alive()
     last_seen = WorkerHeartbeat.objects.order_by("-seen_at").values_list("seen_at", flat=True).first()
     return {
         "alive": [{"hostname": worker.hostname, "queues": worker.queues,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+import uuid
 from datetime import date, timedelta
 
 import pytest
@@ -13,10 +15,11 @@ from django.utils import timezone
 
 from analytics.mirror.pages import SyncLeaseLost
 from analytics.mirror.sync import runs_sync
-from analytics.models import MirroredRun, SyncState
+from analytics.models import MirroredRun, SyncState, WorkerHeartbeat, worker_key
 from tests.analytics.conftest import DAY0_MS, DAY_MS
 from tests.analytics.test_rollups import assert_rollups_exact
 from tests.analytics.test_sync import assert_mirror_equals_mlflow, snapshot
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,3 +115,55 @@ def test_a_sync_that_dies_halfway_is_finished_by_the_next_one(run_logger, settin
     assert SyncState.objects.get().dirty_days == []
     assert_mirror_equals_mlflow(run_logger)
     assert_rollups_exact()
+
+
+def dead_worker_lease(*, started_s_ago: float, beat_s_ago: float | None) -> SyncState:
+    """The detection experiment's lease, taken `started_s_ago` by a worker last heard of `beat_s_ago` (None: never),
+    and valid for ten more minutes."""
+    hostname, pid = "gone@host", 4242
+    if beat_s_ago is not None:
+        WorkerHeartbeat.objects.create(hostname=hostname, pid=pid, started_at=timezone.now() - timedelta(hours=1),
+                                       seen_at=timezone.now() - timedelta(seconds=beat_s_ago))
+    return SyncState.objects.create(
+        experiment_name="intent_detection", lease_owner=f"{uuid.uuid4().hex}.{worker_key(hostname=hostname, pid=pid)}",
+        lease_until=timezone.now() + timedelta(minutes=10), last_started_at=timezone.now() - timedelta(seconds=started_s_ago))
+
+
+@pytest.mark.parametrize(("started_s_ago", "beat_s_ago", "taken_over"), [
+    (60, 45, True),  # its worker stopped beating: the sync died with it
+    (60, None, True),  # its worker is gone altogether
+    (60, 1, False),  # its worker is alive: the sync is slow, not dead
+    (5, None, False),  # taken moments ago: the worker may not have written its first heartbeat yet
+])
+def test_a_lease_held_by_a_worker_that_stopped_beating_is_taken_over(run_logger, settings, started_s_ago, beat_s_ago,
+                                                                      taken_over):
+    settings.WORKER_HEARTBEAT_S = 10  # stale after 30 s
+    log_many(run_logger, 3)
+    dead_worker_lease(started_s_ago=started_s_ago, beat_s_ago=beat_s_ago)
+
+    result = runs_sync()
+
+    assert result.skipped is not taken_over
+    assert MirroredRun.objects.count() == (3 if taken_over else 0)
+
+
+def test_a_worker_killed_mid_sync_holds_the_mirror_up_only_until_its_heartbeat_is_stale(run_logger, start_worker):
+    log_many(run_logger, 150)
+    worker_env = {"ANALYTICS_SYNC_INTERVAL_S": "1", "ANALYTICS_SYNC_PAGE_SIZE": "1", "WORKER_HEARTBEAT_S": "1",
+                  "ANALYTICS_SYNC_LEASE_S": "600"}
+    # given a real worker (with beat) SIGKILLed while its sync holds the lease, one page in
+    first = start_worker(name="killed", beat=True, **worker_env)
+    wait_for(lambda: SyncState.objects.filter(lease_owner__contains=".").exists() and MirroredRun.objects.exists(),
+             timeout=60, interval=0.02, message="the first sync to hold the lease and write a page")
+    first.kill()
+    first.popen.wait(timeout=10)
+    state = SyncState.objects.get(experiment_name="intent_detection")
+    assert state.lease_until > timezone.now() + timedelta(minutes=9), "the dead sync's lease runs ten more minutes"
+    assert MirroredRun.objects.count() < 150, "the kill came after the sync had finished: nothing to test"
+
+    # when another worker starts, its sync takes the lease over once the dead worker's heartbeat is 3 s stale
+    started = time.monotonic()
+    start_worker(name="next", beat=True, **worker_env)
+    wait_for(lambda: MirroredRun.objects.count() == 150, timeout=60, message="the mirror to be complete")
+    assert time.monotonic() - started < 60
+    assert_mirror_equals_mlflow(run_logger)
