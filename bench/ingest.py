@@ -15,7 +15,9 @@ the tasks get them) until every record is logged:
    (--direct-only: this one alone, so that it can be given many more runs than the slow configurations).
 
 Every configuration runs in this process (and its forks) against the same server; each repeat writes a fresh set of
-records, and the script checks that each has exactly one run. Prints the median runs/s and the ratio to (1).
+records, and the script checks that each has exactly one run. Prints the median runs/s, the ratio to (1), and the CPU
+time a run cost the `mlflow server` processes and PostgreSQL's (all of its processes: with --backend postgres, the
+store's; the app's database is SQLite here).
 """
 
 from __future__ import annotations
@@ -125,7 +127,26 @@ def _child(ids: list[str], concurrency: int, uri: str) -> None:
     connections.close_all()
 
 
-def timed(n: int, *, processes: int, concurrency: int, uri: str) -> float:
+def cpu_seconds(*, pgrp: int | None = None, command: str | None = None) -> float:
+    """CPU time (user + system) of the processes in process group `pgrp`, or whose name is `command`, with that of
+    their children that have exited (PostgreSQL forks a backend per connection)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if (pgrp is not None and int(fields[2]) == pgrp) or (command is not None and name == command):
+            total += sum(int(value) for value in fields[11:15]) / tick  # its own and its reaped children's
+    return total
+
+
+SERVER_PGRP: int | None = None
+CPU: dict[str, list[tuple[float, float]]] = {}  # label -> (server, PostgreSQL) CPU ms per run, each repeat
+
+
+def timed(n: int, *, processes: int, concurrency: int, uri: str, label: str = "") -> float:
     """runs/s of logging n fresh records with `processes` processes, `concurrency` runs in flight each, into `uri`
     (the server, or its store)."""
     from django.conf import settings
@@ -133,6 +154,7 @@ def timed(n: int, *, processes: int, concurrency: int, uri: str) -> float:
 
     ids = records_create(n)
     connections.close_all()
+    server_cpu, postgres_cpu = cpu_seconds(pgrp=SERVER_PGRP), cpu_seconds(command="postgres")
     started = time.perf_counter()
     if processes == 1 and uri == settings.MLFLOW_TRACKING_URI:
         settings.TRACKING_CLIENT_CONCURRENCY = concurrency
@@ -148,6 +170,8 @@ def timed(n: int, *, processes: int, concurrency: int, uri: str) -> float:
             child.join()
             assert child.exitcode == 0, f"a logging process failed ({child.exitcode})"
     elapsed = time.perf_counter() - started
+    CPU.setdefault(label, []).append(((cpu_seconds(pgrp=SERVER_PGRP) - server_cpu) * 1000 / n,
+                                      (cpu_seconds(command="postgres") - postgres_cpu) * 1000 / n))
     runs_check(ids)
     return n / elapsed
 
@@ -182,7 +206,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--direct-only", action="store_true")
     args = parser.parse_args()
+    global SERVER_PGRP
     server, uri, store, database = server_start(args.backend, args.server_workers)
+    SERVER_PGRP = server.pid
     os.environ["MLFLOW_TRACKING_URI"] = uri
     import django
 
@@ -203,13 +229,17 @@ def main() -> None:
         results: dict[str, list[float]] = {config[0]: [] for config in configs}
         for _ in range(args.repeats):
             for label, processes, concurrency, target in configs:
-                results[label].append(timed(args.runs, processes=processes, concurrency=concurrency, uri=target))
+                results[label].append(timed(args.runs, processes=processes, concurrency=concurrency, uri=target,
+                                            label=label))
         print(f"worker ingest through `mlflow server` ({args.backend} store, {args.server_workers} server workers), "
               f"{args.runs} runs, median of {args.repeats}:")
         baseline = statistics.median(results[configs[0][0]])
         for label, *_ in configs:
             median = statistics.median(results[label])
-            print(f"  {label:<44} {median:7.1f} runs/s  {median / baseline:5.1f}x")
+            server_ms = statistics.median(cpu[0] for cpu in CPU[label])
+            postgres_ms = statistics.median(cpu[1] for cpu in CPU[label])
+            print(f"  {label:<44} {median:7.1f} runs/s  {median / baseline:5.1f}x   CPU a run: server "
+                  f"{server_ms:5.1f} ms, PostgreSQL {postgres_ms:4.1f} ms")
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

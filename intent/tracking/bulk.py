@@ -17,6 +17,7 @@ from typing import Any
 
 from intentsite import contract
 
+from .payload import run_name_for
 from .store import bulk_store, experiment_artifact_location, experiment_id_get
 
 
@@ -85,7 +86,7 @@ class _Rows:
         from mlflow.entities import LifecycleStage, SourceType
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-        name = f"detect-{run_id[:8]}"
+        name = run_name_for(payload["tags"][contract.REQUEST_ID])
         self.runs.append({
             "run_uuid": run_id, "name": name, "experiment_id": int(experiment_id),
             "artifact_uri": f"{artifact_root.rstrip('/')}/{run_id}/artifacts",

@@ -10,6 +10,7 @@ from typing import Any
 
 from intentsite import contract
 
+from .payload import run_name_for
 from .store import TrackingPermanentError, experiment_id_get, tracking_client
 
 
@@ -48,7 +49,8 @@ def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bo
             if RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
                 return LoggedRun(run_id=run_id, created=False)
         else:
-            run = client.create_run(experiment_id, start_time=payload["start_time"], tags=payload["tags"])
+            run = client.create_run(experiment_id, start_time=payload["start_time"], tags=payload["tags"],
+                                    run_name=run_name_for(request_id))
             run_id, created = run.info.run_id, True
         timestamp = payload["end_time"]
         client.log_batch(

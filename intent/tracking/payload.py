@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,12 @@ from ..redaction import message_redact
 
 # The installed DSPy, read from its metadata: importing DSPy to ask would cost the worker ~2 s at start.
 DSPY_VERSION = importlib.metadata.version("dspy")
+
+
+def run_name_for(request_id: str) -> str:
+    """A detection run's name, the same whichever writer makes the run (the bulk path's run id is the request id
+    in hex; the client path's is MLflow's): `detect-` and the first 8 hex digits of the request id."""
+    return f"detect-{uuid.UUID(request_id).hex[:8]}"
 
 
 def run_payload_build(
