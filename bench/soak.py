@@ -12,7 +12,9 @@ Starts, on 127.0.0.1 (PostgreSQL started as `.ci/run` does when it is down):
 Then drives CLINC150 test messages (with a user role, module and tab) from a bounded load client (at most
 --concurrency requests in flight) through these phases, each followed by waiting until everything settled:
 
-  burst          --burst requests as fast as the client can send them (the web's and the ingest's capacity)
+  burst          --burst requests as fast as the client can send them (the web's capacity, the ingest keeping up)
+  backlog        the same with the workers paused (SIGSTOP) until the load ends: the ingest figure is the drain
+                 rate of that backlog (runs / seconds from the workers' resumption to the last run written)
   steady         --rate requests/s for --phase-s seconds
   mlflow_down    the same, `mlflow server` SIGKILLed for the fault window, then started again
   worker_killed  the same, every Celery worker SIGKILLed (the whole process group) for the window, then started
@@ -20,7 +22,8 @@ Then drives CLINC150 test messages (with a user role, module and tab) from a bou
   db_refusing    the same, the app database refusing connections for the window (ALLOW_CONNECTIONS false)
 
 For each phase it prints: requests answered (2xx), 503s, other failures, outbox records, MLflow runs, duplicates,
-missing, mirrored rows, time to settle after the load stopped, ingest (the best 5 s of runs written per second),
+missing, mirrored rows, time to settle after the load stopped, ingest (the best 5 s of runs written per second; for
+the backlog phase its drain rate),
 client-side p50/p95/p99 latency of the answered requests, and what /api/analytics/mlflow/health said during the
 fault and after settling. Exits 1 on any loss (an answered request without exactly one run and one mirrored row
 once settled) or duplicate. Nothing is mocked: every number is read back from PostgreSQL.
@@ -99,6 +102,9 @@ class Proc:
         self.popen = subprocess.Popen(self.args, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         log.close()
+
+    def signal(self, sig: int) -> None:
+        os.killpg(self.popen.pid, sig)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.popen and self.popen.poll() is None:
@@ -352,9 +358,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, args, fault=None,
-              count: int | None = None) -> dict:
+              count: int | None = None, backlog: bool = False) -> dict:
+    """One phase: load (for `count` requests, else `args.phase_s` at `args.rate`), the fault if any, then wait
+    until every answered request has one run and one mirrored row. With `backlog`, the workers are paused
+    (SIGSTOP) while the load runs and resumed after it: the ingest figure is then how fast they drain it."""
     fault_start, fault_end = None, None
     started = time.time()
+    if backlog:
+        for worker in stack.workers:
+            worker.signal(signal.SIGSTOP)
     if fault:
         stop_fault, restore = fault
         pre = min(2.0, args.phase_s / 4) if count is None else 0
@@ -397,6 +409,9 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
         timer_done.wait()
     loading.set()
     load_end = time.time()
+    if backlog:
+        for worker in stack.workers:
+            worker.signal(signal.SIGCONT)
     answers = [a for a in client.answers if a.phase == name]
     ids = [a.request_id for a in answers if 200 <= a.status < 300 and a.request_id]
 
@@ -406,14 +421,17 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
 
     deadline = time.monotonic() + args.settle_timeout_s
     while not settled() and time.monotonic() < deadline:
-        time.sleep(1.0)
+        time.sleep(0.25 if backlog else 1.0)
     settle_s = time.time() - load_end
     time.sleep(2.5)  # a couple of health probes after settling
     after = time.time()
     records, runs, mirrored = counts(stack, ids)
     best = 0.0
     samples.sort()
-    for (t0, n0) in samples:  # the best rate over a window of >= 5 s (runs written per second)
+    if backlog:  # the drain: every run of the backlog, from the workers' resumption to the last run written
+        written = [t for t, n in samples if n == len(ids)]
+        best = len(ids) / (written[0] - load_end) if written and written[0] > load_end else 0.0
+    for (t0, n0) in samples if not backlog else ():  # the best rate over >= 5 s (runs written per second)
         for (t1, n1) in samples:
             if t1 - t0 >= 5:
                 best = max(best, (n1 - n0) / (t1 - t0))
@@ -497,8 +515,9 @@ def main() -> int:
     parser.add_argument("--settle-timeout-s", type=float, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the databases and logs")
     args = parser.parse_args()
-    defaults = ({"rate": 10, "burst": 200, "phase_s": 12, "fault_s": 10, "settle_timeout_s": 90} if args.short else
-                {"rate": 15 if args.tracking == "http" else 100, "burst": 2000, "phase_s": 60, "fault_s": 60,
+    defaults = ({"rate": 10, "burst": 150, "phase_s": 10, "fault_s": 8, "settle_timeout_s": 90} if args.short else
+                {"rate": 15 if args.tracking == "http" else 100, "burst": 2000 if args.tracking == "http" else 5000,
+                 "phase_s": 60, "fault_s": 60,
                  "settle_timeout_s": 600})
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -519,6 +538,8 @@ def main() -> int:
         if args.burst:
             results.append(phase_run("burst", stack=stack, client=client, health=health, args=args,
                                      count=args.burst))
+            results.append(phase_run("backlog", stack=stack, client=client, health=health, args=args,
+                                     count=args.burst, backlog=True))
         results.append(phase_run("steady", stack=stack, client=client, health=health, args=args))
         window = {"redis_down": redis_fault_s, "db_refusing": args.db_fault_s}
         for name, fault in faults(stack, args).items():

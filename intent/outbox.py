@@ -107,6 +107,26 @@ def outbox_claim(*, model: type[Outbox], request_ids: list[str]) -> list:
     return list(model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
 
 
+def outbox_claim_fresh(*, model: type[Outbox], limit: int) -> list:
+    """Take a lease on up to `limit` of the oldest pending rows that no attempt has taken yet (their own message is
+    still on its way; it will find them taken and skip them). Never a row waiting for its retry: those keep their
+    backoff."""
+    if limit <= 0:
+        return []
+    pks = list(model.objects.filter(state=Outbox.State.PENDING, attempts=0, lease_until__isnull=True)
+               .order_by("pk").values_list("pk", flat=True)[:limit])
+    if not pks:
+        return []
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    (
+        model.objects.filter(pk__in=pks, state=Outbox.State.PENDING, attempts=0, lease_until__isnull=True)
+        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
+                attempts=F("attempts") + 1)
+    )
+    return list(model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
+
+
 def outbox_renew(*, rows: list) -> list:
     """Extend the lease of rows a worker is about to write and return those it still holds. A batch can outlast
     its lease (`TRACKING_LEASE_S`); a row whose lease ran out may have been claimed since by another worker (the

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -127,10 +127,33 @@ def _leased(name: str, progress: Progress | None) -> Iterator[Sync | None]:
     try:
         yield Sync(state, owner, progress)
     except Exception as exc:
-        SyncState.objects.filter(pk=state.pk, lease_owner=owner).update(
-            last_error=f"{type(exc).__name__}: {exc}"[:4000], last_finished_at=timezone.now(),
-            lease_owner="", lease_until=None)
+        _lease_give_back(state, owner, error=f"{type(exc).__name__}: {exc}"[:4000])
         raise
+
+
+# How long a failed sync keeps trying to give its lease back while the database is away.
+LEASE_RELEASE_RETRY_S = 60.0
+
+
+def _lease_give_back(state: SyncState, owner: str, *, error: str) -> None:
+    """Record a failed sync and free its lease. When the failure was the database going away, the release fails
+    too: it is tried again (with backoff, for up to LEASE_RELEASE_RETRY_S) rather than leaving the lease to expire,
+    which would hold every sync of the experiment off for ANALYTICS_SYNC_LEASE_S (the soak's 10 s database outage
+    stalled the mirror for 10 minutes)."""
+    deadline, delay = time.monotonic() + LEASE_RELEASE_RETRY_S, 0.5
+    while True:
+        try:
+            SyncState.objects.filter(pk=state.pk, lease_owner=owner).update(
+                last_error=error, last_finished_at=timezone.now(), lease_owner="", lease_until=None)
+            return
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block or time.monotonic() + delay > deadline:
+                logger.warning("Mirror sync of %r failed and could not free its lease; it expires in %s s",
+                               state.experiment_name, settings.ANALYTICS_SYNC_LEASE_S)
+                return
+            connection.close()  # a broken connection is not reused: the next attempt opens a new one
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def runs_sync(*, experiment_name: str | None = None, full: bool = False, progress: Progress | None = None) -> SyncResult:

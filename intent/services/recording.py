@@ -23,6 +23,7 @@ from ..outbox import (
     OutboxOutcome,
     feedback_waiting_send,
     outbox_claim,
+    outbox_claim_fresh,
     outbox_fail,
     outbox_flush,
     outbox_mark,
@@ -46,9 +47,14 @@ def detection_records_log(*, request_ids: list[str]) -> OutboxOutcome:
     for request_id in request_ids:
         if request_id not in claimed:
             outcome.add(request_id, Delivery.SKIPPED)
+    bulk = tracking.bulk_store() is not None
+    if not bulk and records:
+        # The client path keeps runs in flight, but under steady traffic a message carries one or two ids: fill
+        # the flight with records still waiting for their own message (those will find them taken), else two
+        # worker processes would write two runs at a time whatever the backlog (the soak's steady phase).
+        records += outbox_claim_fresh(model=DetectionRecord, limit=tracking.client_concurrency() - len(records))
     if not records:
         return outcome
-    bulk = tracking.bulk_store() is not None
     if bulk:
         records = _renewed(records, outcome)
     try:

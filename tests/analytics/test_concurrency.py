@@ -73,7 +73,8 @@ def test_a_sync_is_skipped_while_another_holds_the_experiment_and_runs_once_the_
 
     assert busy.skipped and busy.added == 0 and not MirroredRun.objects.exists()
     SyncState.objects.filter(pk=state.pk).update(lease_until=timezone.now() - timedelta(seconds=1))  # it died
-    assert runs_sync().added == 5
+    again = runs_sync()
+    assert not again.skipped and MirroredRun.objects.count() == 5
     assert SyncState.objects.get().lease_owner == ""
 
 
@@ -167,3 +168,33 @@ def test_a_worker_killed_mid_sync_holds_the_mirror_up_only_until_its_heartbeat_i
     wait_for(lambda: MirroredRun.objects.count() == 150, timeout=60, message="the mirror to be complete")
     assert time.monotonic() - started < 60
     assert_mirror_equals_mlflow(run_logger)
+
+
+def test_a_sync_failing_while_the_database_is_away_gives_its_lease_back_once_it_returns(run_logger, monkeypatch):
+    from django.db import OperationalError, connection
+
+    from analytics.mirror import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "LEASE_RELEASE_RETRY_S", 10.0)
+    log_many(run_logger, 5)
+    refused = {"releases": 0}
+
+    def database_away(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "analytics_syncstate"') and "last_error" in sql and refused["releases"] < 2:
+            refused["releases"] += 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    def connection_dropped(done: int, total: int | None) -> None:
+        raise OperationalError("terminating connection due to administrator command")
+
+    # given a sync that fails on a dropped connection and whose first two attempts to free its lease fail too
+    with connection.execute_wrapper(database_away), pytest.raises(OperationalError):
+        runs_sync(progress=connection_dropped)
+
+    # then the lease was given back on the third attempt (not left to run ten more minutes), and the next sync runs
+    assert refused["releases"] == 2
+    state = SyncState.objects.get()
+    assert state.lease_owner == "" and "terminating connection" in state.last_error
+    again = runs_sync()
+    assert not again.skipped and MirroredRun.objects.count() == 5
