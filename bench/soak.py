@@ -103,7 +103,7 @@ class Proc:
                                       start_new_session=True)
         log.close()
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         os.killpg(self.popen.pid, sig)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -366,7 +366,7 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
     started = time.time()
     if backlog:
         for worker in stack.workers:
-            worker.signal(signal.SIGSTOP)
+            worker.send_signal(signal.SIGSTOP)
     if fault:
         stop_fault, restore = fault
         pre = min(2.0, args.phase_s / 4) if count is None else 0
@@ -411,7 +411,7 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
     load_end = time.time()
     if backlog:
         for worker in stack.workers:
-            worker.signal(signal.SIGCONT)
+            worker.send_signal(signal.SIGCONT)
     answers = [a for a in client.answers if a.phase == name]
     ids = [a.request_id for a in answers if 200 <= a.status < 300 and a.request_id]
 
