@@ -176,6 +176,8 @@ class Stack:
 
 
 def stack_start(args) -> Stack:
+    if not shutil.which("redis-server"):
+        raise SystemExit("soak: needs `redis-server` on PATH (it starts a Redis of its own, to stop it as a fault)")
     postgres_ensure()
     work = Path(tempfile.mkdtemp(prefix="intentsite-soak-"))
     suffix = uuid.uuid4().hex[:8]
@@ -219,6 +221,8 @@ def stack_start(args) -> Stack:
     wait_until(stack.mlflow_up, timeout=180, what="mlflow server to answer /health")
     stack.manage("mlflow_init")
     stack.manage("load_intent_catalog")
+    # the offline model fitted (or loaded from its cache) once here, not by each web process on its first request
+    stack.manage("shell", "-c", "from intent.detectors import detector_get; detector_get()")
     out = stack.manage("create_demo_user", "--username", "soak", "--password", uuid.uuid4().hex)
     stack.token = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("API token: "))
     stack.procs["web"] = Proc("gunicorn", [sys.executable, "-m", "gunicorn", "intentsite.wsgi", "--bind",
