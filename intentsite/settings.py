@@ -267,6 +267,8 @@ TRACKING_CLIENT_CONCURRENCY = int(os.environ.get("TRACKING_CLIENT_CONCURRENCY", 
 WORKER_HEARTBEAT_S = float(os.environ.get("WORKER_HEARTBEAT_S", "10"))
 # Health says `tracking_backlog` (degraded) when the oldest detection waiting for MLflow is older than this.
 HEALTH_BACKLOG_MAX_AGE_S = float(os.environ.get("HEALTH_BACKLOG_MAX_AGE_S", "300"))
+# GET /metrics (Prometheus) is off until this is set; the scraper then sends it as `Authorization: Bearer <token>`.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 TRACKING_RETRY_BACKOFF_MAX_S = float(os.environ.get("TRACKING_RETRY_BACKOFF_MAX_S", "60"))
 
 # --- Analytics (the ORM mirror of MLflow runs) ---------------------------------------------------

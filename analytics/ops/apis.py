@@ -1,9 +1,16 @@
-"""Operations endpoints: the pipeline's health (staff) and experiment maintenance (superusers)."""
+"""Operations endpoints: the pipeline's health (staff), experiment maintenance (superusers), Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
@@ -13,6 +20,7 @@ from intentsite.serializers import StrictBooleanField, StrictSerializer, api_sch
 
 from ..mirror.experiments import experiments_recreate
 from .health import STATUS_DOWN, health_get
+from .metrics import metrics_text
 
 
 class IsSuperuser(BasePermission):
@@ -208,3 +216,26 @@ class ExperimentsRecreateApi(APIView):
         # MLflow unreachable or refusing: domain errors (503, 502) the exception handler answers.
         result = experiments_recreate(**serializer.validated_data)
         return Response(self.OutputSerializer(result).data)
+
+
+@csrf_exempt
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics for Prometheus: off (404) unless METRICS_TOKEN is set; then the scraper sends it as a bearer
+    token (`authorization: {credentials: ...}` in a scrape config). Not part of the OpenAPI schema: a plain text
+    exposition, not a JSON API."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        return JsonResponse({"detail": "Metrics are off: set METRICS_TOKEN to serve them."}, status=404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = JsonResponse({"detail": "Send the metrics token: `Authorization: Bearer <METRICS_TOKEN>`."},
+                                status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    try:
+        body = metrics_text()
+    except DatabaseError:
+        return JsonResponse({"detail": "The database is unreachable: no metrics to read."}, status=503,
+                            headers={"Retry-After": "10"})
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
