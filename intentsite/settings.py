@@ -311,6 +311,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "16"))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# How long a worker waits for the result of a task whose pool process died before calling it lost (Celery's default:
+# 10 s). Results are ignored here (the outbox says what was written), and a worker stopping while pool processes
+# die (SIGTERM to its process group, new tasks still arriving) waited this long before it could exit.
+CELERY_WORKER_LOST_WAIT = float(os.environ.get("CELERY_WORKER_LOST_WAIT", "2"))
 # Two queues: `celery` carries the tracking (one message per detection: a backlog can be thousands deep), and
 # `periodic` beat's sync and flush, so that a backlog never holds them past their expiry and starves the mirror.
 # A worker started without -Q consumes both (taking from each in turn); `-Q periodic` gives them a worker of
