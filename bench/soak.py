@@ -184,9 +184,10 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values or [0])[0]
 
 
-def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, args, fault=None,
+def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, args, fault=None, fault_s: float = 0.0,
               count: int | None = None, backlog: bool = False) -> dict:
-    """One phase: load (for `count` requests, else `args.phase_s` at `args.rate`), the fault if any, then wait
+    """One phase: load (for `count` requests, else `args.phase_s` at `args.rate`), the fault if any (for `fault_s`
+    seconds), then wait
     until every answered request has one run and one mirrored row. With `backlog`, the workers are paused
     (SIGSTOP) while the load runs and resumed after it: the ingest figure is then how fast they drain it."""
     fault_start, fault_end = None, None
@@ -204,7 +205,7 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
             time.sleep(pre)
             fault_start = time.time()
             stop_fault()
-            time.sleep(args.fault_s)
+            time.sleep(fault_s)
             restore()
             fault_end = time.time()
             timer_done.set()
@@ -231,7 +232,7 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
 
     threading.Thread(target=sampler, daemon=True).start()
     load_s = client.run(name, count=count, rate=None if count else args.rate,
-                        seconds=None if count else max(args.phase_s, (args.fault_s + 4) if fault else 0))
+                        seconds=None if count else max(args.phase_s, (fault_s + 4) if fault else 0))
     if fault:
         timer_done.wait()
     loading.set()
@@ -282,7 +283,7 @@ def phase_run(name: str, *, stack: Stack, client: Client, health: HealthWatch, a
 
 def table_print(results: list[dict], args) -> None:
     print(f"\nsoak: tracking={args.tracking}, rate={args.rate}/s, phase={args.phase_s:.0f} s, fault={args.fault_s:.0f} s "
-          f"(db_refusing {args.db_fault_s:.0f} s), workers={args.workers}×2, gunicorn 2×4, client "
+          f"(redis_down {args.redis_fault_s:.0f} s, db_refusing {args.db_fault_s:.0f} s), workers={args.workers}×2, gunicorn 2×4, client "
           f"{args.concurrency} in flight")
     head = ("phase", "sent", "2xx", "503", "other", "records", "runs", "dup", "missing", "mirrored", "settle s",
             "web req/s", "ingest runs/s", "p50 ms", "p95 ms", "p99 ms")
@@ -319,7 +320,7 @@ def main() -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.db_fault_s = 5 if args.short else 10
-    redis_fault_s = 8 if args.short else 30
+    args.redis_fault_s = 8 if args.short else 30
 
     stack = stack_start(args)
     results: list[dict] = []
@@ -337,12 +338,10 @@ def main() -> int:
             results.append(phase_run("backlog", stack=stack, client=client, health=health, args=args,
                                      count=args.burst, backlog=True))
         results.append(phase_run("steady", stack=stack, client=client, health=health, args=args))
-        window = {"redis_down": redis_fault_s, "db_refusing": args.db_fault_s}
-        for name, fault in faults(stack, args).items():
-            fault_s = args.fault_s
-            args.fault_s = window.get(name, fault_s)
-            results.append(phase_run(name, stack=stack, client=client, health=health, args=args, fault=fault))
-            args.fault_s = fault_s
+        windows = {"redis_down": args.redis_fault_s, "db_refusing": args.db_fault_s}
+        for name, fault in faults(stack).items():
+            results.append(phase_run(name, stack=stack, client=client, health=health, args=args, fault=fault,
+                                     fault_s=windows.get(name, args.fault_s)))
             print(f"soak: {name} done", file=sys.stderr, flush=True)
         health.stopped.set()
     finally:

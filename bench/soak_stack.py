@@ -194,7 +194,7 @@ def stack_start(args) -> Stack:
     return stack
 
 
-def faults(stack: Stack, args) -> dict:
+def faults(stack: Stack) -> dict:
     def mlflow_kill() -> None:
         stack.procs["mlflow"].kill()
 

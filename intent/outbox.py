@@ -96,15 +96,8 @@ def task_send(*, name: str, args: list | None = None, **options) -> None:
 def outbox_claim(*, model: type[Outbox], request_ids: list[str]) -> list:
     """Take a lease on the pending rows among these of an outbox model (detection records, feedback),
     atomically on any database: one conditional UPDATE, then the rows that carry this lease's token."""
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    (
-        model.objects.filter(request_id__in=request_ids, state=Outbox.State.PENDING)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
-                attempts=F("attempts") + 1)
-    )
-    return list(model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+    return _lease_stamp(model.objects.filter(request_id__in=request_ids, state=Outbox.State.PENDING).filter(free))
 
 
 def outbox_claim_fresh(*, model: type[Outbox], limit: int) -> list:
@@ -113,18 +106,18 @@ def outbox_claim_fresh(*, model: type[Outbox], limit: int) -> list:
     backoff."""
     if limit <= 0:
         return []
-    pks = list(model.objects.filter(state=Outbox.State.PENDING, attempts=0, lease_until__isnull=True)
-               .order_by("pk").values_list("pk", flat=True)[:limit])
-    if not pks:
-        return []
+    fresh = model.objects.filter(state=Outbox.State.PENDING, attempts=0, lease_until__isnull=True)
+    pks = list(fresh.order_by("pk").values_list("pk", flat=True)[:limit])
+    return _lease_stamp(fresh.filter(pk__in=pks)) if pks else []
+
+
+def _lease_stamp(rows: QuerySet) -> list:
+    """Lease `rows` (a conditional query) with a fresh token in one UPDATE, and return the rows that carry it:
+    atomic on any database, so two claims never hold the same row."""
     token = uuid.uuid4().hex
-    now = timezone.now()
-    (
-        model.objects.filter(pk__in=pks, state=Outbox.State.PENDING, attempts=0, lease_until__isnull=True)
-        .update(lease_until=now + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
+    rows.update(lease_until=timezone.now() + timedelta(seconds=settings.TRACKING_LEASE_S), lease_token=token,
                 attempts=F("attempts") + 1)
-    )
-    return list(model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
+    return list(rows.model.objects.filter(lease_token=token, state=Outbox.State.PENDING))
 
 
 def outbox_renew(*, rows: list) -> list:

@@ -68,7 +68,8 @@ def _database_probe() -> dict[str, Any]:
         return {"reachable": False, "error": _error_text(exc)}
 
 
-def _dead_letters_count() -> int | None:
+def dead_letters_count() -> int | None:
+    """Dead letters, counted by the intent app's selector (by dotted path); None if it cannot be imported."""
     path = getattr(settings, "ANALYTICS_DEAD_LETTERS_COUNT", DEAD_LETTERS_COUNT)
     try:
         return int(import_string(path)())
@@ -77,7 +78,8 @@ def _dead_letters_count() -> int | None:
         return None
 
 
-def _tracking_backlog(*, now) -> dict[str, Any] | None:
+def tracking_backlog_get(*, now) -> dict[str, Any] | None:
+    """The outbox's backlog (depth, oldest and its age at `now`) from the intent app's selector (by dotted path)."""
     path = getattr(settings, "ANALYTICS_TRACKING_BACKLOG", TRACKING_BACKLOG)
     try:
         backlog = import_string(path)()
@@ -187,9 +189,9 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     if database["reachable"]:
         try:
             state = SyncState.objects.filter(experiment_name=experiment_name).first()
-            dead_letters = _dead_letters_count()
+            dead_letters = dead_letters_count()
             workers = workers_alive()
-            backlog = _tracking_backlog(now=now)
+            backlog = tracking_backlog_get(now=now)
         except DatabaseError as exc:
             database = {"reachable": False, "error": _error_text(exc)}
     mlflow_thread.join(probe_timeout_s + 1.0)

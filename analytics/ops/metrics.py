@@ -9,22 +9,17 @@ catalog's intents and `out_of_scope`, the configured models, `success` / `error`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
-from typing import Any
 
 from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ..mirror.sketch import GAMMA, ZERO_KEY, LatencySketch
 from ..models import DailyRollup, SyncState, WorkerHeartbeat
-from .health import DEAD_LETTERS_COUNT, TRACKING_BACKLOG
-
-logger = logging.getLogger(__name__)
+from .health import dead_letters_count, tracking_backlog_get
 
 # The latency histogram's upper bounds (ms). A bound counts the latencies of the sketch's buckets that end at or
 # below it: exact for every bound that is a bucket edge, else up to 2 % (one bucket, γ = 1.02) below the bound.
@@ -89,19 +84,21 @@ class ServiceCollector:
         yield latency
 
     def _tracking(self) -> Iterator[Metric]:
-        backlog: dict[str, Any] = import_string(getattr(settings, "ANALYTICS_TRACKING_BACKLOG", TRACKING_BACKLOG))()
-        pending = GaugeMetricFamily(f"{PREFIX}_tracking_backlog", "Detections waiting to be written to MLflow.")
-        pending.add_metric([], backlog["pending"])
-        yield pending
-        oldest = backlog["oldest_pending_at"]
-        age = GaugeMetricFamily(f"{PREFIX}_tracking_backlog_oldest_age_seconds",
-                                "Age of the oldest detection waiting for MLflow (0 when none waits).")
-        age.add_metric([], 0.0 if oldest is None else max(0.0, (timezone.now() - oldest).total_seconds()))
-        yield age
-        dead = GaugeMetricFamily(f"{PREFIX}_tracking_dead_letters", "Detections MLflow refused or that ran out of "
-                                 "retries (replay: manage.py replay_dead_letters).")
-        dead.add_metric([], int(import_string(getattr(settings, "ANALYTICS_DEAD_LETTERS_COUNT", DEAD_LETTERS_COUNT))()))
-        yield dead
+        backlog = tracking_backlog_get(now=timezone.now())
+        if backlog is not None:
+            pending = GaugeMetricFamily(f"{PREFIX}_tracking_backlog", "Detections waiting to be written to MLflow.")
+            pending.add_metric([], backlog["pending"])
+            yield pending
+            age = GaugeMetricFamily(f"{PREFIX}_tracking_backlog_oldest_age_seconds",
+                                    "Age of the oldest detection waiting for MLflow (0 when none waits).")
+            age.add_metric([], backlog["oldest_pending_age_s"] or 0.0)
+            yield age
+        dead_letters = dead_letters_count()
+        if dead_letters is not None:
+            dead = GaugeMetricFamily(f"{PREFIX}_tracking_dead_letters", "Detections MLflow refused or that ran out "
+                                     "of retries (replay: manage.py replay_dead_letters).")
+            dead.add_metric([], dead_letters)
+            yield dead
 
     def _mirror(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(f"{PREFIX}_mirror_lag_seconds", "Now minus the newest mirrored run's start.",
