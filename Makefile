@@ -37,6 +37,7 @@ demo: install
 	$(BIN)/python manage.py load_intent_catalog
 	@user=$$($(BIN)/python manage.py create_demo_user) && echo "$$user" && \
 	$(BIN)/python manage.py seed_demo_traffic --if-empty && \
+	$(BIN)/python manage.py create_default_monitors && \
 	echo "" && \
 	echo "  API        http://127.0.0.1:$(PORT)/api/intent/detect   (docs: http://127.0.0.1:$(PORT)/api/docs/)" && \
 	echo "  Admin      http://127.0.0.1:$(PORT)/admin/   (Detection analytics: a month of demo traffic)" && \

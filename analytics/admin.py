@@ -22,6 +22,8 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
+from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
+from .monitors.selectors import monitors_overview
 from .reports.selectors import mlflow_run_url
 
 DASHBOARD_PERIODS = (7, 30, 90)
@@ -307,5 +309,7 @@ class DetectionAnalyticsAdmin(admin.ModelAdmin):
             "report_url": reverse("analytics:report"),
             "health_url": reverse("analytics:health"),
             "runs_url": reverse("admin:analytics_mirroredrun_changelist"),
+            **monitors_overview(),
         }
         return TemplateResponse(request, "admin/analytics/dashboard.html", context)
+

@@ -11,3 +11,9 @@ class AnalyticsConfig(AppConfig):
         from .checks import mirror_columns_check
 
         checks.register(mirror_columns_check, checks.Tags.models)
+        # drf-spectacular imports each filter extension's target class on first use, and two threads generating the
+        # schema at once (gunicorn's) race there when a target is missing (django-filter, not installed): one sets
+        # it to None while the other reads it, a 500. Loading them here, in one thread, settles them first.
+        from drf_spectacular.extensions import OpenApiFilterExtension
+
+        OpenApiFilterExtension.get_match(None)

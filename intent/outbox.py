@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # The tasks, by name: services send them without importing `intent.tasks` (which imports the services).
 DETECTIONS_TRACK = "intent.tasks.detections_track"
 FEEDBACK_TRACK = "intent.tasks.feedback_track"
+ANALYTICS_SYNC = "analytics.tasks.runs_sync_task"  # the other app's, by name: a sync right after runs are logged
 ANALYTICS_REFRESH = "analytics.tasks.runs_refresh_task"  # the other app's: sent through the broker, never inline
 BATCH_SIZE = 200  # request ids per message
 

@@ -106,6 +106,34 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that: DRF's IntegerField also takes "5" and 5.0 (400 here)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A finite JSON number: DRF's FloatField also takes "0.5", NaN and Infinity (400 here)."""
+
+    default_error_messages = {"invalid": "A finite number is required."}
+
+    def to_internal_value(self, data):
+        import math
+
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        try:
+            value = float(data)
+        except OverflowError:  # an integer beyond any float
+            self.fail("invalid")
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return super().to_internal_value(value)
+
+
 class QueryCharField(StrictCharField):
     """A query parameter: absent means not given, but present and empty (`?module=`) is a 400, not "absent"
     (DRF's default for query strings), so that the schema's minLength 1 is what the server does."""

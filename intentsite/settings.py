@@ -195,6 +195,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Intent detection with DSPy, tracked in MLflow, with analytics.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One name per choice set (monitors' states appear on monitors, alerts and the alerts' filter).
+    "ENUM_NAME_OVERRIDES": {"MonitorStateEnum": "analytics.models.monitors.Monitor.State"},
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Swagger UI's assets are served from the sidecar package: no CDN, no network.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -295,6 +297,24 @@ ANALYTICS_EVALUATION_EXPERIMENT_NAME = os.environ.get("ANALYTICS_EVALUATION_EXPE
 # The free-text context (user role, module, tab) keeps each day's this many most frequent values in the rollups;
 # the rest roll up as `other` (the mirrored rows keep every value; a filter on a folded value reads them).
 ANALYTICS_ROLLUP_TOP_VALUES = int(os.environ.get("ANALYTICS_ROLLUP_TOP_VALUES", "50"))
+# Window rollups (what monitors read): 5-minute buckets kept this many days (more than the longest window, 7 days),
+# hourly ones this many (anomaly history, drift's reference).
+ANALYTICS_FINE_ROLLUP_DAYS = float(os.environ.get("ANALYTICS_FINE_ROLLUP_DAYS", "8"))
+ANALYTICS_HOURLY_ROLLUP_DAYS = float(os.environ.get("ANALYTICS_HOURLY_ROLLUP_DAYS", "35"))
+# A worker that has logged runs asks for a sync of the experiment at most once every this many seconds (the
+# beat's sync stays the safety net); such a triggered sync re-reads only this overlap behind its watermark.
+ANALYTICS_SYNC_TRIGGER_S = float(os.environ.get("ANALYTICS_SYNC_TRIGGER_S", "2"))
+ANALYTICS_SYNC_TRIGGER_OVERLAP_S = float(os.environ.get("ANALYTICS_SYNC_TRIGGER_OVERLAP_S", "60"))
+# Monitors: evaluated by beat every this many seconds, and after each sync that changed the mirror.
+MONITORS_EVALUATE_INTERVAL_S = float(os.environ.get("MONITORS_EVALUATE_INTERVAL_S", "60"))
+# A notification is tried this many times more, with exponential backoff from MONITORS_DELIVERY_BACKOFF_S; a
+# channel whose notifications fail MONITORS_CHANNEL_MAX_FAILURES times in a row is disabled.
+MONITORS_DELIVERY_RETRIES = int(os.environ.get("MONITORS_DELIVERY_RETRIES", "3"))
+MONITORS_DELIVERY_BACKOFF_S = float(os.environ.get("MONITORS_DELIVERY_BACKOFF_S", "10"))
+MONITORS_DELIVERY_TIMEOUT_S = float(os.environ.get("MONITORS_DELIVERY_TIMEOUT_S", "10"))
+MONITORS_CHANNEL_MAX_FAILURES = int(os.environ.get("MONITORS_CHANNEL_MAX_FAILURES", "5"))
+# Links in notifications point at the admin's dashboard on this base URL.
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 # SLA lines of the report: a day meets the SLA when its p95 latency / its error rate is at most this.
 ANALYTICS_SLA_P95_MS = float(os.environ.get("ANALYTICS_SLA_P95_MS", "1000"))
 ANALYTICS_SLA_ERROR_RATE = float(os.environ.get("ANALYTICS_SLA_ERROR_RATE", "0.01"))
@@ -325,6 +345,8 @@ CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for nam
 CELERY_TASK_ROUTES = {
     "intent.tasks.detections_flush": {"queue": PERIODIC_QUEUE},
     "analytics.tasks.runs_sync_task": {"queue": PERIODIC_QUEUE},
+    "analytics.tasks.monitors_evaluate_task": {"queue": PERIODIC_QUEUE},
+    "analytics.tasks.alert_deliver_task": {"queue": PERIODIC_QUEUE},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
@@ -341,6 +363,12 @@ CELERY_BEAT_SCHEDULE["analytics-sync"] = {
     "task": "analytics.tasks.runs_sync_task",
     "schedule": ANALYTICS_SYNC_INTERVAL_S,
     "options": {"expires": ANALYTICS_SYNC_INTERVAL_S, "expire_seconds": ANALYTICS_SYNC_INTERVAL_S,
+                "queue": PERIODIC_QUEUE},
+}
+CELERY_BEAT_SCHEDULE["monitors-evaluate"] = {
+    "task": "analytics.tasks.monitors_evaluate_task",
+    "schedule": MONITORS_EVALUATE_INTERVAL_S,
+    "options": {"expires": MONITORS_EVALUATE_INTERVAL_S, "expire_seconds": MONITORS_EVALUATE_INTERVAL_S,
                 "queue": PERIODIC_QUEUE},
 }
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):

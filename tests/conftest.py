@@ -388,3 +388,13 @@ def start_web(tmp_path, broker_url):
     yield start
     for process in started:
         process.stop(graceful=False)
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP server on 127.0.0.1 that records the webhooks it gets (`tests/receiver.py`)."""
+    from tests.receiver import Receiver
+
+    server = Receiver()
+    yield server
+    server.close()

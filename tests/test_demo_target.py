@@ -16,6 +16,7 @@ def test_make_demo_seeds_traffic_and_starts_the_mlflow_ui_with_its_url_given_to_
     commands = subprocess.run(["make", "-n", "demo", "MLFLOW_PORT=5123", "PORT=8123"], cwd=REPO, capture_output=True,
                               text=True, timeout=60, check=True).stdout
     assert "seed_demo_traffic --if-empty" in commands
+    assert "create_default_monitors" in commands
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5123" in commands
     assert 'export MLFLOW_UI_URL="http://127.0.0.1:5123"' in commands  # before the web and the worker start
     assert commands.index("export MLFLOW_UI_URL") < commands.index("gunicorn intentsite.wsgi")

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from intentsite import contract
 
-from ..models import DailyRollup, MirroredRun, SyncState
+from ..models import DailyRollup, MirroredRun, SyncState, WindowRollup
 from . import store
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def mirror_forget(*, experiment_name: str, experiment_id: str) -> int:
     with transaction.atomic():
         dropped, _ = MirroredRun.objects.filter(experiment_id=experiment_id).delete()
         DailyRollup.objects.filter(experiment_id=experiment_id).delete()
+        WindowRollup.objects.filter(experiment_id=experiment_id).delete()
         SyncState.objects.filter(experiment_name=experiment_name).update(
             experiment_id="", watermark_ms=None, newest_start_time=None, dirty_days=[], mirrored_runs=0,
             last_reconciled_at=None, lease_owner="", lease_until=None)

@@ -25,6 +25,7 @@ from intentsite.contract import OUT_OF_SCOPE
 from ..models import COMPOUND_SEPARATOR, OTHER, DailyRollup, MirroredRun
 from .bulk import rows_upsert
 from .sketch import ZERO_KEY, LatencySketch
+from .windows import windows_add, windows_replace
 
 Dimension = DailyRollup.Dimension
 # dimension -> the MirroredRun columns its value is made of (none: every run of the day; two: a compound value)
@@ -214,14 +215,13 @@ def runs_aggregate(*, rows: QuerySet, dimensions: Iterable[str]) -> dict[str, li
             for dimension in dimensions}
 
 
-def _cells(rows: QuerySet, *, experiment_id: str, now: datetime, fold: bool = True) -> list[dict[str, Any]]:
+def _cells(runs: _Runs | None, *, experiment_id: str, now: datetime, fold: bool = True) -> list[dict[str, Any]]:
     """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`, every dimension from one read.
 
     The rows' few columns are read once and grouped by pandas: ~5x faster than a GROUP BY per dimension in
     SQLite (9 sorts of every row with ~20 aggregates each), and the same code on PostgreSQL. With `fold`, the
     free-text dimensions keep each day's ANALYTICS_ROLLUP_TOP_VALUES most frequent values; the rest roll up as
     `other` (`folded`). The tests hold the result equal to aggregates of the raw rows computed apart."""
-    runs = _runs_read(rows)
     if runs is None:
         return []
     cells = [cell for dimension in DIMENSION_COLUMNS
@@ -257,23 +257,25 @@ def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[st
     days = sorted(set(days))
     if not days:
         return []
-    return _cells(MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days),
+    return _cells(_runs_read(MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days)),
                   experiment_id=experiment_id, now=timezone.now())
 
 
 def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
-    """Replace the rollups of these days with freshly computed ones, in one transaction; returns the rows
-    written."""
+    """Replace the rollups of these days (daily, and the window rollups within their retention) with freshly
+    computed ones, from one read of the days' rows, in one transaction; returns the daily rows written."""
     days = sorted(set(days))
     if not days:
         return 0
+    runs = _runs_read(MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days))
     with transaction.atomic():
+        windows_replace(experiment_id=experiment_id, days=days, runs=runs)
         return rollups_replace(experiment_id=experiment_id, days=days,
-                               cells=rollups_compute(experiment_id=experiment_id, days=days))
+                               cells=_cells(runs, experiment_id=experiment_id, now=timezone.now()))
 
 
 def rollups_replace(*, experiment_id: str, days: Iterable[date], cells: list[dict[str, Any]]) -> int:
-    """Replace the rollups of these days with `cells` (from `rollups_compute`), in one transaction."""
+    """Replace the daily rollups of these days with `cells` (from `rollups_compute`), in one transaction."""
     with transaction.atomic():
         DailyRollup.objects.filter(experiment_id=experiment_id, day__in=sorted(set(days))).delete()
         rows_upsert(model=DailyRollup, rows=cells, fields=ROLLUP_FIELDS)
@@ -307,7 +309,8 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
         else:
             named[(day, dimension)] = named.get((day, dimension), 0) + 1
     top = settings.ANALYTICS_ROLLUP_TOP_VALUES
-    cells = _cells(rows, experiment_id=experiment_id, now=now, fold=False)
+    runs = _runs_read(rows)
+    cells = _cells(runs, experiment_id=experiment_id, now=now, fold=False)
     # A day with no rows of a dimension yet takes the new runs' cells folded as a recompute would fold them.
     known = set(named) | folds
     cells = (_fold([cell for cell in cells if (cell["day"], cell["dimension"]) not in known], top=top)
@@ -328,4 +331,5 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
     with transaction.atomic():
         rows_upsert(model=DailyRollup, rows=list(changed.values()), fields=ROLLUP_FIELDS,
                     conflict=("experiment_id", "day", "dimension", "value"), update=ROLLUP_FIELDS[4:])
+        windows_add(experiment_id=experiment_id, runs=runs)
     return len(changed)

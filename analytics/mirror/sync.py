@@ -36,6 +36,7 @@ from intentsite import contract
 from ..models import WORKER_KEY_ENV, DailyRollup, MirroredRun, SyncState, WorkerHeartbeat, heartbeat_stale_after_s
 from .pages import EPOCH, Progress, Sync, SyncLeaseLost, chunked, ids_per_query
 from .sources import RunSource, run_source_get
+from .windows import windows_purge
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +157,14 @@ def _lease_give_back(state: SyncState, owner: str, *, error: str) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def runs_sync(*, experiment_name: str | None = None, full: bool = False, progress: Progress | None = None) -> SyncResult:
+def runs_sync(*, experiment_name: str | None = None, full: bool = False, progress: Progress | None = None,
+              overlap_s: float | None = None) -> SyncResult:
     """Bring the mirror of one experiment up to date with MLflow (see the module's docstring).
 
     `full` reads every run (not only the window behind the watermark), reconciles the run-id set and
     recomputes every rollup. `progress(done, total)` is called after each page (total may be None).
+    `overlap_s` replaces ANALYTICS_SYNC_OVERLAP_S for this sync (a sync a worker triggered right after logging
+    runs re-reads only the last minute; beat's syncs keep the long overlap that catches runs logged late).
     Returns a `SyncResult` with `skipped=True`, and changes nothing, while another sync holds the experiment.
     """
     name = experiment_name or settings.MLFLOW_EXPERIMENT_NAME
@@ -168,7 +172,7 @@ def runs_sync(*, experiment_name: str | None = None, full: bool = False, progres
     with _leased(name, progress) as sync:
         if sync is None:
             return SyncResult(experiment_name=name, skipped=True)
-        return _run(sync, name=name, full=full, started=started)
+        return _run(sync, name=name, full=full, started=started, overlap_s=overlap_s)
 
 
 def runs_refresh(*, run_ids: Iterable[str], experiment_name: str | None = None) -> SyncResult:
@@ -226,7 +230,8 @@ def _finish(sync: Sync, *, name: str, experiment_id: str | None, source, started
     return result
 
 
-def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str] = ()) -> SyncResult:
+def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str] = (),
+         overlap_s: float | None = None) -> SyncResult:
     state = sync.state
     source = sync.source = run_source_get(attachable=_attachable())
     experiment_id = source.experiment_id_get(name)
@@ -243,10 +248,10 @@ def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str
                           .distinct().order_by())
         sync.dirty |= set(DailyRollup.objects.filter(experiment_id=experiment_id).values_list("day", flat=True)
                           .distinct().order_by())
-    since_ms = None if full or state.watermark_ms is None else (
-        state.watermark_ms - int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
+    overlap_ms = int((settings.ANALYTICS_SYNC_OVERLAP_S if overlap_s is None else overlap_s) * 1000)
+    since_ms = None if full or state.watermark_ms is None else state.watermark_ms - overlap_ms
     watermark, active_seen = _read(sync, source, experiment_id, since_ms=since_ms,
-                                   watermark=None if full else state.watermark_ms)
+                                   watermark=None if full else state.watermark_ms, overlap_ms=overlap_ms)
     if since_ms is not None:
         _unfinished_poll(sync, source, experiment_id, before=_ms_to_datetime(since_ms))
     if refresh:
@@ -256,20 +261,21 @@ def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str
     if active_seen is not None or reconcile_due:
         _reconcile(sync, source, experiment_id, active_seen)
     sync.rollups_refresh(experiment_id)
+    windows_purge(experiment_id=experiment_id)
     return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started,
                    watermark=watermark, reconciled=active_seen is not None or reconcile_due,
                    position=source.position or {})
 
 
 def _read(sync: Sync, source: RunSource, experiment_id: str, *, since_ms: int | None,
-          watermark: int | None) -> tuple[int | None, set[str] | None]:
+          watermark: int | None, overlap_ms: int) -> tuple[int | None, set[str] | None]:
     """Read and write the runs that started at `since_ms` or later (all runs if None), page by page. Returns the
     new watermark and, for a read of every run, the ids of the active runs it saw (else None)."""
     if sync.progress is not None:
         sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
     active_seen: set[str] | None = set() if since_ms is None else None
     pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms, page_size=settings.ANALYTICS_SYNC_PAGE_SIZE,
-                             position=sync.state.source_position, overlap_ms=int(settings.ANALYTICS_SYNC_OVERLAP_S * 1000))
+                             position=sync.state.source_position, overlap_ms=overlap_ms)
     for page in pages:
         sync.apply(page)
         newest = max(run.start_time for run in page)

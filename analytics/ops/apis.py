@@ -104,6 +104,11 @@ class BacklogHealthSerializer(serializers.Serializer):
     max_age_s = serializers.FloatField(help_text="HEALTH_BACKLOG_MAX_AGE_S: older than this is degraded.")
 
 
+class MonitorsHealthSerializer(serializers.Serializer):
+    states = serializers.DictField(child=serializers.IntegerField(), help_text="Monitors per state.")
+    alerting = serializers.ListField(child=serializers.CharField(), help_text="Monitors in alert (health degraded).")
+
+
 # Strict: its schema has no room for more, so that a full `down` answer matches the other one alone (oneOf).
 class DatabaseDownSerializer(StrictSerializer):
     """The health answer when the database is gone before the caller could be authenticated: no more is said."""
@@ -128,7 +133,7 @@ class HealthApi(APIView):
         reasons = serializers.ListField(child=serializers.CharField(), help_text=(
             "Why not ok: mlflow_unreachable, database_unreachable (down); experiment_missing, "
             "sync_never_succeeded, sync_lagging, dead_letters, broker_unreachable, lm_circuit_open, no_worker_alive, "
-            "tracking_backlog (degraded)."))
+            "tracking_backlog, monitor_alert (degraded)."))
         checked_at = serializers.DateTimeField()
         tracking_uri = serializers.CharField(help_text="MLFLOW_TRACKING_URI without credentials.")
         experiment_name = serializers.CharField()
@@ -142,6 +147,7 @@ class HealthApi(APIView):
             "process has its own breakers, so another process may be in another state."))
         workers = WorkersHealthSerializer(allow_null=True, help_text="Null when the database cannot be read.")
         tracking_backlog = BacklogHealthSerializer(allow_null=True, help_text="Null when it cannot be read.")
+        monitors = MonitorsHealthSerializer(allow_null=True, help_text="Null when it cannot be read.")
 
     @api_schema(
         operation_id="analytics_health",

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ..mirror.store import mlflow_modules_warm, mlflow_probe, tracking_uri_display
-from ..models import SyncState
+from ..models import Monitor, SyncState
 from .workers import workers_alive
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ def _sync_answer(state: SyncState | None, *, now) -> dict[str, Any]:
 
 
 def _reasons(*, mlflow: dict, database: dict, sync: dict, dead_letters: int | None, broker: dict,
-             lm_circuits: list | None, workers: dict | None, backlog: dict | None) -> tuple[list[str], list[str]]:
+             lm_circuits: list | None, workers: dict | None, backlog: dict | None,
+             monitors: dict | None = None) -> tuple[list[str], list[str]]:
     """(reasons to be down, reasons to be degraded): see `health_get`."""
     down, degraded = [], []
     if not mlflow["reachable"]:
@@ -158,7 +159,20 @@ def _reasons(*, mlflow: dict, database: dict, sync: dict, dead_letters: int | No
     age = backlog and backlog["oldest_pending_age_s"]
     if age is not None and age > backlog["max_age_s"]:
         degraded.append("tracking_backlog")
+    if monitors and monitors["alerting"]:
+        degraded.append("monitor_alert")
     return down, degraded
+
+
+def monitors_health() -> dict[str, Any]:
+    """How many monitors are in each state, and the names of those in `alert`."""
+    states: dict[str, int] = {}
+    alerting = []
+    for name, state in Monitor.objects.order_by("name").values_list("name", "state"):
+        states[state] = states.get(state, 0) + 1
+        if state == Monitor.State.ALERT:
+            alerting.append(name)
+    return {"states": states, "alerting": alerting}
 
 
 def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
@@ -170,7 +184,7 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
       detection experiment is missing or deleted, or when an LM circuit breaker of this process is open or
       half-open (detections skip the LM and the local backend answers), when no Celery worker has sent a
       heartbeat lately (`no_worker_alive`), or when the oldest detection waiting for MLflow is older than
-      HEALTH_BACKLOG_MAX_AGE_S (`tracking_backlog`);
+      HEALTH_BACKLOG_MAX_AGE_S (`tracking_backlog`), or while a monitor is in `alert` (`monitor_alert`);
     - `ok` otherwise. `reasons` says which of these applied.
 
     MLflow and the broker are probed in threads of their own, each bounded by `probe_timeout_s`."""
@@ -184,7 +198,7 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     mlflow_thread.start()
     broker = broker_probe(timeout_s=probe_timeout_s)
     database = _database_probe()
-    state, dead_letters, workers, backlog = None, None, None, None
+    state, dead_letters, workers, backlog, monitors = None, None, None, None, None
     now = timezone.now()
     if database["reachable"]:
         try:
@@ -192,6 +206,7 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
             dead_letters = dead_letters_count()
             workers = workers_alive()
             backlog = tracking_backlog_get(now=now)
+            monitors = monitors_health()
         except DatabaseError as exc:
             database = {"reachable": False, "error": _error_text(exc)}
     mlflow_thread.join(probe_timeout_s + 1.0)
@@ -199,7 +214,7 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     sync = _sync_answer(state, now=now)
     lm_circuits = _lm_circuits()
     down, degraded = _reasons(mlflow=mlflow, database=database, sync=sync, dead_letters=dead_letters, broker=broker,
-                              lm_circuits=lm_circuits, workers=workers, backlog=backlog)
+                              lm_circuits=lm_circuits, workers=workers, backlog=backlog, monitors=monitors)
     return {
         "status": STATUS_DOWN if down else STATUS_DEGRADED if degraded else STATUS_OK,
         "reasons": down + degraded,
@@ -214,4 +229,5 @@ def health_get(*, probe_timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
         "lm_circuits": lm_circuits,
         "workers": workers,
         "tracking_backlog": backlog,
+        "monitors": monitors,
     }

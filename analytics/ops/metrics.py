@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ..mirror.sketch import GAMMA, ZERO_KEY, LatencySketch
-from ..models import DailyRollup, SyncState, WorkerHeartbeat
+from ..models import DailyRollup, Monitor, SyncState, WorkerHeartbeat
 from .health import dead_letters_count, tracking_backlog_get
 
 # The latency histogram's upper bounds (ms). A bound counts the latencies of the sketch's buckets that end at or
@@ -47,6 +47,7 @@ class ServiceCollector:
         yield from self._detections()
         yield from self._tracking()
         yield from self._mirror()
+        yield from self._monitors()
         workers = GaugeMetricFamily(f"{PREFIX}_workers_alive", "Celery workers whose heartbeat is fresh.")
         workers.add_metric([], WorkerHeartbeat.objects.alive().count())
         yield workers
@@ -114,6 +115,21 @@ class ServiceCollector:
                 succeeded.add_metric([state.experiment_name], state.last_succeeded_at.timestamp())
             mirrored.add_metric([state.experiment_name], state.mirrored_runs)
         yield from (lag, succeeded, mirrored)
+
+    def _monitors(self) -> Iterator[Metric]:
+        """Each monitor's state as a one-hot gauge (the usual enum form), and its last value: one series per monitor
+        and state (a handful of states; monitors are few, made by people)."""
+        state = GaugeMetricFamily(f"{PREFIX}_monitor_state", "1 for the state each monitor is in.",
+                                  labels=["monitor", "kind", "metric", "state"])
+        value = GaugeMetricFamily(f"{PREFIX}_monitor_value", "The monitor's last evaluated value.",
+                                  labels=["monitor", "kind", "metric"])
+        for name, kind, metric, current, last in Monitor.objects.order_by("name").values_list(
+                "name", "kind", "metric", "state", "last_value"):
+            for choice in Monitor.State.values:
+                state.add_metric([name, kind, metric, choice], 1.0 if choice == current else 0.0)
+            if last is not None:
+                value.add_metric([name, kind, metric], last)
+        yield from (state, value)
 
 
 def metrics_text() -> bytes:

@@ -11,12 +11,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
 from .. import tracking
 from ..models import DetectionFeedback, DetectionRecord
 from ..outbox import (
+    ANALYTICS_SYNC,
     BATCH_SIZE,
     DETECTIONS_TRACK,
     Delivery,
@@ -126,6 +128,25 @@ def _logged(records: list[DetectionRecord], run_ids: list[str], outcome: OutboxO
                                                                                  None, "")
     if records:
         feedback_waiting_send(request_ids=[str(record.request_id) for record in records])
+        mirror_sync_request()
+
+
+def mirror_sync_request() -> None:
+    """Runs were just logged: ask analytics for a sync of the detection experiment so that they show in its
+    reports within seconds (by task name). Debounced: the first batch of a period of ANALYTICS_SYNC_TRIGGER_S sends
+    a sync due at the period's end, which covers every batch logged meanwhile; later batches send nothing. The
+    period is shared through the cache (one per process with the local-memory cache: a few more syncs, which the
+    sync's lease serialises). Best effort: beat's sync comes anyway."""
+    from django.core.cache import cache
+
+    period = settings.ANALYTICS_SYNC_TRIGGER_S
+    if period <= 0:
+        return
+    try:
+        if cache.add("intent:mirror-sync-requested", 1, timeout=period):
+            current_app.send_task(ANALYTICS_SYNC, kwargs={"triggered": True}, countdown=period)
+    except Exception:  # noqa: BLE001 - the broker or cache away: beat's sync still comes
+        logger.warning("Could not ask analytics for a sync", exc_info=True)
 
 
 def _window_start(record: DetectionRecord) -> datetime:

@@ -284,3 +284,24 @@ def test_screenshot_of_a_demo_month(transactional_db, live_server, browser, djan
     assert sum(month["runs"]["data"][0]) == len(in_window)
     assert saved and target.stat().st_size > 50_000
     print(json.dumps({"screenshot": str(target), "runs": len(in_window)}))
+
+
+def test_the_page_shows_the_monitors_states_and_latest_alerts(transactional_db, live_server, browser,
+                                                              django_user_model, mlflow_store):
+    from analytics.models import Alert, Monitor
+
+    alerting = Monitor.objects.create(name="LM fallbacks", metric="fallback_rate", alert_threshold=0.2, state="alert",
+                                      last_value=0.35, filters={"module": "banking"})
+    Monitor.objects.create(name="Latency p95", metric="latency_p95_ms", alert_threshold=3000, state="ok")
+    now = timezone.now()
+    Alert.objects.create(monitor=alerting, from_state="ok", to_state="alert", value=0.35, threshold=0.2,
+                         window_start=now - timedelta(minutes=15), window_end=now, created_at=now, delivery="delivered")
+    staff_session(live_server, browser, django_user_model)
+
+    browser.get(f"{live_server.url}{PAGE}")
+    rows = [row.text for row in browser.find_elements("css selector", "#ad-monitors table:first-of-type tbody tr")]
+    alerts = [row.text for row in browser.find_elements("css selector", "#ad-alerts tbody tr")]
+
+    assert rows[0].startswith("LM fallbacks") and "module=banking" in rows[0] and "Alert" in rows[0]
+    assert "0.35" in rows[0] and rows[1].startswith("Latency p95") and "Ok" in rows[1]  # alerts first
+    assert len(alerts) == 1 and "LM fallbacks" in alerts[0] and "ok → alert" in alerts[0] and "Delivered" in alerts[0]

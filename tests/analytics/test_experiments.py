@@ -10,7 +10,7 @@ from mlflow.entities import ViewType
 from rest_framework.test import APIClient
 
 from analytics.mirror.sync import runs_sync
-from analytics.models import DailyRollup, MirroredRun, SyncState
+from analytics.models import DailyRollup, MirroredRun, SyncState, WindowRollup
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
 from tests.conftest import free_port
 
@@ -64,10 +64,12 @@ def test_a_deleted_experiment_is_restored_with_its_runs(run_logger, superuser_cl
 
 def test_reset_creates_anew_counts_the_orphans_and_restarts_the_mirror(run_logger, superuser_client, settings):
     old_id = run_logger.experiment_id
+    settings.ANALYTICS_HOURLY_ROLLUP_DAYS = 10_000  # the runs' fixed day keeps its hourly window rollups
     kept = [run_logger.log(start_ms=DAY0_MS + i * HOUR_MS) for i in range(3)]
     run_logger.client.delete_run(run_logger.log(start_ms=DAY0_MS + 5 * HOUR_MS))  # already deleted: no orphan
     runs_sync()
     assert MirroredRun.objects.filter(experiment_id=old_id).count() == 3
+    assert WindowRollup.objects.filter(experiment_id=old_id, grain_minutes=60).count() == 3
     evaluation = run_logger.client.create_experiment("intent_evaluation")  # a deleted one is reset too
     run_logger.client.create_run(evaluation)
     run_logger.client.delete_experiment(evaluation)
@@ -91,6 +93,7 @@ def test_reset_creates_anew_counts_the_orphans_and_restarts_the_mirror(run_logge
     # The mirror of the old id is gone and its sync starts afresh on the new experiment.
     assert not MirroredRun.objects.filter(experiment_id=old_id).exists()
     assert not DailyRollup.objects.filter(experiment_id=old_id).exists()
+    assert not WindowRollup.objects.filter(experiment_id=old_id).exists()
     state = SyncState.objects.get(experiment_name=settings.MLFLOW_EXPERIMENT_NAME)
     assert state.experiment_id == "" and state.watermark_ms is None and state.mirrored_runs == 0
     run_logger.experiment_id = new_id

@@ -289,3 +289,15 @@ def test_a_worker_killed_is_seen_dead_and_a_stale_backlog_is_degraded(synced, st
     late = staff_client.get(URL).json()
     assert late["reasons"] == ["no_worker_alive", "tracking_backlog"]
     assert late["tracking_backlog"]["pending"] == 2 and 90 <= late["tracking_backlog"]["oldest_pending_age_s"] < 120
+
+
+def test_a_monitor_in_alert_makes_it_degraded_and_is_named(synced, staff_client):
+    from analytics.models import Monitor
+
+    Monitor.objects.create(name="errors", alert_threshold=0.1, state="alert")
+    Monitor.objects.create(name="latency", alert_threshold=100, state="warning")
+    body = staff_client.get(URL).json()
+    assert body["status"] == "degraded" and body["reasons"] == ["monitor_alert"]
+    assert body["monitors"] == {"states": {"alert": 1, "warning": 1}, "alerting": ["errors"]}
+    Monitor.objects.filter(name="errors").update(state="ok")
+    assert staff_client.get(URL).json()["status"] == "ok"  # a warning alone is not degraded

@@ -97,3 +97,16 @@ def test_every_number_is_recomputed_from_the_raw_runs(run_logger, settings):
     assert got[("intentsite_workers_alive", ())] == 1
     assert got[("intentsite_mirrored_runs", (("experiment", "intent_detection"),))] == len(runs)
     assert got[("intentsite_mirror_last_success_timestamp_seconds", (("experiment", "intent_detection"),))] > 0
+
+
+def test_each_monitor_state_is_exported_one_hot_with_its_value(settings, db):
+    from analytics.models import Monitor
+
+    settings.METRICS_TOKEN = TOKEN
+    Monitor.objects.create(name="LM fallbacks", metric="fallback_rate", alert_threshold=0.2, state="alert",
+                           last_value=0.35)
+    scraped = samples(scrape(Client()))
+    labels = (("kind", "threshold"), ("metric", "fallback_rate"), ("monitor", "LM fallbacks"))
+    states = {dict(key)["state"]: value for (name, key), value in scraped.items() if name == "intentsite_monitor_state"}
+    assert states == {"ok": 0, "warning": 0, "alert": 1, "no_data": 0, "paused": 0}
+    assert scraped[("intentsite_monitor_value", labels)] == 0.35

@@ -74,3 +74,27 @@ def test_mlflow_server_down_for_15_seconds_loses_and_duplicates_nothing(
              message="every run to arrive after the server is back")
     request_ids = [run.data.tags["request_id"] for run in detection_runs(mlflow_server.uri)]
     assert sorted(request_ids) == sorted(before + during)
+
+
+def test_logged_runs_ask_for_one_sync_per_debounce_period(settings, monkeypatch):
+    """After logging runs a worker asks analytics for a sync, due at the end of a period of ANALYTICS_SYNC_TRIGGER_S
+    that every batch logged meanwhile rides along with; none when the period is 0 (beat's sync only)."""
+    from celery import current_app
+    from django.core.cache import cache
+
+    from intent.services.recording import mirror_sync_request
+
+    sent = []
+    monkeypatch.setattr(current_app, "send_task", lambda name, **options: sent.append((name, options)))
+    cache.clear()
+    settings.ANALYTICS_SYNC_TRIGGER_S = 0.5
+    for _ in range(5):
+        mirror_sync_request()
+    assert sent == [("analytics.tasks.runs_sync_task", {"kwargs": {"triggered": True}, "countdown": 0.5})]
+    time.sleep(0.6)
+    mirror_sync_request()
+    assert len(sent) == 2
+    settings.ANALYTICS_SYNC_TRIGGER_S = 0
+    cache.clear()
+    mirror_sync_request()
+    assert len(sent) == 2

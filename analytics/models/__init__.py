@@ -1,0 +1,21 @@
+"""The analytics app's models: the mirror and its rollups (`mirror`), finer-grained rollups (`windows`), monitors
+and their alerts (`monitors`)."""
+
+from .mirror import (  # noqa: F401
+    COMPOUND_SEPARATOR,
+    MISSED_BEATS,
+    OTHER,
+    WORKER_KEY_ENV,
+    DailyRollup,
+    DetectionAnalytics,
+    MirroredRun,
+    SyncState,
+    WorkerHeartbeat,
+    WorkerHeartbeatQuerySet,
+    compound_parts,
+    compound_value,
+    heartbeat_stale_after_s,
+    worker_key,
+)
+from .monitors import Alert, Monitor, webhook_secret_new  # noqa: F401
+from .windows import FINE_MINUTES, HOURLY_MINUTES, WindowRollup  # noqa: F401
