@@ -7,7 +7,7 @@ The mirror is filled as `bench/analytics.py` fills it (its `mirror_fill`: N runs
 150 intents, 10 modules, 3 roles, 2 models, 3 prompt versions), rollups by the sync's own `rollups_refresh` (daily
 and window rollups). Then:
 
-- window rollups: rows per grain, and what they add to the sync: recomputing the last 8 days (the 5-minute
+- window rollups: rows per grain, and what they add to the sync: recomputing the last 9 days (the 5-minute
   rows' retention) with and without them (retention set to 0: no window rows), and adding a page of 1,000 new runs
   to today (`rollups_add`, the sync's steady state) with and without;
 - `--monitors` monitors (a realistic mix: 70 % threshold over every metric, 20 % anomaly, 10 % drift per
@@ -100,7 +100,7 @@ def raw_baseline() -> None:
 
 
 def sync_costs(experiment_id: str) -> None:
-    days = sorted(set(MirroredRun.objects.values_list("day", flat=True).distinct().order_by()))[-8:]
+    days = sorted(set(MirroredRun.objects.values_list("day", flat=True).distinct().order_by()))[-9:]
     fine, hourly = settings.ANALYTICS_FINE_ROLLUP_DAYS, settings.ANALYTICS_HOURLY_ROLLUP_DAYS
     figures = {}
     for label, retention in (("daily only", (0, 0)), ("daily + window", (fine, hourly))):
@@ -122,7 +122,7 @@ def sync_costs(experiment_id: str) -> None:
     settings.ANALYTICS_FINE_ROLLUP_DAYS, settings.ANALYTICS_HOURLY_ROLLUP_DAYS = fine, hourly
     rollups_refresh(experiment_id=experiment_id, days=days)
     print("\nSync cost of the window rollups")
-    print("| rollups | recompute the last 8 days | add 1,000 new runs to today |")
+    print("| rollups | recompute the last 9 days | add 1,000 new runs to today |")
     print("|---|---|---|")
     for label, (recompute, add) in figures.items():
         print(f"| {label} | {recompute:.2f} s | {add * 1000:.0f} ms |")

@@ -297,9 +297,10 @@ ANALYTICS_EVALUATION_EXPERIMENT_NAME = os.environ.get("ANALYTICS_EVALUATION_EXPE
 # The free-text context (user role, module, tab) keeps each day's this many most frequent values in the rollups;
 # the rest roll up as `other` (the mirrored rows keep every value; a filter on a folded value reads them).
 ANALYTICS_ROLLUP_TOP_VALUES = int(os.environ.get("ANALYTICS_ROLLUP_TOP_VALUES", "50"))
-# Window rollups (what monitors read): 5-minute buckets kept this many days (more than the longest window, 7 days),
-# hourly ones this many (anomaly history, drift's reference).
-ANALYTICS_FINE_ROLLUP_DAYS = float(os.environ.get("ANALYTICS_FINE_ROLLUP_DAYS", "8"))
+# Window rollups (what monitors read): 5-minute buckets kept this many days (windows' edges: the longest window, 7
+# days, and a day's window with a week of history), hourly ones this many (drift's reference, the rest of history).
+# A window whose first partial hour is older than the 5-minute rows kept loses that partial hour.
+ANALYTICS_FINE_ROLLUP_DAYS = float(os.environ.get("ANALYTICS_FINE_ROLLUP_DAYS", "9"))
 ANALYTICS_HOURLY_ROLLUP_DAYS = float(os.environ.get("ANALYTICS_HOURLY_ROLLUP_DAYS", "35"))
 # A worker that has logged runs asks for a sync of the experiment at most once every this many seconds (the
 # beat's sync stays the safety net); such a triggered sync re-reads only this overlap behind its watermark.

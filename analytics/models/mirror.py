@@ -124,7 +124,33 @@ class MirroredRun(models.Model):
         return f"{self.run_id} {self.detected_intent or '?'} ({self.status})"
 
 
-class DailyRollup(models.Model):
+class RollupAggregates(models.Model):
+    """The counts, sums and latency sketch every rollup holds for its runs (daily ones, window ones)."""
+
+    runs = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    fallbacks = models.PositiveIntegerField(default=0)
+    out_of_scope = models.PositiveIntegerField(default=0)
+    template_matches = models.PositiveIntegerField(default=0)
+    confidence_count = models.PositiveIntegerField(default=0)
+    confidence_sum = models.FloatField(default=0.0)
+    confidence_sumsq = models.FloatField(default=0.0)
+    latency_count = models.PositiveIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0.0)
+    latency_sumsq_ms = models.FloatField(default=0.0)
+    latency_sketch = models.JSONField(default=list, blank=True, help_text=(
+        "[[bucket keys], [counts]] of `analytics.mirror.sketch.LatencySketch`: percentiles within 1 % of exact."))
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    labelled = models.PositiveIntegerField(default=0, help_text="Runs with feedback (is_correct not null).")
+    correct = models.PositiveIntegerField(default=0, help_text="Runs whose feedback says the detection was right.")
+
+    class Meta:
+        abstract = True
+
+
+class DailyRollup(RollupAggregates):
     """Aggregates of one UTC day of one experiment, per dimension value, recomputed by the sync from the
     raw rows of every day it touched (so they equal an aggregation of `MirroredRun` exactly)."""
 
@@ -147,26 +173,8 @@ class DailyRollup(models.Model):
     folded = models.BooleanField(default=False, help_text=(
         "An `other` row that holds the values beyond the day's most frequent ones (free-text dimensions)."))
 
-    runs = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0)
-    fallbacks = models.PositiveIntegerField(default=0)
-    out_of_scope = models.PositiveIntegerField(default=0)
-    template_matches = models.PositiveIntegerField(default=0)
-    confidence_count = models.PositiveIntegerField(default=0)
-    confidence_sum = models.FloatField(default=0.0)
-    confidence_sumsq = models.FloatField(default=0.0)
-    latency_count = models.PositiveIntegerField(default=0)
-    latency_sum_ms = models.FloatField(default=0.0)
-    latency_sumsq_ms = models.FloatField(default=0.0)
     latency_min_ms = models.FloatField(null=True, blank=True)
     latency_max_ms = models.FloatField(null=True, blank=True)
-    latency_sketch = models.JSONField(default=list, blank=True, help_text=(
-        "[[bucket keys], [counts]] of `analytics.mirror.sketch.LatencySketch`: percentiles within 1 % of exact."))
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0.0)
-    labelled = models.PositiveIntegerField(default=0, help_text="Runs with feedback (is_correct not null).")
-    correct = models.PositiveIntegerField(default=0, help_text="Runs whose feedback says the detection was right.")
     first_start_time = models.DateTimeField(null=True, blank=True)
     last_start_time = models.DateTimeField(null=True, blank=True)
     computed_at = models.DateTimeField()

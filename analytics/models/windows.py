@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from django.db import models
 
+from .mirror import RollupAggregates
+
 # The two grains, in minutes: 5-minute rows serve windows' edges and recent history, hourly rows the rest.
 FINE_MINUTES = 5
 HOURLY_MINUTES = 60
 
 
-class WindowRollup(models.Model):
+class WindowRollup(RollupAggregates):
     experiment_id = models.CharField(max_length=32)
     grain_minutes = models.PositiveSmallIntegerField(help_text="5 or 60.")
     bucket = models.DateTimeField(help_text="Start of the bucket (UTC), a multiple of the grain.")
@@ -26,23 +28,6 @@ class WindowRollup(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     prompt_version = models.CharField(max_length=64, blank=True)
 
-    runs = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0)
-    fallbacks = models.PositiveIntegerField(default=0)
-    out_of_scope = models.PositiveIntegerField(default=0)
-    template_matches = models.PositiveIntegerField(default=0)
-    confidence_count = models.PositiveIntegerField(default=0)
-    confidence_sum = models.FloatField(default=0.0)
-    confidence_sumsq = models.FloatField(default=0.0)
-    latency_count = models.PositiveIntegerField(default=0)
-    latency_sum_ms = models.FloatField(default=0.0)
-    latency_sumsq_ms = models.FloatField(default=0.0)
-    latency_sketch = models.JSONField(default=list, blank=True, help_text="As `DailyRollup.latency_sketch`.")
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0.0)
-    labelled = models.PositiveIntegerField(default=0)
-    correct = models.PositiveIntegerField(default=0)
     intents = models.JSONField(default=dict, blank=True, help_text="Detected intent -> runs.")
     computed_at = models.DateTimeField()
 

@@ -2,8 +2,8 @@
 
 The monitor is evaluated every `step` (5 minutes; anomaly and drift monitors every third of their window, at
 least 5 minutes: each of their evaluations reads 30 windows or a week) from the window rollups read once, with
-the very code the beat runs (`evaluation.outcome_get`). Nothing is saved and nobody is notified. Hourly rows
-reach back ANALYTICS_HOURLY_ROLLUP_DAYS: an older start is moved up to what they hold.
+the very code the beat runs (`evaluation.outcome_get`). Nothing is saved and nobody is notified. At most MAX_DAYS
+days, and never before the 5-minute rows kept (ANALYTICS_FINE_ROLLUP_DAYS): windows' edges need them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .evaluation import outcome_get, windows_needed
 from .services import monitor_rows_read
 from .windows import STEP, floor_step
 
-MAX_DAYS = 30
+MAX_DAYS = 7  # the 5-minute rows that windows' edges need are kept ANALYTICS_FINE_ROLLUP_DAYS (9)
 
 
 @dataclass
@@ -43,7 +43,7 @@ def preview_step(monitor: Monitor) -> timedelta:
 def monitor_preview(*, monitor: Monitor, days: int, now: datetime | None = None) -> Preview:
     now = now or timezone.now()
     end = floor_step(now)
-    start = max(end - timedelta(days=days), floor_step(now - timedelta(days=settings.ANALYTICS_HOURLY_ROLLUP_DAYS)))
+    start = max(end - timedelta(days=days), floor_step(now - timedelta(days=settings.ANALYTICS_FINE_ROLLUP_DAYS)))
     step = preview_step(monitor)
     moments = []
     moment = start

@@ -268,6 +268,11 @@ def test_screenshot_of_a_demo_month(transactional_db, live_server, browser, djan
     rollups_refresh(experiment_id="1", days=set(MirroredRun.objects.values_list("day", flat=True)))
     SyncState.objects.create(experiment_name=settings.MLFLOW_EXPERIMENT_NAME, experiment_id="1",
                              last_succeeded_at=now, newest_start_time=now, mirrored_runs=len(runs))
+    from analytics.monitors.defaults import monitors_create_defaults
+    from analytics.monitors.services import monitors_evaluate
+
+    monitors_create_defaults()  # as `make demo` does, evaluated once: the page shows their states
+    monitors_evaluate()
     staff_session(live_server, browser, django_user_model)
 
     browser.get(f"{live_server.url}{PAGE}?days=30")
