@@ -25,7 +25,8 @@ from intentsite.celery import app as celery_app
 from ..models import Alert, Monitor, SyncState
 from .evaluation import outcome_get, windows_needed
 from .outcome import ALERT, NO_DATA, PAUSED, WARNING, Outcome
-from .windows import Rows, rows_read
+from .reading import rows_read
+from .windows import Rows
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def monitors_evaluate(*, now: datetime | None = None, monitor_ids: list[int] | N
     enabled = [monitor for monitor in monitors if monitor.enabled]
     rows = monitor_rows_read(monitors=enabled, now=now)
     result.rows_read = rows.count
+    unchanged: list[Monitor] = []
     for monitor in enabled:
         outcome = outcome_get(monitor, rows, now)
         result.evaluated += 1
@@ -86,8 +88,11 @@ def monitors_evaluate(*, now: datetime | None = None, monitor_ids: list[int] | N
               and now - monitor.last_notified_at >= timedelta(minutes=monitor.renotify_minutes)):
             result.renotified += _change(monitor, outcome, now=now, notify=True, kind=Alert.Kind.RENOTIFY)
         else:
-            Monitor.objects.filter(pk=monitor.pk).update(last_value=outcome.value, last_evaluated_at=now,
-                                                         last_details=_json(outcome.details))
+            monitor.last_value, monitor.last_evaluated_at = outcome.value, now
+            monitor.last_details = _json(outcome.details)
+            unchanged.append(monitor)
+    # The monitors whose state stayed: their value and time in one statement (not one a monitor).
+    Monitor.objects.bulk_update(unchanged, ["last_value", "last_evaluated_at", "last_details"], batch_size=200)
     result.resent = alerts_pending_resend(now=now)
     result.seconds = time.monotonic() - started
     return result

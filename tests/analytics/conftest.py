@@ -114,3 +114,13 @@ def staff_client(django_user_model) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def window_rollups_cache_cleared():
+    """The monitors' per-process cache of window rollup buckets starts empty in every test."""
+    from analytics.monitors.reading import cache_clear
+
+    cache_clear()
+    yield
+    cache_clear()

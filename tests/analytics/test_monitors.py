@@ -219,3 +219,30 @@ def test_evaluation_reads_only_rollups_in_a_fixed_number_of_queries():
     assert not any("analytics_mirroredrun" in sql or "analytics_dailyrollup" in sql for sql in reads)
     # the monitors, the experiment's id, two window-rollup reads, the pending alerts
     assert len(reads) <= 5, reads
+
+
+def test_a_second_evaluation_reads_only_the_buckets_that_changed():
+    from analytics.monitors import reading
+
+    now = timezone.now()
+    mirror_ready()
+    watched = monitor(metric="runs", window_minutes=360, alert_threshold=1e9, min_runs=1)
+    mirror_write([run_row(now - timedelta(minutes=m)) for m in range(0, 300, 7)])
+    monitors_evaluate(now=now)
+    cached = dict(reading._cache)
+    assert cached
+    # One new run added as the sync's steady state adds runs (`rollups_add`): one bucket of each grain changes.
+    from analytics.mirror.rollups import rollups_add
+    from analytics.monitors.windows import ns as reading_ns
+
+    new = run_row(now - timedelta(seconds=30))
+    new.save()
+    rollups_add(experiment_id=new.experiment_id, days=[new.day], run_ids=[new.run_id])
+    monitors_evaluate(now=now)
+    watched.refresh_from_db()
+    assert watched.last_value == len(range(0, 300, 7)) + 1
+    changed = [key for key, (version, block) in reading._cache.items() if cached.get(key, (None, None))[1] is not block]
+    # Only the bucket that holds the new run was read again: its 5-minute one when its hour is the window's partial
+    # edge, else its hourly one.
+    [(_, grain, bucket)] = changed
+    assert bucket <= reading_ns(new.start_time) < bucket + grain * 60 * 10**9
