@@ -115,7 +115,7 @@ class Alert(models.Model):
         DELIVERED = "delivered"
         PARTIAL = "partial"
         FAILED = "failed"
-        NONE = "none", "no channel"
+        NONE = "none", "not notified"
 
     monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="alerts")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHANGE)
