@@ -42,6 +42,14 @@ def fast_password_hashing():
 
 
 @pytest.fixture(autouse=True)
+def no_sync_requests_in_process(settings):
+    """Runs logged in this process (tests calling the recording service) ask for no sync: such a request would wait
+    in the session's broker and start a sync in whatever worker a later test starts, on that test's data. Workers
+    started by tests keep the default (their environment), so the freshness path runs where a test asks for it."""
+    settings.ANALYTICS_SYNC_TRIGGER_S = 0
+
+
+@pytest.fixture(autouse=True)
 def isolated_detector(settings, model_cache_dir):
     settings.INTENT_MODEL_CACHE_DIR = model_cache_dir
     settings.INTENT_CATALOG_REFRESH_S = 0
