@@ -299,6 +299,9 @@ def start_worker(tmp_path, broker_url):
     started: list[Process] = []
 
     def start(*, name: str = "worker", concurrency: int = 1, beat: bool = False, **env: str) -> Process:
+        # No sync requested after logging unless a test asks (ANALYTICS_SYNC_TRIGGER_S): tests that count or time
+        # syncs, or refresh runs under the sync's lease, see only the syncs they start.
+        env = {"ANALYTICS_SYNC_TRIGGER_S": "0", **env}
         args = [sys.executable, "-m", "celery", "-A", "intentsite", "worker", "--pool", "prefork",
                 "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                 "--hostname", f"{name}-{len(started)}@%h"]
