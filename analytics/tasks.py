@@ -8,6 +8,7 @@ from django.db import InterfaceError, OperationalError
 
 from .mirror.sources.base import MlflowSourceUnavailable
 from .mirror.sync import SyncResult, runs_refresh, runs_sync
+from .models import Monitor
 from .monitors.delivery import alert_deliver
 from .monitors.services import monitors_evaluate
 
@@ -22,8 +23,10 @@ def _counts(result: SyncResult) -> dict:
             "skipped": result.skipped, "seconds": round(result.seconds, 3)}
 
 
-def _changed(result: SyncResult) -> bool:
-    return bool(result.added or result.updated or result.deleted)
+def _evaluation_due(result: SyncResult) -> bool:
+    """A sync that changed the mirror has the monitors evaluated, if there are any to evaluate (beat's entry pauses
+    disabled ones): no task a sync where nobody watches."""
+    return bool(result.added or result.updated or result.deleted) and Monitor.objects.filter(enabled=True).exists()
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
@@ -42,13 +45,13 @@ def runs_sync_task(self, experiment_name: str | None = None, full: bool = False,
                            overlap_s=settings.ANALYTICS_SYNC_TRIGGER_OVERLAP_S)
         if result.skipped:
             raise self.retry(countdown=settings.ANALYTICS_SYNC_TRIGGER_S, max_retries=3)
-        if _changed(result):
+        if _evaluation_due(result):
             self.app.send_task(MONITORS_EVALUATE)
         return _counts(result)
     if experiment_name is not None:
         return _counts(runs_sync(experiment_name=experiment_name, full=full))
     detection = runs_sync(experiment_name=settings.MLFLOW_EXPERIMENT_NAME, full=full)
-    if _changed(detection):
+    if _evaluation_due(detection):
         self.app.send_task(MONITORS_EVALUATE)
     result = _counts(detection)
     evaluation = settings.ANALYTICS_EVALUATION_EXPERIMENT_NAME

@@ -1,7 +1,7 @@
 """Evaluate the monitors, record their state changes as alerts, and ask for the notifications.
 
 `monitors_evaluate` is what `manage.py evaluate_monitors`, beat (every MONITORS_EVALUATE_INTERVAL_S) and the sync
-(after it changed the mirror) run. It reads the window rollups once for every monitor (`windows.rows_read`), then
+(after it changed the mirror) run. It reads the window rollups once for every monitor (`reading.rows_read`), then
 decides each monitor's state with no further read. A change is saved by a conditional UPDATE on the state it was
 decided from, in the transaction that records its alert: two evaluations at once (beat's and a sync's) record and
 notify each change once. Notifications leave after commit (`analytics.tasks.alert_deliver_task`, by name); any
