@@ -1,4 +1,5 @@
-"""System check: the mirror has a typed column for every name of the tracking contract that asks for one."""
+"""System checks: the mirror has a typed column for every name of the tracking contract that asks for one; the
+retentions of MLflow and of the mirror fit together."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def mirror_columns_check(app_configs=None, **kwargs) -> list[checks.CheckMessage
                 f"({expected.__name__}{f', max_length {field.max_length}' if text else ''}).",
                 obj=MirroredRun, id="analytics.E002"))
     return errors
+
+
+def retention_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """MLflow's runs must outlive the mirror's raw rows: a run deleted from MLflow while its day is still kept raw
+    leaves the mirror, and that day's rollups are recomputed without it (history lost)."""
+    from django.conf import settings
+
+    mlflow_days, raw_days = settings.TRACKING_MLFLOW_RETENTION_DAYS, settings.ANALYTICS_RAW_RETENTION_DAYS
+    if mlflow_days > 0 and (raw_days <= 0 or mlflow_days < raw_days):
+        return [checks.Error(
+            f"TRACKING_MLFLOW_RETENTION_DAYS={mlflow_days} deletes MLflow runs whose mirrored rows are still kept "
+            f"(ANALYTICS_RAW_RETENTION_DAYS={raw_days or 'forever'}): their days' rollups would lose them.",
+            hint="Set TRACKING_MLFLOW_RETENTION_DAYS to at least ANALYTICS_RAW_RETENTION_DAYS (which must be > 0).",
+            id="analytics.E003")]
+    return []

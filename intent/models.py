@@ -163,6 +163,46 @@ class DetectionLabel(models.Model):
         return f"{self.request_id}: {self.expected_intent} by {self.user or 'nobody'}"
 
 
+class DetectionDetail(models.Model):
+    """What a reviewer needs to see why one detection went the way it did, kept in the Django database next to
+    its detection record (which leaves once its run is logged): the message, redacted before it is written
+    (blank with INTENT_STORE_MESSAGES=0, erased after INTENT_MESSAGE_RETENTION_DAYS), the context, the answer and
+    the local model's ranking of alternatives. The review queue reads it; the row goes after
+    ANALYTICS_RAW_RETENTION_DAYS."""
+
+    request_id = models.UUIDField(unique=True, help_text="The detection's request id.")
+    created_at = models.DateTimeField(db_index=True, help_text="When the detection started (its run's start).")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+", help_text="Who asked for the detection: may give its feedback.")
+    message = models.TextField(blank=True, help_text="Redacted; empty when not stored or past its retention.")
+    message_erased_at = models.DateTimeField(null=True, blank=True, help_text="When retention erased the text.")
+    user_role = models.CharField(max_length=100, blank=True)
+    current_module = models.CharField(max_length=100, blank=True)
+    current_tab = models.CharField(max_length=100, blank=True)
+    model_name = models.CharField(max_length=200)
+    prompt_version = models.CharField(max_length=32)
+    detected_intent = models.CharField(max_length=100)
+    confidence = models.FloatField()
+    status = models.CharField(max_length=20)
+    error_category = models.CharField(max_length=50, blank=True)
+    alternatives = models.JSONField(default=list, help_text="[[intent, probability], ...] by the local model, best first.")
+    margin = models.FloatField(null=True, blank=True, db_index=True,
+                               help_text="Top minus second probability of the local model's ranking (small: unsure).")
+    local_intent = models.CharField(max_length=100, blank=True,
+                                    help_text="What the local model answers, beside an LM's answer.")
+    disagreement = models.BooleanField(default=False, db_index=True,
+                                       help_text="The local model's answer differs from the detection's.")
+    sampled_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                      help_text="When the review queue's `random` strategy served it: its label "
+                                                "then counts in the unbiased accuracy estimate.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.detected_intent}"
+
+
 class PromptVersion(models.Model):
     """Every prompt version a detector reported or an optimizer produced, with what its hash stands for.
 

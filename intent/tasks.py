@@ -8,6 +8,7 @@ from django.db import InterfaceError, OperationalError
 
 from .outbox import DETECTIONS_TRACK, FEEDBACK_TRACK, OutboxOutcome
 from .services import detection_feedback_flush, detection_feedback_log, detection_records_flush, detection_records_log
+from .services.retention import expired_data_purge
 
 
 class TrackingUnavailable(Exception):
@@ -43,6 +44,12 @@ def detections_track(request_ids: list[str]) -> dict[str, int]:
 def feedback_track(request_ids: list[str]) -> dict[str, int]:
     """Write these feedback rows to their detections' MLflow runs (idempotent)."""
     return _counts(detection_feedback_log(request_ids=request_ids))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def expired_data_purge_task() -> dict[str, int]:
+    """Daily (beat): remove what is past its retention (`intent.services.retention`)."""
+    return expired_data_purge()
 
 
 @shared_task(acks_late=True, ignore_result=True)

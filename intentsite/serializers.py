@@ -1,6 +1,7 @@
 """Serializer plumbing shared by the apps' APIs: strict types, no field or query parameter left unnoticed, and the
 error answers as the OpenAPI schema documents them (`api_schema`)."""
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -144,6 +145,23 @@ class QueryCharField(StrictCharField):
 
     def get_value(self, dictionary):
         return dictionary.get(self.field_name, empty)
+
+
+INTEGER_WRITTEN = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter: absent means its default; present, it must be written in ASCII digits (`n=`,
+    `7.0`, ` 7` or `1_0`, which Python's int() would take, are 400s: the schema says integer)."""
+
+    def get_value(self, dictionary):
+        # An empty string is not "absent" (DRF's default for query params): it fails as a bad integer.
+        return dictionary.get(self.field_name, empty)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not INTEGER_WRITTEN.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class QueryChoiceField(serializers.ChoiceField):

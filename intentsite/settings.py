@@ -253,6 +253,14 @@ INTENT_TRACKING_ENABLED = env_bool("INTENT_TRACKING_ENABLED", True)
 TRACKING_BULK_WRITES = env_bool("TRACKING_BULK_WRITES", True)
 # Log the (redacted) message text as a run tag. Off by default: messages are personal data.
 INTENT_LOG_MESSAGES = env_bool("INTENT_LOG_MESSAGES", False)
+# Store each detection's message, redacted (never raw), next to its detection (`DetectionDetail`): the review queue
+# shows it and gap mining reads it. 0 stores none.
+INTENT_STORE_MESSAGES = env_bool("INTENT_STORE_MESSAGES", True)
+# Stored message text is erased this many days after its detection (`purge_expired_data`, daily by beat).
+INTENT_MESSAGE_RETENTION_DAYS = int(os.environ.get("INTENT_MESSAGE_RETENTION_DAYS", "30"))
+# Detections' MLflow runs older than this many days are deleted through MLflow's API by `purge_expired_data`;
+# 0 (the default) keeps them. Must not be shorter than ANALYTICS_RAW_RETENTION_DAYS (a system check says so).
+TRACKING_MLFLOW_RETENTION_DAYS = int(os.environ.get("TRACKING_MLFLOW_RETENTION_DAYS", "0"))
 # Region (ISO 3166 alpha-2) that redaction assumes for phone numbers written without a +country code.
 INTENT_PHONE_REGION = os.environ.get("INTENT_PHONE_REGION", "US")
 # A record whose run cannot be logged is retried with backoff for this long, then dead-lettered.
@@ -274,6 +282,9 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 TRACKING_RETRY_BACKOFF_MAX_S = float(os.environ.get("TRACKING_RETRY_BACKOFF_MAX_S", "60"))
 
 # --- Analytics (the ORM mirror of MLflow runs) ---------------------------------------------------
+# Mirrored raw rows (and stored detection details) are kept this many days; older days keep their daily rollups
+# forever, frozen: the sync no longer reads or recomputes them. 0 keeps raw rows forever.
+ANALYTICS_RAW_RETENTION_DAYS = int(os.environ.get("ANALYTICS_RAW_RETENTION_DAYS", "90"))
 # How often beat runs the sync; each run reads runs newer than the watermark minus the overlap.
 ANALYTICS_SYNC_INTERVAL_S = float(os.environ.get("ANALYTICS_SYNC_INTERVAL_S", "60"))
 ANALYTICS_SYNC_PAGE_SIZE = int(os.environ.get("ANALYTICS_SYNC_PAGE_SIZE", "10000"))
@@ -348,6 +359,7 @@ CELERY_TASK_ROUTES = {
     "analytics.tasks.runs_sync_task": {"queue": PERIODIC_QUEUE},
     "analytics.tasks.monitors_evaluate_task": {"queue": PERIODIC_QUEUE},
     "analytics.tasks.alert_deliver_task": {"queue": PERIODIC_QUEUE},
+    "intent.tasks.expired_data_purge_task": {"queue": PERIODIC_QUEUE},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
@@ -371,6 +383,13 @@ CELERY_BEAT_SCHEDULE["monitors-evaluate"] = {
     "schedule": MONITORS_EVALUATE_INTERVAL_S,
     "options": {"expires": MONITORS_EVALUATE_INTERVAL_S, "expire_seconds": MONITORS_EVALUATE_INTERVAL_S,
                 "queue": PERIODIC_QUEUE},
+}
+# Expired data (message text, raw rows, old MLflow runs when asked) goes once a day.
+PURGE_INTERVAL_S = float(os.environ.get("PURGE_INTERVAL_S", str(24 * 3600)))
+CELERY_BEAT_SCHEDULE["expired-data-purge"] = {
+    "task": "intent.tasks.expired_data_purge_task",
+    "schedule": PURGE_INTERVAL_S,
+    "options": {"expires": PURGE_INTERVAL_S, "expire_seconds": PURGE_INTERVAL_S, "queue": PERIODIC_QUEUE},
 }
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     # An unacknowledged message (its worker died) is delivered again after this long.

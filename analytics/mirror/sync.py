@@ -271,11 +271,15 @@ def _read(sync: Sync, source: RunSource, experiment_id: str, *, since_ms: int | 
           watermark: int | None, overlap_ms: int) -> tuple[int | None, set[str] | None]:
     """Read and write the runs that started at `since_ms` or later (all runs if None), page by page. Returns the
     new watermark and, for a read of every run, the ids of the active runs it saw (else None)."""
+    active_seen: set[str] | None = set() if since_ms is None else None
+    # A read of every run reads those from the raw-retention horizon on (with no position: the whole table).
+    position = sync.state.source_position if since_ms is not None else None
+    if sync.horizon_ms is not None:
+        since_ms = sync.horizon_ms if since_ms is None else max(since_ms, sync.horizon_ms)
     if sync.progress is not None:
         sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
-    active_seen: set[str] | None = set() if since_ms is None else None
     pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms, page_size=settings.ANALYTICS_SYNC_PAGE_SIZE,
-                             position=sync.state.source_position, overlap_ms=overlap_ms)
+                             position=position, overlap_ms=overlap_ms)
     for page in pages:
         sync.apply(page)
         newest = max(run.start_time for run in page)
@@ -305,11 +309,14 @@ def _unfinished_poll(sync: Sync, source: RunSource, experiment_id: str, *, befor
 def _reconcile(sync: Sync, source, experiment_id: str, active_seen: set[str] | None) -> None:
     """Make the mirror's run-id set MLflow's active one: remove what MLflow lost, fetch what it has."""
     if active_seen is None:
-        lifecycles = source.run_ids_list(experiment_id=experiment_id)
+        lifecycles = source.run_ids_list(experiment_id=experiment_id, since_ms=sync.horizon_ms)
         active = {run_id for run_id, lifecycle in lifecycles.items() if lifecycle == contract.LIFECYCLE_ACTIVE}
     else:
         active = active_seen  # a full read just saw (and upserted) every run
-    mirrored = set(MirroredRun.objects.filter(experiment_id=experiment_id).values_list("run_id", flat=True))
+    mirrored_rows = MirroredRun.objects.filter(experiment_id=experiment_id)
+    if sync.horizon is not None:  # from the raw-retention horizon on, as `active`
+        mirrored_rows = mirrored_rows.filter(start_time__gte=_ms_to_datetime(sync.horizon_ms))
+    mirrored = set(mirrored_rows.values_list("run_id", flat=True))
     gone = sorted(mirrored - active)
     for chunk in chunked(gone, settings.ANALYTICS_SYNC_PAGE_SIZE):
         sync.apply([], gone=chunk)

@@ -32,6 +32,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q
+from django.utils.module_loading import import_string
 
 from intentsite import contract
 
@@ -87,6 +88,7 @@ def _overview(cells: Cells) -> dict[str, Any]:
         "cost_usd": total.cost_usd,
         "labelled_runs": total.labelled,
         "accuracy": total.accuracy,
+        "sampled_accuracy": _sampled_accuracy(cells.scope),
         "intent_distribution": _shares(cells.by_value(Dimension.INTENT), runs, "intent"),
         "user_roles": _shares(cells.by_value(Dimension.ROLE), runs, "user_role", top=settings.ANALYTICS_ROLLUP_TOP_VALUES),
         "modules": _shares(cells.by_value(Dimension.MODULE), runs, "module", top=settings.ANALYTICS_ROLLUP_TOP_VALUES),
@@ -94,9 +96,19 @@ def _overview(cells: Cells) -> dict[str, Any]:
 
 
 def overview_get(*, scope: Scope) -> dict[str, Any]:
-    """Totals of the period: volume, rates, latency (avg and percentiles), tokens and cost, accuracy, and
-    the distribution of intents, user roles and modules."""
+    """Totals of the period: volume, rates, latency (avg and percentiles), tokens and cost, accuracy (of all labels,
+    and of the review queue's random samples alone, unbiased), and the distribution of intents, roles and modules."""
     return scope.header() | _overview(Cells(scope, detailed=[Dimension.ALL], counted=OVERVIEW_COUNTED))
+
+
+# Labels on the review queue's random samples: a function of the intent app by dotted path (analytics does not
+# import intent's models); override with the ANALYTICS_SAMPLED_ACCURACY setting.
+SAMPLED_ACCURACY = "intent.review.selectors.review_accuracy_get"
+
+
+def _sampled_accuracy(scope: Scope) -> dict[str, Any]:
+    read = import_string(getattr(settings, "ANALYTICS_SAMPLED_ACCURACY", SAMPLED_ACCURACY))
+    return read(since=scope.start(), until=scope.last_moment(), filters=dict(scope.filters))
 
 
 def _trend_rows(scope: Scope, daily: dict[date, Cell]) -> list[dict[str, Any]]:

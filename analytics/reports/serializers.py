@@ -10,7 +10,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from intentsite.serializers import QueryCharField, QueryChoiceField, StrictSerializer
+from intentsite.serializers import QueryCharField, QueryChoiceField, QueryIntegerField, StrictSerializer
 
 # The longest value each filter can match: what the detect API takes for a module or a role, the mirror's columns
 # for a model and a prompt version. Together they also keep the longest query string within the web tier's request
@@ -20,27 +20,16 @@ EARLIEST_UNTIL = date(1970, 1, 1)
 # `until` as the schema says it: a calendar date written YYYY-MM-DD, from 1970-01-01 (MLflow's epoch) to 9999-12-31.
 UNTIL_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 DATE_WRITTEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
-INTEGER_WRITTEN = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
 # --- Input ---------------------------------------------------------------------------------------------
 
-class DaysField(serializers.IntegerField):
-    """`days`: absent means the endpoint's default; present, it must be an integer 1–365 written in ASCII digits
-    (`days=`, `7.0`, ` 7` or `1_0`, which Python's int() would take, are 400s: the schema says integer)."""
+class DaysField(QueryIntegerField):
+    """`days`: absent means the endpoint's default; present, an integer 1–365 written in ASCII digits."""
 
     def __init__(self, *, default: int) -> None:
         super().__init__(min_value=1, max_value=365, default=default,
                          help_text="Length of the period in days (1–365), ending with `until`.")
-
-    def get_value(self, dictionary):
-        # An empty string is not "absent" (DRF's default for query params): it fails as a bad integer.
-        return dictionary.get(self.field_name, serializers.empty)
-
-    def to_internal_value(self, data):
-        if isinstance(data, str) and not INTEGER_WRITTEN.fullmatch(data):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 @extend_schema_field({"type": "string", "format": "date", "pattern": UNTIL_PATTERN})
@@ -138,6 +127,14 @@ def _share_serializer(name: str) -> type[serializers.Serializer]:
         name: serializers.CharField(), "runs": serializers.IntegerField(), "share": _rate()})
 
 
+class SampledAccuracySerializer(serializers.Serializer):
+    labelled = serializers.IntegerField(help_text="Labelled detections that the review queue served at random.")
+    correct = serializers.IntegerField()
+    accuracy = _rate(help_text="Their share that was right: an unbiased estimate (null: none labelled).")
+    ci95 = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True,
+                                help_text="Its 95 % Wilson interval [low, high] (null: none labelled).")
+
+
 class OverviewBodySerializer(serializers.Serializer):
     total_runs = serializers.IntegerField()
     success_rate = _rate()
@@ -151,6 +148,9 @@ class OverviewBodySerializer(serializers.Serializer):
     cost_usd = serializers.FloatField()
     labelled_runs = serializers.IntegerField(help_text="Runs with user feedback.")
     accuracy = _rate(help_text="Share of labelled runs whose detection was right (null: none labelled).")
+    sampled_accuracy = SampledAccuracySerializer(help_text=(
+        "Accuracy from the labels of detections the review queue's `random` strategy served (a uniform sample): "
+        "unbiased, where `accuracy` counts every label (users label what looked wrong)."))
     intent_distribution = _share_serializer("intent")(many=True)
     user_roles = _share_serializer("user_role")(many=True)
     modules = _share_serializer("module")(many=True)

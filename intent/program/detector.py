@@ -91,8 +91,19 @@ class IntentDetector:
         fallback_used = prediction is None and failure is not None
         if prediction is None:
             prediction, failure = self._local_answer(kwargs, failure)
-        return self._detection(prediction, failure, fallback_used=fallback_used,
+            local = prediction
+        else:  # the LM answered: the local model's ranking beside it (~1 ms) is the review queue's second opinion
+            local = self._second_opinion(request.message)
+        return self._detection(prediction, failure, fallback_used=fallback_used, local=local,
                                elapsed_ms=(time.perf_counter() - started) * 1000.0)
+
+    def _second_opinion(self, message: str) -> dspy.Prediction | None:
+        try:
+            answer = self.local.model.predict(message)
+        except Exception:  # pragma: no cover - the local model failing is a bug; the LM's answer stands
+            logger.exception("Local intent model failed")
+            return None
+        return dspy.Prediction(intent=answer.intent, candidates=answer.candidates)
 
     def _lm_answer(self, kwargs: dict[str, Any]) -> tuple[dspy.Prediction | None, BaseException | None]:
         """The LM's answer, or why there is none; the LM's circuit breaker hears how the call went."""
@@ -120,7 +131,7 @@ class IntentDetector:
             return _empty_prediction(), failure or exc
 
     def _detection(self, prediction: dspy.Prediction, failure: BaseException | None, *, fallback_used: bool,
-                   elapsed_ms: float) -> Detection:
+                   local: dspy.Prediction | None, elapsed_ms: float) -> Detection:
         """The answer, with what went wrong as data: an LM failure, or an LM answer outside the catalog."""
         error_category = errors.error_category(failure) if failure is not None else None
         if failure is None and prediction.get("invalid_output"):
@@ -148,6 +159,10 @@ class IntentDetector:
             available_agent_templates=len(self.catalog.agent_templates),
             lm_usage=_usage(prediction),
             answered_by=self.model_name if self.lm is not None and failure is None else LOCAL_MODEL_NAME,
+            alternatives=tuple((c.intent, round(float(c.probability), 6)) for c in (local.get("candidates") or ())
+                               ) if local is not None else (),
+            local_intent=local.intent if local is not None and local is not prediction and local.get("candidates")
+            else None,
         )
 
 

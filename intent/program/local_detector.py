@@ -28,7 +28,7 @@ class LocalIntentDetector(dspy.Module):
         workflow_template, agent_template = (
             catalog.templates_for(intent, module=current_module) if spec else (None, None)
         )
-        ranked = ", ".join(f"{c.intent} {c.probability:.2f}" for c in prediction.candidates)
+        ranked = ", ".join(f"{c.intent} {c.probability:.2f}" for c in prediction.candidates[:3])
         if intent == OUT_OF_SCOPE:
             reasoning = (
                 f"No intent reached the out-of-scope threshold {self.model.config.oos_threshold:.2f} "
@@ -44,4 +44,5 @@ class LocalIntentDetector(dspy.Module):
             agent_template=agent_template,
             reasoning=reasoning,
             invalid_output=False,
+            candidates=prediction.candidates,
         )

@@ -126,7 +126,7 @@ class Candidate:
 class LocalPrediction:
     intent: str  # a catalog intent, or OUT_OF_SCOPE when the top probability < oos_threshold
     confidence: float  # calibrated probability of the top intent
-    candidates: tuple[Candidate, ...]  # top 3 (fewer for smaller catalogs), best first
+    candidates: tuple[Candidate, ...]  # top 5 (fewer for smaller catalogs), best first
 
 
 class LocalIntentModel:
@@ -191,7 +191,7 @@ class LocalIntentModel:
 
     def predict_many(self, texts: Sequence[str]) -> list[LocalPrediction]:
         probabilities = self.predict_proba(texts)
-        k = min(3, len(self.intents))
+        k = min(5, len(self.intents))
         threshold = self.config.oos_threshold
         predictions = []
         for row in probabilities:

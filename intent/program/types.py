@@ -52,6 +52,10 @@ class Detection:
     available_agent_templates: int = 0
     lm_usage: dict[str, Any] = field(default_factory=dict)
     answered_by: str = ""  # the model whose answer this is: model_name, or the local backend when it fell back
+    # The local model's ranking (intent, probability), best first, up to 5: the answer's alternatives when the local
+    # backend answered, a second opinion beside an LM's answer (`local_intent` is then what it would have answered).
+    alternatives: tuple[tuple[str, float], ...] = ()
+    local_intent: str | None = None
 
 
 @dataclass

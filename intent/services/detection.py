@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from ..detectors import detector_get
 from ..dispatch import record_publisher
-from ..models import DetectionRecord
+from ..models import DetectionDetail, DetectionRecord
 from ..program import Detection, DetectionInput
+from ..review.details import detection_detail_build
 from ..tracking import run_payload_build
 from .prompt_versions import prompt_version_register
 
@@ -46,17 +47,22 @@ def intent_detect(
     detection = detector.detect(request)
     request_id = uuid.uuid4()
     if settings.INTENT_TRACKING_ENABLED:
+        user = user if user is not None and user.is_authenticated else None
         detection_record_create(
             request_id=request_id,
             payload=run_payload_build(request_id=str(request_id), request=request, detection=detection,
                                       started_at_ms=started_at_ms),
-            user=user if user is not None and user.is_authenticated else None,
+            user=user,
+            detail=detection_detail_build(request_id=request_id, request=request, detection=detection,
+                                          started_at_ms=started_at_ms, user=user),
         )
     return DetectionResult(request_id=request_id, detection=detection)
 
 
-def detection_record_create(*, request_id: uuid.UUID, payload: dict, user=None) -> DetectionRecord:
-    """Write the record (the outbox row) and, once committed, hand it to Celery.
+def detection_record_create(*, request_id: uuid.UUID, payload: dict, user=None,
+                            detail: DetectionDetail | None = None) -> DetectionRecord:
+    """Write the record (the outbox row), and the detection's detail for reviewers when given, and once committed
+    hand the record to Celery.
 
     The message is published by a background thread (`intent.dispatch`), so the request never waits
     on the broker; if the message never makes it, the row stays pending and the periodic flush sends
@@ -65,5 +71,7 @@ def detection_record_create(*, request_id: uuid.UUID, payload: dict, user=None) 
     with transaction.atomic():
         record = DetectionRecord.objects.create(request_id=request_id, created_at=timezone.now(), payload=payload,
                                                 user=user)
+        if detail is not None:
+            detail.save(force_insert=True)
         transaction.on_commit(lambda: record_publisher.submit(str(request_id)), robust=True)
     return record

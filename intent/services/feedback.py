@@ -21,7 +21,7 @@ from intentsite import contract
 from intentsite.exceptions import NotFound
 
 from .. import tracking
-from ..models import DetectionFeedback, DetectionLabel, DetectionRecord
+from ..models import DetectionDetail, DetectionFeedback, DetectionLabel, DetectionRecord
 from ..outbox import (
     ANALYTICS_REFRESH,
     BATCH_SIZE,
@@ -53,10 +53,9 @@ def detection_feedback_create(
     (`DetectionNotFound`, the same answer as for an unknown id). The comment is redacted before it is stored."""
     author = user if user is not None and user.is_authenticated else None
     with transaction.atomic():
-        record = DetectionRecord.objects.filter(request_id=request_id).values("payload", "user_id").first()
-        if record is None or not _may_label(author, owner_id=record["user_id"]):
+        detected_intent, owner_id = _detection_of(request_id)
+        if detected_intent is None or not _may_label(author, owner_id=owner_id):
             raise DetectionNotFound(f"No detection with request_id {request_id}")
-        detected_intent = record["payload"]["tags"][contract.DETECTED_INTENT]
         values = {
             "detected_intent": detected_intent,
             "expected_intent": expected_intent,
@@ -77,6 +76,18 @@ def detection_feedback_create(
             feedback.refresh_from_db()
         transaction.on_commit(lambda: task_send(name=FEEDBACK_TRACK, args=[[str(request_id)]]), robust=True)
     return feedback
+
+
+def _detection_of(request_id: uuid.UUID) -> tuple[str | None, int | None]:
+    """The detected intent and the asker of a detection: from its record while it is kept
+    (TRACKING_RECORD_RETENTION_DAYS), then from its stored detail (ANALYTICS_RAW_RETENTION_DAYS)."""
+    record = DetectionRecord.objects.filter(request_id=request_id).values("payload", "user_id").first()
+    if record is not None:
+        return record["payload"]["tags"][contract.DETECTED_INTENT], record["user_id"]
+    detail = DetectionDetail.objects.filter(request_id=request_id).values("detected_intent", "user_id").first()
+    if detail is not None:
+        return detail["detected_intent"], detail["user_id"]
+    return None, None
 
 
 def _may_label(user, *, owner_id: int | None) -> bool:
@@ -117,11 +128,19 @@ def _write_one(feedback: DetectionFeedback, record: DetectionRecord | None, outc
     run_id = feedback.mlflow_run_id
     if not run_id and record is not None and record.state == DetectionRecord.State.LOGGED:
         run_id = record.mlflow_run_id
-    if not run_id:  # its detection's run is not logged yet: logging it sends this feedback again
+    # A record leaves once its run is logged and TRACKING_RECORD_RETENTION_DAYS have passed; its detail stays longer:
+    # the run is then found by its request id.
+    past_retention = (not run_id and record is None
+                      and DetectionDetail.objects.filter(request_id=feedback.request_id).exists())
+    if not run_id and not past_retention:  # its detection's run is not logged yet: logging it sends this again
         outbox_release(row=feedback)
         outcome.add(request_id, Delivery.WAITING)
         return None
     try:
+        if past_retention:
+            run_id = tracking.run_id_find(request_id=request_id)
+            if not run_id:
+                raise tracking.TrackingPermanentError(f"No MLflow run has request_id {request_id}")
         tracking.run_feedback_log(
             run_id=run_id, expected_intent=feedback.expected_intent, is_correct=feedback.is_correct,
             comment=feedback.comment, timestamp_ms=int(feedback.updated_at.timestamp() * 1000),

@@ -5,14 +5,16 @@
 - `store`: one `MlflowClient` per process, the experiments by name, the store when it takes bulk writes;
 - `client` and `bulk`: the two writers of detection runs (any store; a database store, a batch at a time);
 - `feedback`: users' feedback on a detection's run (contract B);
-- `experiment_runs`: prompt versions, offline evaluations and optimizations (contract C).
+- `experiment_runs`: prompt versions, offline evaluations and optimizations (contract C);
+- `retention`: deleting detection runs and traces past TRACKING_MLFLOW_RETENTION_DAYS.
 """
 
 from .bulk import runs_log_bulk
-from .client import run_log
+from .client import run_id_find, run_log
 from .experiment_runs import evaluation_metrics, experiment_run_log, prompt_version_log
 from .feedback import run_feedback_log
 from .payload import run_payload_build
+from .retention import detection_runs_expire
 from .store import (
     TrackingPermanentError,
     bulk_store,
@@ -30,6 +32,7 @@ __all__ = [
     "TrackingPermanentError",
     "bulk_store",
     "client_concurrency",
+    "detection_runs_expire",
     "evaluation_metrics",
     "experiment_cache_clear",
     "experiment_has_runs",
@@ -37,6 +40,7 @@ __all__ = [
     "experiment_run_log",
     "prompt_version_log",
     "run_feedback_log",
+    "run_id_find",
     "run_log",
     "run_payload_build",
     "runs_log_bulk",

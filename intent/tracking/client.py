@@ -20,6 +20,17 @@ class LoggedRun:
     created: bool  # False when an earlier attempt had already made the run
 
 
+def run_id_find(*, request_id: str) -> str:
+    """The id of the detection run with this request id ("" when there is none), deleted runs included."""
+    from mlflow.entities import ViewType
+
+    found = tracking_client().search_runs(
+        [experiment_id_get()], filter_string=f"tags.{contract.REQUEST_ID} = '{request_id}'",
+        run_view_type=ViewType.ALL, max_results=1,
+    )
+    return found[0].info.run_id if found else ""
+
+
 def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bool = False) -> LoggedRun:
     """Log one detection as one MLflow run, idempotently.
 
@@ -29,7 +40,7 @@ def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bo
     params, terminate): the smallest number MLflow's REST API allows. Thread-safe: the caller may keep several
     runs in flight.
     """
-    from mlflow.entities import Metric, Param, RunStatus, ViewType
+    from mlflow.entities import Metric, Param, RunStatus
     from mlflow.exceptions import MlflowException
 
     client = tracking_client()
@@ -37,11 +48,7 @@ def run_log(*, payload: dict[str, Any], known_run_id: str = "", search_first: bo
     request_id = payload["tags"][contract.REQUEST_ID]
     run_id = known_run_id
     if not run_id and search_first:
-        found = client.search_runs(
-            [experiment_id], filter_string=f"tags.{contract.REQUEST_ID} = '{request_id}'",
-            run_view_type=ViewType.ALL, max_results=1,
-        )
-        run_id = found[0].info.run_id if found else ""
+        run_id = run_id_find(request_id=request_id)
     created = False
     try:
         if run_id:

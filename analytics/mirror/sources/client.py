@@ -104,10 +104,11 @@ class ClientRunSource:
                 found.extend(_source_run(run) for run in page)
         return found
 
-    def run_ids_list(self, *, experiment_id: str) -> dict[str, str]:
+    def run_ids_list(self, *, experiment_id: str, since_ms: int | None = None) -> dict[str, str]:
         # The API cannot list ids alone: this reads every run (the reconcile is periodic for that reason).
+        where = "" if since_ms is None else f"attributes.start_time >= {int(since_ms)}"
         return {run.info.run_id: run.info.lifecycle_stage
-                for page in self._search(experiment_id, "", 50_000) for run in page}
+                for page in self._search(experiment_id, where, 50_000) for run in page}
 
 
 def _source_run(run) -> SourceRun:

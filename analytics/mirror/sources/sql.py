@@ -167,9 +167,12 @@ class SqlRunSource:
                 found.extend(self._page(rows))
         return found
 
-    def run_ids_list(self, *, experiment_id: str) -> dict[str, str]:
-        return dict(self._rows("SELECT run_uuid, lifecycle_stage FROM runs WHERE experiment_id = ?",
-                               int(experiment_id)))
+    def run_ids_list(self, *, experiment_id: str, since_ms: int | None = None) -> dict[str, str]:
+        if since_ms is None:
+            return dict(self._rows("SELECT run_uuid, lifecycle_stage FROM runs WHERE experiment_id = ?",
+                                   int(experiment_id)))
+        return dict(self._rows("SELECT run_uuid, lifecycle_stage FROM runs WHERE experiment_id = ? "
+                               "AND COALESCE(start_time, 0) >= ?", int(experiment_id), int(since_ms)))
 
     def _page(self, rows: list[tuple]) -> list[SourceRun]:
         return self._complete(rows)
