@@ -16,6 +16,7 @@ urlpatterns: list = [
     path("prompt-analysis", reports.PromptAnalysisApi.as_view(), name="prompt-analysis"),
     path("report", reports.ReportApi.as_view(), name="report"),
     path("confusion", reports.ConfusionApi.as_view(), name="confusion"),
+    path("calibration", reports.CalibrationApi.as_view(), name="calibration"),
     # ops: health, experiments/recreate (analytics/ops/apis.py)
     path("health", HealthApi.as_view(), name="health"),
     path("experiments/recreate", ExperimentsRecreateApi.as_view(), name="experiments-recreate"),

@@ -110,13 +110,15 @@ OOS_RECALL = "oos_recall"
 MACRO_F1 = "macro_f1"
 LATENCY_P50_MS = "latency_p50_ms"
 EXAMPLES = "examples"
+ECE = "ece"  # expected calibration error of the confidences (10 equal-width bins; intentsite.calibration)
+BRIER = "brier"  # Brier score of the confidences against right/wrong
 SCORE_BEFORE = "score_before"
 SCORE_AFTER = "score_after"
 # Artifacts
 PER_INTENT_REPORT_ARTIFACT = "per_intent_report.json"
 CONFUSION_MATRIX_ARTIFACT = "confusion_matrix.png"
 PROGRAM_STATE_ARTIFACT = "program_state.json"
-EVALUATION_METRICS = (IN_SCOPE_ACCURACY, OOS_RECALL, MACRO_F1, LATENCY_P50_MS, EXAMPLES)
+EVALUATION_METRICS = (IN_SCOPE_ACCURACY, OOS_RECALL, MACRO_F1, LATENCY_P50_MS, EXAMPLES, ECE, BRIER)
 
 
 def artifact_location(*, tracking_uri: str, artifact_root: Path | str, experiment: str) -> str | None:

@@ -19,6 +19,12 @@ from rest_framework.views import APIView
 
 from intentsite.serializers import api_schema
 
+from .calibration import (
+    CALIBRATION_EXAMPLE,
+    CalibrationFilterSerializer,
+    CalibrationReportSerializer,
+    calibration_get,
+)
 from .examples import (
     CONFUSION_EXAMPLE,
     EMPTY_DAY,
@@ -92,7 +98,7 @@ class ReportBaseApi(APIView):
     def scope(self, request) -> Scope:
         serializer = self.FilterSerializer(data=request.query_params)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.params = serializer.validated_data
         return scope_get(days=data["days"], until=data.get("until"),
                          filters={name: data[name] for name in FILTERS if name in data})
 
@@ -188,6 +194,21 @@ class ReportApi(ReportBaseApi):
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
+
+
+@report_schema(summary="Calibration of the confidences, with threshold advice", example=CALIBRATION_EXAMPLE)
+class CalibrationApi(ReportBaseApi):
+    operation_id = "analytics_calibration"
+    FilterSerializer = CalibrationFilterSerializer
+    OutputSerializer = CalibrationReportSerializer
+
+    def get(self, request):
+        scope = self.scope(request)
+        bins, target = self.params["bins"], self.params["target_precision"]
+        return Response(answer_cached(
+            scope=scope, name=f"{self.operation_id}:{bins}:{target!r}",
+            compute=lambda: CalibrationReportSerializer(
+                calibration_get(scope=scope, bins=bins, target_precision=target)).data))
 
 
 @report_schema(summary="Confusion of labelled runs", example=CONFUSION_EXAMPLE)

@@ -251,6 +251,8 @@ class EvaluationSerializer(serializers.Serializer):
     macro_f1 = _rate()
     latency_p50_ms = _ms()
     examples = serializers.IntegerField(allow_null=True)
+    ece = serializers.FloatField(allow_null=True, help_text="Expected calibration error of its confidences.")
+    brier = serializers.FloatField(allow_null=True, help_text="Brier score of its confidences.")
     evaluated_at = serializers.DateTimeField()
 
 

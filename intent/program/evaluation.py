@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sklearn.metrics import classification_report, f1_score
 
+from intentsite.calibration import reliability
+
 from .catalog import OUT_OF_SCOPE
 
 OOS_LABELS = {"oos", OUT_OF_SCOPE}
@@ -40,6 +42,9 @@ class EvaluationReport:
     per_intent: dict = field(default_factory=dict, repr=False)
     predictions: list[str] = field(default_factory=list, repr=False)
     labels: list[str] = field(default_factory=list, repr=False)
+    # The confidences' calibration against right/wrong (when the detector reported confidences).
+    ece: float | None = None
+    brier: float | None = None
 
     def summary(self) -> dict[str, float | int | None]:
         return {
@@ -49,6 +54,8 @@ class EvaluationReport:
             "macro_f1": self.macro_f1,
             "latency_ms_p50": self.latency_ms_p50,
             "latency_ms_mean": self.latency_ms_mean,
+            "ece": self.ece,
+            "brier": self.brier,
         }
 
 
@@ -194,26 +201,36 @@ def sample_description(examples: Sequence[LabelledExample], sample: Sequence[Lab
 
 
 def evaluate(
-    detect: Callable[[str], str],
+    detect: Callable[[str], str | tuple[str, float]],
     examples: Sequence[LabelledExample],
     *,
     progress: Callable[[Iterable], Iterable] = lambda items: items,
 ) -> EvaluationReport:
-    """Run `detect(message) -> intent` over the examples and score it."""
+    """Run `detect(message) -> intent` (or `(intent, confidence)`: the calibration is scored too) over the examples
+    and score it."""
     if not examples:
         raise DatasetFormatError("No examples to evaluate")
     predictions: list[str] = []
+    confidences: list[float] = []
     latencies: list[float] = []
     for example in progress(examples):
         started = time.perf_counter()
-        predictions.append(detect(example.message))
+        answer = detect(example.message)
         latencies.append((time.perf_counter() - started) * 1000.0)
-    return report_build(labels=[e.intent for e in examples], predictions=predictions, latencies_ms=latencies)
+        if isinstance(answer, tuple):
+            answer, confidence = answer
+            confidences.append(float(confidence))
+        predictions.append(answer)
+    return report_build(labels=[e.intent for e in examples], predictions=predictions, latencies_ms=latencies,
+                        confidences=confidences or None)
 
 
-def report_build(*, labels: Sequence[str], predictions: Sequence[str], latencies_ms: Sequence[float]) -> EvaluationReport:
+def report_build(*, labels: Sequence[str], predictions: Sequence[str], latencies_ms: Sequence[float],
+                 confidences: Sequence[float] | None = None) -> EvaluationReport:
     in_scope = [(y, p) for y, p in zip(labels, predictions, strict=True) if y != OUT_OF_SCOPE]
     oos = [p for y, p in zip(labels, predictions, strict=True) if y == OUT_OF_SCOPE]
+    calibration = reliability(confidences, [y == p for y, p in zip(labels, predictions, strict=True)]) \
+        if confidences else {"ece": None, "brier": None}
     return EvaluationReport(
         examples=len(labels),
         in_scope_accuracy=sum(y == p for y, p in in_scope) / len(in_scope) if in_scope else 0.0,
@@ -224,6 +241,8 @@ def report_build(*, labels: Sequence[str], predictions: Sequence[str], latencies
         per_intent=classification_report(labels, predictions, output_dict=True, zero_division=0),
         predictions=list(predictions),
         labels=list(labels),
+        ece=calibration["ece"],
+        brier=calibration["brier"],
     )
 
 

@@ -45,7 +45,7 @@ def detector_evaluate(
     (`sample`: how the examples were sampled, e.g. limit and seed, logged as params)."""
     detector = detector or detector_get()
     prompt_version_register(detector=detector)  # the run is tagged with its version: keep what the version means
-    report = evaluate(lambda message: detector.detect(DetectionInput(message=message)).intent, examples,
+    report = evaluate(lambda message: _answer(detector.detect(DetectionInput(message=message))), examples,
                       progress=progress)
     run_id = None
     if track:
@@ -53,6 +53,10 @@ def detector_evaluate(
     return EvaluationResult(report=report, model_name=detector.model_name, prompt_version=detector.prompt_version,
                             catalog_version=detector.catalog.version, catalog_source=detector.catalog.source,
                             run_id=run_id)
+
+
+def _answer(detection) -> tuple[str, float]:
+    return detection.intent, detection.confidence
 
 
 def evaluation_run_log(*, report: EvaluationReport, detector: IntentDetector, dataset: Path, split: str,

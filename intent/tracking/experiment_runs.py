@@ -41,6 +41,9 @@ def evaluation_metrics(summary: dict[str, Any]) -> dict[str, float]:
     }
     if summary.get("oos_recall") is not None:
         metrics[contract.OOS_RECALL] = summary["oos_recall"]
+    for name in (contract.ECE, contract.BRIER):
+        if summary.get(name) is not None:
+            metrics[name] = summary[name]
     return metrics
 
 
