@@ -4,6 +4,7 @@ from django.urls import path
 
 from .ops.apis import ExperimentsRecreateApi, HealthApi
 from .reports import apis as reports
+from .reports.gaps import GapsApi, GapsMineApi
 
 app_name = "analytics"
 
@@ -17,6 +18,8 @@ urlpatterns: list = [
     path("report", reports.ReportApi.as_view(), name="report"),
     path("confusion", reports.ConfusionApi.as_view(), name="confusion"),
     path("calibration", reports.CalibrationApi.as_view(), name="calibration"),
+    path("gaps", GapsApi.as_view(), name="gaps"),
+    path("gaps/mine", GapsMineApi.as_view(), name="gaps-mine"),
     # ops: health, experiments/recreate (analytics/ops/apis.py)
     path("health", HealthApi.as_view(), name="health"),
     path("experiments/recreate", ExperimentsRecreateApi.as_view(), name="experiments-recreate"),

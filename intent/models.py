@@ -185,6 +185,7 @@ class DetectionDetail(models.Model):
     confidence = models.FloatField()
     status = models.CharField(max_length=20)
     error_category = models.CharField(max_length=50, blank=True)
+    template_matched = models.BooleanField(default=False, help_text="A workflow or agent template was selected.")
     alternatives = models.JSONField(default=list, help_text="[[intent, probability], ...] by the local model, best first.")
     margin = models.FloatField(null=True, blank=True, db_index=True,
                                help_text="Top minus second probability of the local model's ranking (small: unsure).")
@@ -201,6 +202,48 @@ class DetectionDetail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id}: {self.detected_intent}"
+
+
+class GapMining(models.Model):
+    """One run of template-gap mining (`intent.gaps`): the clusters found among the period's messages that were out of
+    scope, matched no template or had a low confidence."""
+
+    computed_at = models.DateTimeField(db_index=True)
+    days = models.PositiveIntegerField()
+    detections = models.PositiveIntegerField(help_text="Detections of the period with a stored message.")
+    candidates = models.PositiveIntegerField(help_text="Those out of scope, without a template, or unsure.")
+    clustered = models.PositiveIntegerField(help_text="Candidates the clusterer saw (a uniform sample past "
+                                                      "GAPS_SAMPLE_SIZE; the rest join their nearest neighbours').")
+    seconds = models.FloatField()
+
+    class Meta:
+        ordering = ["-computed_at"]
+        verbose_name = "template-gap mining"
+
+    def __str__(self) -> str:
+        return f"{self.days} days at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class GapCluster(models.Model):
+    """A group of similar messages the catalog does not serve well: a candidate intent."""
+
+    mining = models.ForeignKey(GapMining, related_name="clusters", on_delete=models.CASCADE)
+    rank = models.PositiveIntegerField(help_text="1 = the largest.")
+    size = models.PositiveIntegerField()
+    share = models.FloatField(help_text="Of the period's candidates.")
+    suggested_name = models.SlugField(max_length=100)
+    top_terms = models.JSONField(default=list)
+    examples = models.JSONField(default=list, help_text="Up to 5 representative messages (redacted).")
+    trend = models.JSONField(default=list, help_text="[{day, count}] over the period.")
+    detected_intents = models.JSONField(default=list, help_text="What the detector answered for them: [{intent, count}].")
+    adopted_as = models.ForeignKey(IntentCategory, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   help_text="The intent made from this cluster (inactive until turned on).")
+
+    class Meta:
+        ordering = ["mining", "rank"]
+
+    def __str__(self) -> str:
+        return f"{self.suggested_name} ({self.size})"
 
 
 class PromptVersion(models.Model):

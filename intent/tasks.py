@@ -1,4 +1,4 @@
-"""Celery tasks of the intent app: thin interfaces over the tracking services."""
+"""Celery tasks of the intent app: thin interfaces over the tracking, gap-mining and retention services."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from .gaps.services import MessagesNotStored, gaps_mine
 from .outbox import DETECTIONS_TRACK, FEEDBACK_TRACK, OutboxOutcome
 from .services import detection_feedback_flush, detection_feedback_log, detection_records_flush, detection_records_log
 from .services.retention import expired_data_purge
@@ -44,6 +45,16 @@ def detections_track(request_ids: list[str]) -> dict[str, int]:
 def feedback_track(request_ids: list[str]) -> dict[str, int]:
     """Write these feedback rows to their detections' MLflow runs (idempotent)."""
     return _counts(detection_feedback_log(request_ids=request_ids))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def gaps_mine_task(days: int | None = None) -> int | None:
+    """Nightly (beat) and on demand (`POST /api/analytics/mlflow/gaps/mine`): template-gap mining over the last
+    `days` (GAPS_DAYS) days. Returns the mining's id (None without stored messages)."""
+    try:
+        return gaps_mine(days=days or settings.GAPS_DAYS).pk
+    except MessagesNotStored:
+        return None
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -360,6 +360,7 @@ CELERY_TASK_ROUTES = {
     "analytics.tasks.monitors_evaluate_task": {"queue": PERIODIC_QUEUE},
     "analytics.tasks.alert_deliver_task": {"queue": PERIODIC_QUEUE},
     "intent.tasks.expired_data_purge_task": {"queue": PERIODIC_QUEUE},
+    "intent.tasks.gaps_mine_task": {"queue": PERIODIC_QUEUE},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
@@ -383,6 +384,20 @@ CELERY_BEAT_SCHEDULE["monitors-evaluate"] = {
     "schedule": MONITORS_EVALUATE_INTERVAL_S,
     "options": {"expires": MONITORS_EVALUATE_INTERVAL_S, "expire_seconds": MONITORS_EVALUATE_INTERVAL_S,
                 "queue": PERIODIC_QUEUE},
+}
+# Template-gap mining (intent/gaps): candidates are messages out of scope, without a template, or under this
+# confidence; past GAPS_SAMPLE_SIZE of them a uniform sample is clustered; beat mines GAPS_DAYS days this often.
+GAPS_LOW_CONFIDENCE = float(os.environ.get("GAPS_LOW_CONFIDENCE", "0.7"))
+GAPS_SAMPLE_SIZE = int(os.environ.get("GAPS_SAMPLE_SIZE", "10000"))
+GAPS_MIN_CLUSTER_SIZE = int(os.environ.get("GAPS_MIN_CLUSTER_SIZE", "8"))
+GAPS_MAX_CLUSTERS = int(os.environ.get("GAPS_MAX_CLUSTERS", "50"))
+GAPS_KEEP_RUNS = int(os.environ.get("GAPS_KEEP_RUNS", "30"))
+GAPS_DAYS = int(os.environ.get("GAPS_DAYS", "30"))
+GAPS_MINE_INTERVAL_S = float(os.environ.get("GAPS_MINE_INTERVAL_S", str(24 * 3600)))
+CELERY_BEAT_SCHEDULE["gaps-mine"] = {
+    "task": "intent.tasks.gaps_mine_task",
+    "schedule": GAPS_MINE_INTERVAL_S,
+    "options": {"expires": GAPS_MINE_INTERVAL_S, "expire_seconds": GAPS_MINE_INTERVAL_S, "queue": PERIODIC_QUEUE},
 }
 # Expired data (message text, raw rows, old MLflow runs when asked) goes once a day.
 PURGE_INTERVAL_S = float(os.environ.get("PURGE_INTERVAL_S", str(24 * 3600)))

@@ -63,7 +63,7 @@ def test_the_api_does_what_its_schema_says(start_web, mlflow_store, small_catalo
     assert run.returncode == 0, "schemathesis found answers the schema does not document (printed above)"
     with urllib.request.urlopen(f"{web}/api/schema/?format=json") as response:
         operations = sum(len(methods) for methods in json.load(response)["paths"].values())
-    # detect, feedback, the review queue, the eight reports (calibration too), health, recreate; monitors: list,
-    # create, read, update (2), delete, preview; alerts
-    assert operations == 21
+    # detect, feedback, the review queue, the eight reports (calibration too), gaps and gaps/mine, health, recreate;
+    # monitors: list, create, read, update (2), delete, preview; alerts
+    assert operations == 23
     assert f"Tested: {operations}" in run.stdout

@@ -36,6 +36,7 @@ def detection_detail_build(*, request_id: uuid.UUID, request: DetectionInput, de
         confidence=detection.confidence,
         status=str(detection.status),
         error_category=detection.error_category or "",
+        template_matched=bool(detection.workflow_template or detection.agent_template),
         alternatives=alternatives,
         margin=None if margin is None else round(margin, 6),
         local_intent=local_intent[:100],
