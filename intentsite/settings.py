@@ -256,6 +256,9 @@ INTENT_LOG_MESSAGES = env_bool("INTENT_LOG_MESSAGES", False)
 # Store each detection's message, redacted (never raw), next to its detection (`DetectionDetail`): the review queue
 # shows it and gap mining reads it. 0 stores none.
 INTENT_STORE_MESSAGES = env_bool("INTENT_STORE_MESSAGES", True)
+# The share of detections also written as an MLflow trace (spans: the detection, the LM call or the local model,
+# template matching), by the worker with the run; decided by the request id.
+INTENT_TRACE_SAMPLE_RATE = float(os.environ.get("INTENT_TRACE_SAMPLE_RATE", "1.0"))
 # Stored message text is erased this many days after its detection (`purge_expired_data`, daily by beat).
 INTENT_MESSAGE_RETENTION_DAYS = int(os.environ.get("INTENT_MESSAGE_RETENTION_DAYS", "30"))
 # Detections' MLflow runs older than this many days are deleted through MLflow's API by `purge_expired_data`;

@@ -8,12 +8,14 @@ breaker (`circuit.py`) is open, the LM is not called at all (`lm_circuit_open`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from functools import cached_property
 from typing import Any
 
 import dspy
+from dspy.utils.callback import BaseCallback
 
 from . import errors
 from .catalog import Catalog
@@ -87,15 +89,19 @@ class IntentDetector:
             "current_module": request.current_module,
             "current_tab": request.current_tab,
         }
-        prediction, failure = self._lm_answer(kwargs) if self.lm is not None else (None, None)
+        capture = LMCapture()
+        prediction, failure = self._lm_answer(kwargs, capture) if self.lm is not None else (None, None)
         fallback_used = prediction is None and failure is not None
+        local_started = time.perf_counter()
         if prediction is None:
             prediction, failure = self._local_answer(kwargs, failure)
             local = prediction
         else:  # the LM answered: the local model's ranking beside it (~1 ms) is the review queue's second opinion
             local = self._second_opinion(request.message)
-        return self._detection(prediction, failure, fallback_used=fallback_used, local=local,
-                               elapsed_ms=(time.perf_counter() - started) * 1000.0)
+        local_ms = (time.perf_counter() - local_started) * 1000.0
+        detection = self._detection(prediction, failure, fallback_used=fallback_used, local=local,
+                                    elapsed_ms=(time.perf_counter() - started) * 1000.0)
+        return dataclasses.replace(detection, lm_call=capture.call, local_ms=round(local_ms, 3))
 
     def _second_opinion(self, message: str) -> dspy.Prediction | None:
         try:
@@ -105,14 +111,16 @@ class IntentDetector:
             return None
         return dspy.Prediction(intent=answer.intent, candidates=answer.candidates)
 
-    def _lm_answer(self, kwargs: dict[str, Any]) -> tuple[dspy.Prediction | None, BaseException | None]:
-        """The LM's answer, or why there is none; the LM's circuit breaker hears how the call went."""
+    def _lm_answer(self, kwargs: dict[str, Any],
+                   capture: LMCapture) -> tuple[dspy.Prediction | None, BaseException | None]:
+        """The LM's answer, or why there is none; the LM's circuit breaker hears how the call went; `capture`
+        keeps the call's messages and response for the trace."""
         permit = self.circuit.allow() if self.circuit is not None else 0
         if permit is None:  # skip an LM that keeps failing, without waiting for it
             return None, CircuitOpen(f"LM {self.model_name} not called: its circuit is open after repeated failures")
         prediction, failure = None, None
         try:
-            with dspy.context(lm=self.lm, adapter=self.adapter, track_usage=True):
+            with dspy.context(lm=self.lm, adapter=self.adapter, track_usage=True, callbacks=[capture]):
                 prediction = self.program(**kwargs)
         except Exception as exc:  # the user always gets an answer: the local backend steps in
             logger.warning("LM %s failed (%s: %s); local fallback answers", self.model_name, type(exc).__name__, exc)
@@ -164,6 +172,31 @@ class IntentDetector:
             local_intent=local.intent if local is not None and local is not prediction and local.get("candidates")
             else None,
         )
+
+
+class LMCapture(BaseCallback):
+    """One detection's LM call, as DSPy's callbacks see it (thread-bound through `dspy.context`): the messages
+    sent, the response, how long it took."""
+
+    def __init__(self) -> None:
+        self.call: dict[str, Any] | None = None
+        self._started = 0.0
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._started = time.perf_counter()
+        messages = inputs.get("messages") or [{"role": "user", "content": inputs.get("prompt") or ""}]
+        self.call = {"messages": [{"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+                                  for m in messages if isinstance(m, dict)], "response": None, "elapsed_ms": None}
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        if self.call is None:
+            return
+        self.call["elapsed_ms"] = round((time.perf_counter() - self._started) * 1000.0, 3)
+        first = outputs[0] if isinstance(outputs, list) and outputs else outputs
+        self.call["response"] = (first.get("text") if isinstance(first, dict) else first) if first is not None \
+            else None
+        if exception is not None:
+            self.call["error"] = f"{type(exception).__name__}: {exception}"[:500]
 
 
 def _empty_prediction() -> dspy.Prediction:

@@ -56,6 +56,10 @@ class Detection:
     # backend answered, a second opinion beside an LM's answer (`local_intent` is then what it would have answered).
     alternatives: tuple[tuple[str, float], ...] = ()
     local_intent: str | None = None
+    # What the trace shows of each step (raw here, in memory only: the tracking payload redacts it): the LM call
+    # ({"messages": [{role, content}], "response": str, "elapsed_ms"}) when there was one, the local model's time.
+    lm_call: dict[str, Any] | None = None
+    local_ms: float | None = None
 
 
 @dataclass

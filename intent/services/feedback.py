@@ -150,6 +150,7 @@ def _write_one(feedback: DetectionFeedback, record: DetectionRecord | None, outc
         window_start = max(feedback.updated_at, (record.logged_at if record else None) or feedback.updated_at)
         outbox_fail(row=feedback, error=exc, window_start=window_start, outcome=outcome)
         return None
+    _trace_feedback_write(feedback)
     done = DetectionFeedback.objects.filter(
         pk=feedback.pk, lease_token=feedback.lease_token, revision=feedback.revision
     ).update(state=DetectionFeedback.State.LOGGED, mlflow_run_id=run_id, logged_at=timezone.now(),
@@ -161,6 +162,16 @@ def _write_one(feedback: DetectionFeedback, record: DetectionRecord | None, outc
         return None
     outcome.add(request_id, Delivery.LOGGED)
     return run_id
+
+
+def _trace_feedback_write(feedback: DetectionFeedback) -> None:
+    """The feedback as assessments on its detection's trace, when it has one. Best effort, as traces are."""
+    try:
+        tracking.trace_feedback_log(request_id=str(feedback.request_id), expected_intent=feedback.expected_intent,
+                                    is_correct=feedback.is_correct, comment=feedback.comment,
+                                    author=feedback.user.get_username() if feedback.user_id else "")
+    except Exception:  # noqa: BLE001 - diagnostics only: the run has the feedback
+        logger.warning("Could not write feedback on the trace of %s", feedback.request_id, exc_info=True)
 
 
 def analytics_refresh_request(*, run_ids: list[str]) -> None:

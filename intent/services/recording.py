@@ -70,7 +70,8 @@ def detection_records_log(*, request_ids: list[str]) -> OutboxOutcome:
         return outcome
     if written is not None:
         logged = [record for record in records if str(record.request_id) in written.run_ids]
-        _logged(logged, [written.run_ids[str(record.request_id)] for record in logged], outcome)
+        _logged(logged, [written.run_ids[str(record.request_id)] for record in logged], outcome,
+                traced=written.traced)
         records = [record for record in records if str(record.request_id) in written.client_made]
     if records:
         _log_each(records, outcome)
@@ -115,7 +116,10 @@ def _renewed(records: list[DetectionRecord], outcome: OutboxOutcome) -> list[Det
     return held
 
 
-def _logged(records: list[DetectionRecord], run_ids: list[str], outcome: OutboxOutcome) -> None:
+def _logged(records: list[DetectionRecord], run_ids: list[str], outcome: OutboxOutcome,
+            traced: set[str] = frozenset()) -> None:
+    """Mark these records logged (their runs are in MLflow), write the traces not written with them (`traced`: the
+    bulk writer's), and send what waited for them."""
     now = timezone.now()
     for record, run_id in zip(records, run_ids, strict=True):
         record.mlflow_run_id = run_id
@@ -127,8 +131,20 @@ def _logged(records: list[DetectionRecord], run_ids: list[str], outcome: OutboxO
         record.state, record.logged_at, record.lease_until, record.last_error = (DetectionRecord.State.LOGGED, now,
                                                                                  None, "")
     if records:
+        _traces_write([(record, run_id) for record, run_id in zip(records, run_ids, strict=True)
+                       if str(record.request_id) not in traced])
         feedback_waiting_send(request_ids=[str(record.request_id) for record in records])
         mirror_sync_request()
+
+
+def _traces_write(logged: list[tuple[DetectionRecord, str]]) -> None:
+    """The logged detections' traces (those sampled), beside their runs (the client path; the bulk writer puts them in
+    the runs' transaction). Best effort: a trace that cannot be written is logged as a warning, never holds a run
+    back (its run, what every report reads, is in MLflow already)."""
+    try:
+        tracking.traces_log(logged=[(record.payload, run_id) for record, run_id in logged])
+    except Exception:  # noqa: BLE001 - diagnostics only: the runs stand
+        logger.warning("Could not write the traces of %d detection(s)", len(logged), exc_info=True)
 
 
 def mirror_sync_request() -> None:

@@ -6,6 +6,7 @@
 - `client` and `bulk`: the two writers of detection runs (any store; a database store, a batch at a time);
 - `feedback`: users' feedback on a detection's run (contract B);
 - `experiment_runs`: prompt versions, offline evaluations and optimizations (contract C);
+- `traces`: each detection's trace (spans, tags, the link to its run) and feedback as its assessments;
 - `retention`: deleting detection runs and traces past TRACKING_MLFLOW_RETENTION_DAYS.
 """
 
@@ -27,6 +28,7 @@ from .store import (
     tracking_modules_preload,
     tracking_uri_display,
 )
+from .traces import trace_feedback_log, trace_id_for, traces_log
 
 __all__ = [
     "TrackingPermanentError",
@@ -47,5 +49,8 @@ __all__ = [
     "store_init",
     "tracking_client",
     "tracking_modules_preload",
+    "trace_feedback_log",
+    "trace_id_for",
+    "traces_log",
     "tracking_uri_display",
 ]

@@ -5,12 +5,14 @@ MlflowClient spends ~10-25 ms of ORM work per run (three calls, ~30 statements).
 (mlflow.store.tracking.dbmodels), and only when the store's schema revision is the one the installed MLflow
 defines (`store.bulk_store`), so the rows are exactly what its client would have written. The run id is the
 request id (a UUID4, as MLflow's own ids are): a retry of a batch that committed finds its runs by primary key and
-writes nothing twice. The client path (`tracking.client`) stays the reference: tests read every run back with
+writes nothing twice. The traces of the sampled detections go in the same transaction (`trace_bulk`). The client
+path (`tracking.client`) stays the reference: tests read every run back with
 MlflowClient.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,10 @@ from intentsite import contract
 
 from .payload import run_name_for
 from .store import bulk_store, experiment_artifact_location, experiment_id_get
+from .trace_bulk import trace_rows_add
+from .traces import trace_id_for, trace_spans_build
+
+logger = logging.getLogger(__name__)
 
 
 def run_id_for(request_id: str) -> str:
@@ -29,6 +35,7 @@ def run_id_for(request_id: str) -> str:
 class BulkResult:
     run_ids: dict[str, str]  # request id -> run id, for the runs this call wrote or found complete
     client_made: set[str]  # request ids whose run an earlier attempt made through the client
+    traced: set[str] = field(default_factory=set)  # request ids whose trace went in with their run (or was there)
 
 
 def runs_log_bulk(*, payloads: list[dict[str, Any]], retried: set[str] = frozenset()) -> BulkResult:
@@ -70,7 +77,32 @@ def runs_log_bulk(*, payloads: list[dict[str, Any]], retried: set[str] = frozens
                               (SqlMetric, rows.metrics), (SqlLatestMetric, rows.metrics)):
             if values:
                 session.execute(insert(table.__table__), values)
-    return BulkResult(run_ids=run_ids, client_made=client_made)
+        try:
+            with session.begin_nested():  # a savepoint: traces are diagnostics, they never hold the runs back
+                traced = _traces_add(session, store, experiment_id, payloads, run_ids)
+        except Exception:  # noqa: BLE001 - the runs commit; `traces_log` tries these traces again after
+            logger.warning("Could not write traces with their runs", exc_info=True)
+            traced = set()
+    return BulkResult(run_ids=run_ids, client_made=client_made, traced=traced)
+
+
+def _traces_add(session, store, experiment_id: str, payloads: list[dict[str, Any]],
+                run_ids: dict[str, str]) -> set[str]:
+    """The traces of the sampled detections, in the runs' transaction: a run and its trace commit together. Returns
+    the request ids whose trace is in the store now (none when MLflow's trace rollups are on: `traces_log` then)."""
+    from mlflow.tracing.constant import TraceMetadataKey
+
+    sampled = [payload for payload in payloads
+               if payload.get("trace") and payload["tags"][contract.REQUEST_ID] in run_ids]
+    if not sampled:
+        return set()
+    spans = [span for payload in sampled for span in trace_spans_build(payload)]
+    metadata = {trace_id_for(payload["tags"][contract.REQUEST_ID]): {
+        TraceMetadataKey.SOURCE_RUN: run_ids[payload["tags"][contract.REQUEST_ID]]} for payload in sampled}
+    if trace_rows_add(session=session, store=store, experiment_id=experiment_id, spans=spans,
+                      metadata=metadata) is None:
+        return set()
+    return {payload["tags"][contract.REQUEST_ID] for payload in sampled}
 
 
 @dataclass

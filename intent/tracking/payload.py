@@ -13,6 +13,8 @@ from intentsite import contract
 from ..program import Detection, DetectionInput
 from ..redaction import message_redact
 
+# Each text a trace keeps (a prompt message, the response) is cut at this many characters.
+TRACE_TEXT_MAX = 4000
 # The installed DSPy, read from its metadata: importing DSPy to ask would cost the worker ~2 s at start.
 DSPY_VERSION = importlib.metadata.version("dspy")
 
@@ -66,11 +68,50 @@ def run_payload_build(
         contract.REQUIRES_WORKFLOW: str(detection.requires_workflow).lower(),
         contract.CATEGORY_SOURCE: detection.category_source,
     }
-    return {
+    payload = {
         "start_time": started_at_ms,
         "end_time": started_at_ms + max(1, round(detection.response_time_ms)),
         "status": contract.RUN_FINISHED if detection.status == contract.STATUS_SUCCESS else contract.RUN_FAILED,
         "tags": tags,
         "params": params,
         "metrics": metrics,
+    }
+    if trace_sampled(request_id):
+        payload["trace"] = trace_section_build(request=request, detection=detection)
+    return payload
+
+
+def trace_sampled(request_id: str) -> bool:
+    """Is this detection traced (INTENT_TRACE_SAMPLE_RATE)? Decided by its request id, so the same every time."""
+    rate = settings.INTENT_TRACE_SAMPLE_RATE
+    return rate >= 1 or (rate > 0 and uuid.UUID(request_id).int % 10_000 < rate * 10_000)
+
+
+def _text(value: object, *, keep: bool = True) -> str | None:
+    """Text for the trace: redacted, cut at TRACE_TEXT_MAX; None where messages are not kept."""
+    if value is None or not keep:
+        return None
+    return message_redact(str(value))[:TRACE_TEXT_MAX]
+
+
+def trace_section_build(*, request: DetectionInput, detection: Detection) -> dict[str, Any]:
+    """What the detection's MLflow trace shows beyond its run (`tracking.traces` makes its spans): the LM call's
+    messages and response, the local model's ranking, the templates chosen. Redacted here, before the outbox row
+    holds it; without INTENT_STORE_MESSAGES no text that may hold the message (the prompt, the response)."""
+    keep = settings.INTENT_STORE_MESSAGES
+    call = detection.lm_call
+    return {
+        "message": _text(request.message, keep=keep),
+        "reasoning": _text(detection.reasoning, keep=keep),
+        "lm": None if call is None else {
+            "messages": [{"role": m["role"], "content": _text(m["content"], keep=keep)} for m in call["messages"]],
+            "response": _text(call.get("response"), keep=keep),
+            "elapsed_ms": call.get("elapsed_ms"),
+            "error": _text(call.get("error")),
+        },
+        "local_ms": detection.local_ms,
+        "alternatives": [[intent, probability] for intent, probability in detection.alternatives],
+        "local_intent": detection.local_intent,
+        "workflow_template": detection.workflow_template,
+        "agent_template": detection.agent_template,
     }

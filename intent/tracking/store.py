@@ -50,6 +50,8 @@ def tracking_modules_preload() -> None:
     """Import the MLflow modules the writers and the mirror's readers use (~3 s of CPU), creating nothing."""
     import mlflow.store.tracking.rest_store  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import mlflow.tracing.client  # noqa: F401 - the traces' writer (tracking.traces)
+    from mlflow.entities import Span  # noqa: F401
     from mlflow.tracking import MlflowClient  # noqa: F401
 
 

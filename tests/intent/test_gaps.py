@@ -20,25 +20,10 @@ from intent.gaps.mining import Message, messages_cluster
 from intent.gaps.services import gaps_mine
 from intent.models import DetectionDetail, GapCluster, IntentCategory
 from tests.conftest import CLINC150
+from tests.gap_topics import pet_insurance_messages
 
 pytestmark = pytest.mark.django_db
 URL = "/api/analytics/mlflow/gaps"
-
-
-def pet_insurance_messages(rng: random.Random, n: int = 30) -> list[str]:
-    pets = ["dog", "cat", "puppy", "kitten", "pet", "parrot"]
-    acts = ["file a claim for", "submit a claim for", "claim insurance for", "start an insurance claim for",
-            "make a claim on", "open a claim about"]
-    things = ["my {p}'s surgery", "the vet visit of my {p}", "my {p}'s emergency treatment", "my {p}'s vaccination",
-              "my {p}'s medication"]
-    openers = ["", "i want to ", "how do i ", "can you help me ", "please "]
-    messages: list[str] = []
-    while len(messages) < n:
-        message = (f"{rng.choice(openers)}{rng.choice(acts)} {rng.choice(things).format(p=rng.choice(pets))}"
-                   f" with my pet insurance").strip()
-        if message not in messages:
-            messages.append(message)
-    return messages
 
 
 def other_messages(rng: random.Random) -> list[str]:
