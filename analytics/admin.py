@@ -309,6 +309,9 @@ class DetectionAnalyticsAdmin(admin.ModelAdmin):
             "report_url": reverse("analytics:report"),
             "health_url": reverse("analytics:health"),
             "runs_url": reverse("admin:analytics_mirroredrun_changelist"),
+            "calibration_url": reverse("analytics:calibration"),
+            # drill-downs open the detections reviewers see (intent's admin, by its URL name)
+            "details_url": reverse("admin:intent_detectiondetail_changelist"),
             **monitors_overview(),
         }
         return TemplateResponse(request, "admin/analytics/dashboard.html", context)

@@ -70,6 +70,12 @@ def _templates(model, active_names: set[str]) -> tuple[TemplateSpec, ...]:
     )
 
 
+def intent_names_active() -> list[str]:
+    """The active catalog's intent names (the built-in fallback's when the database holds none), sorted."""
+    names = sorted(IntentCategory.objects.filter(is_active=True).values_list("name", flat=True))
+    return names or sorted(intent.name for intent in FALLBACK_CATALOG.intents)
+
+
 def intent_name_known(*, name: str) -> bool:
     """Whether `name` may be answered: an active catalog intent (the fallback catalog's when the database
     has none), or out_of_scope."""

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from intent.detectors import detector_reset
 from intent.program.circuit import circuits_reset
+from tests.browser import browser, chromium  # noqa: F401 - the pages' fixtures, for every test module
 
 CLINC150 = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "data_full.json"
 DOMAINS = Path(django_settings.BASE_DIR) / "intent" / "data" / "clinc150" / "domains.json"

@@ -10,14 +10,10 @@ import json
 import math
 import os
 import random
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 from django.utils import timezone
 
 from analytics.mirror.mapping import mirror_row_build
@@ -25,65 +21,9 @@ from analytics.mirror.rollups import rollups_refresh
 from analytics.mirror.sources.base import SourceRun
 from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun, SyncState
-from tests.conftest import IN_CI
+from tests.browser import WAIT_S, staff_session
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PAGE = "/admin/analytics/detectionanalytics/"
-WAIT_S = 30
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium and its driver, installed with apt when missing (as root). Skipped, with the reason,
-    only outside CI on a machine where they cannot be installed."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        problem = None
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            problem = "chromium/chromium-driver are not installed and this process cannot apt-get install them"
-        else:
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
-            done = subprocess.run(install, env=env, capture_output=True, text=True)
-            if done.returncode != 0:  # stale package lists: update once and try again
-                subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
-                done = subprocess.run(install, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                problem = f"apt-get install chromium chromium-driver failed: {done.stderr[-2000:]}"
-        if problem:
-            if IN_CI:
-                pytest.fail(problem)
-            pytest.skip(problem)
-    return CHROMIUM
-
-
-@pytest.fixture
-def browser(chromium, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1440,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    # The driver is given explicitly: Selenium Manager never looks for (or downloads) one.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_script_timeout(WAIT_S)
-    yield driver
-    driver.quit()
-
-
-def staff_session(live_server, driver, django_user_model, *, username: str = "analyst") -> None:
-    """Log the browser in as a staff member (not a superuser) with a real session cookie."""
-    staff = django_user_model.objects.create_user(username, password="pw-analyst-123", is_staff=True)
-    client = Client()
-    client.force_login(staff)
-    driver.get(f"{live_server.url}/admin/login/")
-    driver.add_cookie({"name": django_settings.SESSION_COOKIE_NAME,
-                       "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
 
 
 def page_state(driver, days: int) -> dict:
@@ -250,6 +190,10 @@ def demo_runs(*, runs: int, days: int, seed: int = 7) -> list[SourceRun]:
         if lm:
             metrics |= {"prompt_tokens": float(rng.randint(380, 520)), "completion_tokens": float(rng.randint(20, 60)),
                         "cost_usd": rng.uniform(6e-5, 1e-4)}
+        if rng.random() < 0.05:  # a label on one run in twenty: right about as often as the confidence says
+            right = rng.random() < metrics["confidence_score"] ** 1.3
+            metrics["is_correct"] = 1.0 if right else 0.0
+            tags["expected_intent"] = intent if right else "out_of_scope"
         model = "openai/gpt-4o-mini" if lm else "local/tfidf-linear"
         result.append(SourceRun(run_id=f"{i:032x}", experiment_id="1",
                                 status="FAILED" if error and not fallback else "FINISHED", lifecycle="active",

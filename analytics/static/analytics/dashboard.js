@@ -105,6 +105,16 @@
       { label: "Runs", data: [], backgroundColor: PALETTE, borderWidth: 1 }] },
       options: baseOptions({ cutout: "58%", interaction: { mode: "nearest", intersect: true },
         plugins: { legend: { display: true, position: "bottom", labels: { boxWidth: 12 } } } }) });
+    chart("chart-calibration", { type: "scatter", data: { datasets: [
+      { label: "Observed", data: [], backgroundColor: COLORS.primary, borderColor: COLORS.primary, showLine: true,
+        pointRadius: 4, borderWidth: 2 },
+      { label: "Perfect", data: [{ x: 0, y: 0 }, { x: 1, y: 1 }], borderColor: COLORS.grid, borderDash: [4, 4],
+        showLine: true, pointRadius: 0, borderWidth: 1 }] },
+      options: baseOptions({ scales: {
+        x: { min: 0, max: 1, title: { display: true, text: "mean confidence", color: COLORS.text }, grid: { color: COLORS.grid }, ticks: { color: COLORS.text } },
+        y: { min: 0, max: 1, title: { display: true, text: "accuracy", color: COLORS.text }, grid: { color: COLORS.grid }, ticks: { color: COLORS.text } } },
+        plugins: { legend: { display: true, position: "bottom", labels: { boxWidth: 12 } },
+                   tooltip: { callbacks: { label: (c) => "confidence " + dec(c.parsed.x) + " → accuracy " + pct(c.parsed.y) } } } }) });
     chart("chart-errors", { type: "bar", data: { labels: [], datasets: [
       { label: "Errors", data: [], backgroundColor: COLORS.bad, borderRadius: 3, maxBarThickness: 18 }] },
       options: baseOptions({ indexAxis: "y", interaction: { mode: "nearest", axis: "y", intersect: false },
@@ -213,7 +223,7 @@
       const e = v.evaluation;
       const evaluation = e ? "in-scope " + pct(e.in_scope_accuracy) + " · OOS recall " + pct(e.oos_recall) +
         " · macro-F1 " + dec(e.macro_f1) : "";
-      return [td(code(v.prompt_version)), td(when(v.first_seen)), td(when(v.last_seen)), td(int(v.runs), "num"),
+      return [td(link(v.prompt_version, drillDown({ prompt_version: v.prompt_version }))), td(when(v.first_seen)), td(when(v.last_seen)), td(int(v.runs), "num"),
               td(dec(v.avg_confidence), "num"), td(ms(v.avg_ms), "num"), td(ms(v.p95_ms), "num"),
               td(pct(v.error_rate), "num"), td(pct(v.out_of_scope_rate), "num"),
               td(v.labelled_runs ? pct(v.accuracy) : dash, "num"), td(evaluation)];
@@ -235,6 +245,63 @@
       " days (" + period.since + " → " + period.until + "). Once runs arrive in MLflow and the sync mirrors them, they show here.";
   }
 
+  // --- Drill-downs and calibration ------------------------------------------------------------------------
+  let shownPeriod = null;
+
+  // The detections behind a bar or a row: intent's admin list, filtered, over the period shown.
+  function drillDown(filters) {
+    const params = new URLSearchParams(filters);
+    if (shownPeriod) {
+      params.set("created_at__gte", shownPeriod.since);
+      params.set("created_at__lt", nextDay(shownPeriod.until));
+    }
+    return root.dataset.detailsUrl + "?" + params.toString();
+  }
+
+  function nextDay(day) {
+    const date = new Date(day + "T00:00:00Z");
+    date.setUTCDate(date.getUTCDate() + 1);
+    return date.toISOString().slice(0, 10);
+  }
+
+  function clickThrough(id, filter) {
+    const canvas = document.getElementById(id);
+    canvas.style.cursor = "pointer";
+    canvas.addEventListener("click", (event) => {
+      const c = Chart.getChart(canvas);
+      const hit = c.getElementsAtEventForMode(event, "nearest", { intersect: true }, true)[0];
+      if (hit) window.location.href = drillDown(filter(c.data.labels[hit.index]));
+    });
+  }
+
+  function renderCalibration(body) {
+    const groups = body.groups;
+    const top = groups[0];
+    setData("chart-calibration", undefined, [top ? top.bins.filter((b) => b.runs > 0).map(
+      (b) => ({ x: b.mean_confidence, y: b.accuracy })) : []]);
+    showEmpty("chart-calibration", !top);
+    document.getElementById("ad-calibration-note").textContent = top ? "(" + top.model_name + " · " +
+      top.prompt_version + ": " + int(top.labelled_runs) + " labelled, ECE " + dec(top.ece) + ")" : "";
+    fillTable("table-calibration", groups.map((g) => [
+      td(code(g.model_name)), td(code(g.prompt_version)), td(int(g.labelled_runs), "num"), td(pct(g.accuracy), "num"),
+      td(dec(g.mean_confidence), "num"), td(dec(g.ece), "num"), td(dec(g.brier), "num"),
+      td(g.threshold.threshold === null ? "not reached" : dec(g.threshold.threshold) + " (keeps " + pct(g.threshold.coverage) + ")"),
+    ]), 8, "No labelled runs in this period.");
+    root.dataset.calibration = "ready";
+  }
+
+  async function loadCalibration(days) {
+    root.dataset.calibration = "loading";
+    try {
+      const response = await fetch(root.dataset.calibrationUrl + "?days=" + days,
+        { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(String(response.status));
+      renderCalibration(await response.json());
+    } catch (error) {
+      root.dataset.calibration = "error";
+    }
+  }
+
   // --- Loading --------------------------------------------------------------------------------------------
   let latestRequest = 0;
 
@@ -252,7 +319,9 @@
       const body = await response.json();
       if (request !== latestRequest) return;  // a newer period was asked for meanwhile
       if (!response.ok) throw new Error(body.detail || JSON.stringify(body));
+      shownPeriod = body.period;
       render(body);
+      loadCalibration(days);
       root.dataset.days = String(days);
       root.dataset.loadedDays = String(days);
       root.dataset.state = "ready";
@@ -282,6 +351,8 @@
 
   function start() {
     createCharts();
+    clickThrough("chart-intents", (intent) => ({ detected_intent: intent }));
+    clickThrough("chart-errors", (category) => ({ error_category: category }));
     root.querySelectorAll(".ad-period").forEach((button) => {
       button.addEventListener("click", () => {
         const days = Number(button.dataset.days);

@@ -1,0 +1,74 @@
+"""Headless Chromium for the pages' tests (Debian's `chromium` + `chromium-driver`, installed with apt when missing):
+the `chromium` and `browser` fixtures (a plugin of tests/conftest.py) and a staff session for the browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT_S = 30
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium and its driver, installed with apt when missing (as root). Skipped, with the reason,
+    only outside CI on a machine where they cannot be installed."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        problem = None
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            problem = "chromium/chromium-driver are not installed and this process cannot apt-get install them"
+        else:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
+            done = subprocess.run(install, env=env, capture_output=True, text=True)
+            if done.returncode != 0:  # stale package lists: update once and try again
+                subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+                done = subprocess.run(install, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                problem = f"apt-get install chromium chromium-driver failed: {done.stderr[-2000:]}"
+        if problem:
+            from tests.conftest import IN_CI
+
+            if IN_CI:
+                pytest.fail(problem)
+            pytest.skip(problem)
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1440,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    # The driver is given explicitly: Selenium Manager never looks for (or downloads) one.
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(WAIT_S)
+    yield driver
+    driver.quit()
+
+
+def staff_session(live_server, driver, django_user_model, *, username: str = "analyst") -> None:
+    """Log the browser in as a staff member (not a superuser) with a real session cookie."""
+    staff = django_user_model.objects.create_user(username, password="pw-analyst-123", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    driver.get(f"{live_server.url}/admin/login/")
+    driver.add_cookie({"name": django_settings.SESSION_COOKIE_NAME,
+                       "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
+
+
