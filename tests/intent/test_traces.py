@@ -160,3 +160,23 @@ def test_the_bulk_writer_writes_the_rows_mlflows_log_spans_writes(api_client, sm
     # and MLflow reads the bulk-written traces as its own
     trace = MlflowClient(f"sqlite:///{stores['bulk'][0]}").get_trace(trace_id_for(bodies[0]["request_id"]))
     assert [span.name for span in trace.data.spans][0] == "detect_intent" and trace.info.token_usage["input_tokens"] > 0
+
+
+def test_through_a_tracking_server_traces_and_assessments_arrive_too(api_client, small_catalog, mlflow_server,
+                                                                     settings):
+    settings.MLFLOW_TRACKING_URI = mlflow_server.uri
+    body = detect(api_client, "what is my bank balance", user_role="customer")
+    assert detection_records_log(request_ids=[body["request_id"]]).logged == [body["request_id"]]
+    run_id = DetectionRecord.objects.get(request_id=body["request_id"]).mlflow_run_id
+    api_client.post("/api/intent/feedback", {"request_id": body["request_id"], "correct_intent": body["intent"]},
+                    format="json")
+    detection_feedback_log(request_ids=[body["request_id"]])
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("intent_detection")
+    (trace,) = client.search_traces(locations=[experiment.experiment_id], run_id=run_id)
+    assert trace.info.trace_id == trace_id_for(body["request_id"]) and trace.info.tags["user_role"] == "customer"
+    assert {span.name for span in trace.data.spans} == {"detect_intent", "local_model", "template_match"}
+    trace = client.get_trace(trace.info.trace_id)
+    assert {a.name: a.value for a in trace.info.assessments} == {"expected_intent": body["intent"],
+                                                                 "is_correct": True}
