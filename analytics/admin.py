@@ -24,6 +24,7 @@ from django.utils.text import Truncator
 from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
 from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
 from .monitors.selectors import monitors_overview
+from .reports.gaps import MESSAGE_PERMISSIONS
 from .reports.selectors import mlflow_run_url
 
 DASHBOARD_PERIODS = (7, 30, 90)
@@ -310,8 +311,9 @@ class DetectionAnalyticsAdmin(admin.ModelAdmin):
             "health_url": reverse("analytics:health"),
             "runs_url": reverse("admin:analytics_mirroredrun_changelist"),
             "calibration_url": reverse("analytics:calibration"),
-            # drill-downs open the detections reviewers see (intent's admin, by its URL name)
-            "details_url": reverse("admin:intent_detectiondetail_changelist"),
+            # drill-downs open the detections reviewers see (intent's admin, by its URL name), for those who may
+            "details_url": reverse("admin:intent_detectiondetail_changelist") if any(
+                request.user.has_perm(perm) for perm in MESSAGE_PERMISSIONS) else "",
             **monitors_overview(),
         }
         return TemplateResponse(request, "admin/analytics/dashboard.html", context)

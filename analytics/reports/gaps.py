@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from drf_spectacular.utils import OpenApiExample
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,6 +20,8 @@ from intentsite.serializers import QueryIntegerField, StrictIntegerField, Strict
 
 GAP_REPORT = "intent.gaps.selectors.gap_report_get"  # override with ANALYTICS_GAP_REPORT
 GAPS_MINE_TASK = "intent.tasks.gaps_mine_task"
+# Who may read messages: permissions of the intent app, named (not imported).
+MESSAGE_PERMISSIONS = ("intent.view_detectiondetail", "intent.label_detections")
 
 
 class DayCountSerializer(serializers.Serializer):
@@ -63,10 +65,21 @@ class GapReportSerializer(serializers.Serializer):
     clusters = GapClusterSerializer(many=True)
 
 
+class MayReadMessages(BasePermission):
+    """Clusters hold users' messages (redacted): staff who may read detections' messages (the permission
+    `intent.view_detectiondetail`, or the reviewers' `intent.label_detections`)."""
+
+    message = "Reading messages needs intent.view_detectiondetail (or intent.label_detections)."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_staff and any(user.has_perm(perm) for perm in MESSAGE_PERMISSIONS))
+
+
 class GapsApi(APIView):
     """The latest mining of the period (beat mines GAPS_DAYS days nightly; POST .../gaps/mine for another now)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAdminUser, MayReadMessages]
     throttle_scope = "analytics"
 
     class FilterSerializer(StrictSerializer):
@@ -76,7 +89,9 @@ class GapsApi(APIView):
         days = QueryIntegerField(min_value=1, max_value=90, default=30, help_text="The mined period, in days (1–90).")
 
     @api_schema(operation_id="analytics_gaps", summary="Template gaps: clusters of messages the catalog misses",
-                parameters=[FilterSerializer], responses={200: GapReportSerializer}, errors=(400, 401, 403, 429))
+                parameters=[FilterSerializer], responses={200: GapReportSerializer},
+                errors=(400, 401, (403, "Not staff, or not allowed to read messages (intent.view_detectiondetail)."),
+                        429))
     def get(self, request):
         serializer = self.FilterSerializer(data=request.query_params)
         serializer.is_valid(raise_exception=True)

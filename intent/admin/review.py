@@ -26,8 +26,9 @@ class DetectionDetailAdmin(admin.ModelAdmin):
 
     list_display = ("created", "request_short", "message_short", "intent", "confidence_shown", "margin_shown",
                     "model_name", "prompt_version", "status", "labelled")
-    list_filter = ("status", "error_category", "disagreement", "model_name", "prompt_version", "current_module",
-                   "user_role")
+    # Filters of few values only: each one's choices are a DISTINCT over the table. The dashboard's drill-downs
+    # filter on any field through the URL (`?prompt_version=…&detected_intent=…&created_at__gte=…`).
+    list_filter = ("status", "error_category", "disagreement")
     search_fields = ("^request_id", "message", "=detected_intent")
     date_hierarchy = "created_at"
     list_per_page = 50
@@ -37,12 +38,13 @@ class DetectionDetailAdmin(admin.ModelAdmin):
         ("Context", {"fields": ("user_role", "current_module", "current_tab")}),
         ("Why", {"fields": ("alternatives_table", "margin", "local_intent", "disagreement")}),
         ("Labels", {"fields": ("labels_history",)}),
-        ("Elsewhere", {"fields": ("links", "trace")}),
+        ("Trace", {"fields": ("steps", "trace")}),
+        ("Elsewhere", {"fields": ("links",)}),
     )
     readonly_fields = ("request_id", "created", "message_shown", "detected_intent", "confidence", "status",
                        "error_category", "template_matched", "model_name", "prompt_version", "user_role",
                        "current_module", "current_tab", "alternatives_table", "margin", "local_intent",
-                       "disagreement", "labels_history", "links", "trace")
+                       "disagreement", "labels_history", "steps", "links", "trace")
 
     class Media:
         css = {"all": ("intent/admin.css",)}
@@ -160,3 +162,23 @@ class DetectionDetailAdmin(admin.ModelAdmin):
     @admin.display(description="MLflow trace id")
     def trace(self, obj):
         return trace_id_for(str(obj.request_id))
+
+    @admin.display(description="spans")
+    def steps(self, obj):
+        """The trace's spans as its tracking record holds them (redacted), while the record is kept; then the trace
+        in MLflow is the whole story (no MLflow call from this page)."""
+        record = DetectionRecord.objects.filter(request_id=obj.request_id).values("payload").first()
+        trace = (record or {}).get("payload", {}).get("trace")
+        if not trace:
+            return "in MLflow (the run's Traces tab): the tracking record that held them is past its retention"
+        rows = []
+        if (lm := trace.get("lm")) is not None:
+            rows.append(("lm_call", f"{lm.get('elapsed_ms') or 0:.1f} ms",
+                         f"response: {Truncator(lm.get('response') or lm.get('error') or '').chars(300)}"))
+        if trace.get("alternatives"):
+            rows.append(("local_model", f"{trace.get('local_ms') or 0:.1f} ms",
+                         ", ".join(f"{i} {p:.2f}" for i, p in trace["alternatives"])))
+        rows.append(("template_match", "", f"workflow {trace.get('workflow_template') or EMPTY}, "
+                                           f"agent {trace.get('agent_template') or EMPTY}"))
+        return format_html('<table class="intent-alternatives"><tr><th>span</th><th>time</th><th>what</th></tr>{}'
+                           "</table>", format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows))

@@ -132,19 +132,40 @@ def test_message_text_and_details_go_by_their_own_retention(settings):
     assert fresh.message == "pay my bill" and fresh.message_erased_at is None
 
 
-def test_mlflow_runs_past_their_retention_are_deleted_through_its_api(history, run_logger, settings):
+def trace_log(uri: str, experiment_id: str, *, start_ms: int) -> str:
+    """A detection's trace as the worker writes it, started at `start_ms`; its trace id."""
+    import uuid
+
+    from mlflow.tracing.client import TracingClient
+
+    from intent.tracking.traces import trace_id_for, trace_spans_build
+
+    request_id = str(uuid.uuid4())
+    payload = {"start_time": start_ms, "end_time": start_ms + 2, "status": "FINISHED", "params": {},
+               "metrics": {"confidence_score": 0.9},
+               "tags": {"request_id": request_id, "detected_intent": "balance", "user_role": "customer"},
+               "trace": {"message": "my balance", "alternatives": [["balance", 0.9]], "local_ms": 1.0}}
+    TracingClient(uri).log_spans(experiment_id, trace_spans_build(payload))
+    return trace_id_for(request_id)
+
+
+def test_mlflow_runs_past_their_retention_are_deleted_through_its_api(history, run_logger, settings, mlflow_store):
     settings.ANALYTICS_RAW_RETENTION_DAYS, settings.TRACKING_MLFLOW_RETENTION_DAYS = 10, 15
     cutoff_ms = int((timezone.now() - timedelta(days=15)).timestamp() * 1000)
     expected = {run_id for run_id, start in history.items() if start < cutoff_ms}
     assert expected
+    old_trace = trace_log(mlflow_store, run_logger.experiment_id, start_ms=cutoff_ms - 86_400_000)
+    new_trace = trace_log(mlflow_store, run_logger.experiment_id, start_ms=cutoff_ms + 86_400_000)
 
     assert expired_data_purge(dry_run=True)["mlflow_runs"] == len(expected)
     assert not [run for run in run_logger.runs() if run.info.lifecycle_stage == "deleted"]
     removed = expired_data_purge()
-    assert removed["mlflow_runs"] == len(expected)
+    assert removed["mlflow_runs"] == len(expected) and removed["mlflow_traces"] == 1
     deleted = {run.info.run_id for run in run_logger.client.search_runs(
         [run_logger.experiment_id], run_view_type=ViewType.DELETED_ONLY, max_results=1000)}
     assert deleted == expected
+    assert [t.info.trace_id for t in run_logger.client.search_traces(locations=[run_logger.experiment_id])] == [
+        new_trace] != [old_trace]
 
 
 def test_mlflow_retention_shorter_than_the_mirrors_is_refused(settings):

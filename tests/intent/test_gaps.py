@@ -128,11 +128,15 @@ def test_without_stored_messages_mining_says_it_cannot(api_client, small_catalog
         call_command("mine_gaps")
 
 
-def test_gap_endpoints_check_their_input_and_who_asks(staff, api_client, anonymous_client):
+def test_gap_endpoints_check_their_input_and_who_asks(staff, api_client, anonymous_client, django_user_model):
     assert staff.get(URL).json() == {"available": True, "reason": "", "mining": None, "clusters": []}
     for params in ({"days": 0}, {"days": 91}, {"days": "x"}, {"day": 3}):
         assert staff.get(URL, params).status_code == 400, params
     assert anonymous_client.get(URL).status_code == 401 and api_client.get(URL).status_code == 403
+    plain_staff = APIClient()  # staff, but not allowed to read messages
+    plain_staff.force_authenticate(django_user_model.objects.create_user(username="sid", password="pw", is_staff=True))
+    refused = plain_staff.get(URL)
+    assert refused.status_code == 403 and "view_detectiondetail" in refused.json()["detail"]
     assert staff.post(f"{URL}/mine", {"days": 0}, format="json").status_code == 400
     queued = staff.post(f"{URL}/mine", {"days": 14}, format="json")
     assert queued.status_code == 202 and queued.json() == {"queued": True, "days": 14}

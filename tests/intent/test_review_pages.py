@@ -56,6 +56,7 @@ def test_labelling_with_the_keyboard_saves_feedback_and_brings_the_next(
     browser.get(f"{live_server.url}{reverse('admin:intent_detectiondetail_change', args=[detail.pk])}")
     page = browser.find_element(By.TAG_NAME, "body").text
     assert detail.message in page and detail.alternatives[0][0] in page
+    assert "local_model" in page and "template_match" in page  # the trace's spans, from the tracking record
     assert f"rhea · {detail.alternatives[1][0]}" in page
 
 

@@ -231,7 +231,7 @@
 
     // Confidence and latency are the model's own answers'; the local backend's answers after a failure apart.
     fillTable("table-models", report.model_comparison.models.map((m) => [
-      td(code(m.model_name)), td(int(m.runs), "num"), td(pct(m.lm_success_rate), "num"), td(pct(m.fallback_rate), "num"),
+      td(link(m.model_name, drillDown({ model_name: m.model_name }))), td(int(m.runs), "num"), td(pct(m.lm_success_rate), "num"), td(pct(m.fallback_rate), "num"),
       td(dec(m.avg_confidence), "num"), td(ms(m.p50_ms), "num"), td(ms(m.p95_ms), "num"),
       td(m.fallback_answers.runs ? dec(m.fallback_answers.avg_confidence) : dash, "num"),
       td(int((m.prompt_tokens || 0) + (m.completion_tokens || 0)), "num"),
@@ -250,6 +250,7 @@
 
   // The detections behind a bar or a row: intent's admin list, filtered, over the period shown.
   function drillDown(filters) {
+    if (!root.dataset.detailsUrl) return null;  // this user may not read detections' messages
     const params = new URLSearchParams(filters);
     if (shownPeriod) {
       params.set("created_at__gte", shownPeriod.since);
@@ -266,6 +267,7 @@
 
   function clickThrough(id, filter) {
     const canvas = document.getElementById(id);
+    if (!root.dataset.detailsUrl) return;
     canvas.style.cursor = "pointer";
     canvas.addEventListener("click", (event) => {
       const c = Chart.getChart(canvas);

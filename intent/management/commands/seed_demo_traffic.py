@@ -46,7 +46,8 @@ class Command(BaseCommand):
             "with start times spread over the last --days days. Refuses when the experiment already holds runs.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--days", type=_bounded(1, 365), default=30, help="Days of traffic, ending now (1-365).")
+        parser.add_argument("--days", type=_bounded(1, 365), default=30, help=(
+            "Days of traffic, ending now (1-365); the mirror keeps ANALYTICS_RAW_RETENTION_DAYS (90) of them."))
         parser.add_argument("--per-day", type=_bounded(1, 10_000), default=200,
                             help="Detections per day on average (1-10,000; default 200).")
         parser.add_argument("--seed", type=int, default=0, help="Random seed (default 0): same seed, same messages and context.")
