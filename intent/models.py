@@ -193,6 +193,9 @@ class DetectionDetail(models.Model):
                                     help_text="What the local model answers, beside an LM's answer.")
     disagreement = models.BooleanField(default=False, db_index=True,
                                        help_text="The local model's answer differs from the detection's.")
+    steps = models.JSONField(default=dict, blank=True, help_text=(
+        "What its trace's spans hold, for the story page (redacted; no prompt): the LM call's time, tokens, response "
+        "or error; the local model's time; the templates chosen."))
     sampled_at = models.DateTimeField(null=True, blank=True, db_index=True,
                                       help_text="When the review queue's `random` strategy served it: its label "
                                                 "then counts in the unbiased accuracy estimate.")

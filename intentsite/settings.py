@@ -397,6 +397,8 @@ GAPS_MAX_CLUSTERS = int(os.environ.get("GAPS_MAX_CLUSTERS", "50"))
 GAPS_KEEP_RUNS = int(os.environ.get("GAPS_KEEP_RUNS", "30"))
 GAPS_DAYS = int(os.environ.get("GAPS_DAYS", "30"))
 GAPS_MINE_INTERVAL_S = float(os.environ.get("GAPS_MINE_INTERVAL_S", str(24 * 3600)))
+# POST .../gaps/mine queues one mining of a period per this many seconds (later asks are answered queued: false).
+GAPS_MINE_DEBOUNCE_S = float(os.environ.get("GAPS_MINE_DEBOUNCE_S", "300"))
 CELERY_BEAT_SCHEDULE["gaps-mine"] = {
     "task": "intent.tasks.gaps_mine_task",
     "schedule": GAPS_MINE_INTERVAL_S,

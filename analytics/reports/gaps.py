@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
+from django.core.cache import cache
 from django.utils.module_loading import import_string
 from drf_spectacular.utils import OpenApiExample
 from rest_framework import serializers, status
@@ -114,7 +115,8 @@ class GapsMineApi(APIView):
         class Meta:
             ref_name = "GapsMineQueued"
 
-        queued = serializers.BooleanField()
+        queued = serializers.BooleanField(help_text=(
+            "False when a mining of this period was asked for less than GAPS_MINE_DEBOUNCE_S ago: that one comes."))
         days = serializers.IntegerField()
 
     @api_schema(operation_id="analytics_gaps_mine", summary="Mine template gaps now (a worker does it)",
@@ -125,9 +127,15 @@ class GapsMineApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         days = serializer.validated_data["days"]
-        try:
-            current_app.send_task(GAPS_MINE_TASK, kwargs={"days": days})
-        except Exception as exc:  # noqa: BLE001 - the broker away: say so, nothing was queued
-            raise Unavailable(f"Could not queue the mining: {type(exc).__name__}") from exc
-        body: dict[str, Any] = {"queued": True, "days": days}
+        # One mining of a period at a time: a mining takes seconds of a worker (bench/gaps.py), and a loop of
+        # requests must not queue hundreds.
+        key = f"analytics:gaps-mine:{days}"
+        queued = cache.add(key, 1, timeout=settings.GAPS_MINE_DEBOUNCE_S)
+        if queued:
+            try:
+                current_app.send_task(GAPS_MINE_TASK, kwargs={"days": days})
+            except Exception as exc:  # noqa: BLE001 - the broker away: say so, nothing was queued
+                cache.delete(key)
+                raise Unavailable(f"Could not queue the mining: {type(exc).__name__}") from exc
+        body: dict[str, Any] = {"queued": queued, "days": days}
         return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)

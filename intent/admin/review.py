@@ -38,13 +38,13 @@ class DetectionDetailAdmin(admin.ModelAdmin):
         ("Context", {"fields": ("user_role", "current_module", "current_tab")}),
         ("Why", {"fields": ("alternatives_table", "margin", "local_intent", "disagreement")}),
         ("Labels", {"fields": ("labels_history",)}),
-        ("Trace", {"fields": ("steps", "trace")}),
+        ("Trace", {"fields": ("spans", "trace")}),
         ("Elsewhere", {"fields": ("links",)}),
     )
     readonly_fields = ("request_id", "created", "message_shown", "detected_intent", "confidence", "status",
                        "error_category", "template_matched", "model_name", "prompt_version", "user_role",
                        "current_module", "current_tab", "alternatives_table", "margin", "local_intent",
-                       "disagreement", "labels_history", "steps", "links", "trace")
+                       "disagreement", "labels_history", "spans", "links", "trace")
 
     class Media:
         css = {"all": ("intent/admin.css",)}
@@ -164,13 +164,13 @@ class DetectionDetailAdmin(admin.ModelAdmin):
         return trace_id_for(str(obj.request_id))
 
     @admin.display(description="spans")
-    def steps(self, obj):
-        """The trace's spans as its tracking record holds them (redacted), while the record is kept; then the trace
-        in MLflow is the whole story (no MLflow call from this page)."""
-        record = DetectionRecord.objects.filter(request_id=obj.request_id).values("payload").first()
-        trace = (record or {}).get("payload", {}).get("trace")
+    def spans(self, obj):
+        """The trace's spans as the detail keeps them (redacted, without the prompt: the trace in MLflow has it); no
+        MLflow call from this page."""
+        trace = obj.steps
         if not trace:
-            return "in MLflow (the run's Traces tab): the tracking record that held them is past its retention"
+            return "not traced (INTENT_TRACE_SAMPLE_RATE)"
+        trace = {**trace, "alternatives": obj.alternatives}
         rows = []
         if (lm := trace.get("lm")) is not None:
             rows.append(("lm_call", f"{lm.get('elapsed_ms') or 0:.1f} ms",

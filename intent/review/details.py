@@ -13,7 +13,7 @@ from ..redaction import message_redact
 
 
 def detection_detail_build(*, request_id: uuid.UUID, request: DetectionInput, detection: Detection,
-                           started_at_ms: int, user=None) -> DetectionDetail:
+                           started_at_ms: int, user=None, trace: dict | None = None) -> DetectionDetail:
     """The unsaved detail of one detection. The message is redacted here, before anything holds it, and kept only
     with INTENT_STORE_MESSAGES. `margin` is the local model's top probability minus its second (1.0 when it
     ranked a single intent); `disagreement` says the local model would have answered otherwise (an LM's answer)."""
@@ -41,4 +41,20 @@ def detection_detail_build(*, request_id: uuid.UUID, request: DetectionInput, de
         margin=None if margin is None else round(margin, 6),
         local_intent=local_intent[:100],
         disagreement=bool(local_intent) and local_intent != detection.intent,
+        steps=_steps(trace),
     )
+
+
+def _steps(trace: dict | None) -> dict:
+    """The story page's view of the trace section (already redacted by the tracking payload): no prompt, the
+    response cut short."""
+    if not trace:
+        return {}
+    lm = trace.get("lm")
+    return {
+        "lm": None if lm is None else {"elapsed_ms": lm.get("elapsed_ms"), "error": lm.get("error"),
+                                       "response": (lm.get("response") or "")[:500] or None},
+        "local_ms": trace.get("local_ms"),
+        "workflow_template": trace.get("workflow_template"),
+        "agent_template": trace.get("agent_template"),
+    }

@@ -48,13 +48,12 @@ def intent_detect(
     request_id = uuid.uuid4()
     if settings.INTENT_TRACKING_ENABLED:
         user = user if user is not None and user.is_authenticated else None
+        payload = run_payload_build(request_id=str(request_id), request=request, detection=detection,
+                                    started_at_ms=started_at_ms)
         detection_record_create(
-            request_id=request_id,
-            payload=run_payload_build(request_id=str(request_id), request=request, detection=detection,
-                                      started_at_ms=started_at_ms),
-            user=user,
+            request_id=request_id, payload=payload, user=user,
             detail=detection_detail_build(request_id=request_id, request=request, detection=detection,
-                                          started_at_ms=started_at_ms, user=user),
+                                          started_at_ms=started_at_ms, user=user, trace=payload.get("trace")),
         )
     return DetectionResult(request_id=request_id, detection=detection)
 

@@ -140,4 +140,6 @@ def test_gap_endpoints_check_their_input_and_who_asks(staff, api_client, anonymo
     assert staff.post(f"{URL}/mine", {"days": 0}, format="json").status_code == 400
     queued = staff.post(f"{URL}/mine", {"days": 14}, format="json")
     assert queued.status_code == 202 and queued.json() == {"queued": True, "days": 14}
+    again = staff.post(f"{URL}/mine", {"days": 14}, format="json")  # one mining of a period at a time
+    assert again.status_code == 202 and again.json() == {"queued": False, "days": 14}
     assert api_client.post(f"{URL}/mine", {}, format="json").status_code == 403
