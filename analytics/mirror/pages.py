@@ -32,7 +32,7 @@ from .mapping import (
     mirror_row_build,
     source_digest,
 )
-from .retention import raw_horizon, raw_horizon_ms
+from .retention import frozen_days, raw_horizon, raw_horizon_ms
 from .rollups import rollups_add, rollups_refresh
 from .sources import RunSource
 from .sources.attached import AttachedRunSource
@@ -101,10 +101,20 @@ class Sync:
         self.rollup_days: set[date] = set()  # days whose rollups this sync recomputed or added to
         self.compare_all = False  # `full`: every row is compared in the database, digests or not
         self.last_written_at = EPOCH
-        # Runs that started before the raw-retention horizon are neither read nor removed, their days' rollups
-        # frozen (`retention`); None: no horizon.
+        # The raw-retention horizon (`retention`; None: none). A day before it that has rollups is frozen: its runs
+        # are neither written nor removed, its rollups never recomputed. A day before it without rollups (history a
+        # fresh mirror meets) is mirrored once, and frozen from then on.
         self.horizon = raw_horizon()
         self.horizon_ms = raw_horizon_ms()
+        self.experiment_id = ""  # set by the sync once it knows it
+        self._frozen: set[date] | None = None
+
+    def frozen(self, day: date) -> bool:
+        if self.horizon is None or day >= self.horizon:
+            return False
+        if self._frozen is None:
+            self._frozen = frozen_days(experiment_id=self.experiment_id, horizon=self.horizon)
+        return day in self._frozen
 
     def _lease_renew(self, **changes: Any) -> None:
         """Renew the lease and save `changes`, in the caller's transaction; fails if the lease was lost."""
@@ -129,7 +139,8 @@ class Sync:
         database, NULL-safe) and rewrites only rows that differ: re-reading the overlap window costs a
         comparison, not a write. Added = rows that were not mirrored; updated = rows written minus added."""
         if self.horizon_ms is not None:
-            runs = [run for run in runs if run.start_time >= self.horizon_ms]
+            runs = [run for run in runs if run.start_time >= self.horizon_ms
+                    or not self.frozen((EPOCH + timedelta(milliseconds=run.start_time)).date())]
         if isinstance(self.source, AttachedRunSource):
             return self._apply_attached(runs, gone=gone)
         active = [run for run in runs if run.lifecycle == contract.LIFECYCLE_ACTIVE]
@@ -218,8 +229,8 @@ class Sync:
         for chunk in chunked(removed_ids, ids_per_query()):
             MirroredRun.objects.filter(run_id__in=chunk).delete()
         recompute = {mirrored[run_id] for run_id in removed_ids} | changed_days
-        if self.horizon is not None:  # a row of a frozen day that left (a deleted run) leaves its rollups as they are
-            recompute = {day for day in recompute if day >= self.horizon}
+        # a row of a frozen day that left (a deleted run) leaves its rollups as they are
+        recompute = {day for day in recompute if not self.frozen(day)}
         new_days = set(added.values())
         # Days that only gained runs take them in by addition when they are few (today, in the
         # steady state); the other touched days are recomputed from their rows.
@@ -247,8 +258,8 @@ class Sync:
         """Recompute the dirty days (those `before` a day, if given; none while fewer than `at_least` are due),
         a month per transaction; each day leaves `dirty_days` in the transaction that recomputes it."""
         done = 0
-        if self.horizon is not None and any(day < self.horizon for day in self.dirty):
-            self.dirty = {day for day in self.dirty if day >= self.horizon}  # frozen: their rollups stay as they are
+        if any(self.frozen(day) for day in self.dirty):
+            self.dirty = {day for day in self.dirty if not self.frozen(day)}  # their rollups stay as they are
             self._lease_renew(dirty_days=sorted(day.isoformat() for day in self.dirty))
         due = sorted(day for day in self.dirty if before is None or day < before)
         if len(due) < at_least:
@@ -258,6 +269,8 @@ class Sync:
                 rollups_refresh(experiment_id=experiment_id, days=chunk)
                 self._rollups_done(chunk)
             done += len(chunk)
+        if self.horizon is not None and any(day < self.horizon for day in due):
+            self._frozen = None  # days before the horizon that have rollups now are frozen from now on
         return done
 
     def _rollups_done(self, days: list[date]) -> None:

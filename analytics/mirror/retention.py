@@ -1,16 +1,16 @@
 """Raw-row retention: mirrored runs are kept ANALYTICS_RAW_RETENTION_DAYS days; older days keep their daily rollups
 forever, frozen.
 
-The horizon is the first day still kept raw: today (UTC) minus the retention. The sync reads no run that started
-before it, recomputes no rollup of a day before it, and its reconcile compares run ids from it on, so purged rows
-never come back and a frozen day's rollups never get recomputed from a partial set of rows. Reports over older
-periods answer from those rollups; what only raw rows can answer (a filter on a folded value, examples) has no
-rows there.
+The horizon is the first day still kept raw: today (UTC) minus the retention. A day before it whose rollups are done
+is frozen: the sync writes and removes none of its runs and never recomputes it, its reconcile compares run ids from
+the horizon on, and the purge deletes its raw rows. So purged rows never come back, and a frozen day's rollups are
+never recomputed from a partial set of rows. A day before the horizon without rollups (the history a fresh mirror
+meets in a full read) is mirrored once, its rollups computed, then frozen. Reports over older periods answer from
+the rollups; what only raw rows can answer (a filter on a folded value, examples, calibration) has no rows there.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..models import MirroredRun, SyncState
+from ..models import DailyRollup, MirroredRun, SyncState
 
 PURGE_CHUNK = 5_000
 
@@ -39,22 +39,33 @@ def raw_horizon_ms(*, now: datetime | None = None) -> int | None:
     return int(datetime(horizon.year, horizon.month, horizon.day, tzinfo=UTC).timestamp() * 1000)
 
 
+def frozen_days(*, experiment_id: str, horizon: date) -> set[date]:
+    """The experiment's days before the horizon whose rollups are done (they have rollups and are not waiting for
+    a recompute): frozen, their raw rows free to go."""
+    state = SyncState.objects.filter(experiment_id=experiment_id).values_list("dirty_days", flat=True).first()
+    waiting = {date.fromisoformat(day) for day in state or ()}
+    return set(DailyRollup.objects.filter(experiment_id=experiment_id, day__lt=horizon).values_list(
+        "day", flat=True).distinct().order_by()) - waiting
+
+
 def mirrored_runs_purge(*, dry_run: bool = False, now: datetime | None = None) -> int:
-    """Delete the mirrored rows of days before the horizon, a chunk per transaction, and count them out of their
-    experiment's `mirrored_runs`; their rollups stay. Returns how many rows went (or would go, with `dry_run`)."""
-    horizon_ms = raw_horizon_ms(now=now)
-    if horizon_ms is None:
+    """Delete the mirrored rows of frozen days (before the horizon, rollups done), a chunk per transaction, and count
+    them out of their experiment's `mirrored_runs`; their rollups stay. Returns how many rows went (or would go,
+    with `dry_run`)."""
+    horizon = raw_horizon(now=now)
+    if horizon is None:
         return 0
-    expired = MirroredRun.objects.filter(start_time__lt=datetime.fromtimestamp(horizon_ms / 1000, tz=UTC))
-    if dry_run:
-        return expired.count()
     removed = 0
-    while True:
-        rows = list(expired.order_by().values_list("pk", "experiment_id")[:PURGE_CHUNK])
-        if not rows:
-            return removed
-        with transaction.atomic():
-            MirroredRun.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
-            for experiment_id, count in Counter(experiment for _, experiment in rows).items():
-                SyncState.objects.filter(experiment_id=experiment_id).update(mirrored_runs=F("mirrored_runs") - count)
-        removed += len(rows)
+    experiments = SyncState.objects.exclude(experiment_id="").values_list("experiment_id", flat=True)
+    for experiment_id in sorted(set(experiments)):
+        expired = MirroredRun.objects.filter(experiment_id=experiment_id, day__in=sorted(
+            frozen_days(experiment_id=experiment_id, horizon=horizon)))
+        if dry_run:
+            removed += expired.count()
+            continue
+        while ids := list(expired.order_by().values_list("pk", flat=True)[:PURGE_CHUNK]):
+            with transaction.atomic():
+                MirroredRun.objects.filter(pk__in=ids).delete()
+                SyncState.objects.filter(experiment_id=experiment_id).update(mirrored_runs=F("mirrored_runs") - len(ids))
+            removed += len(ids)
+    return removed

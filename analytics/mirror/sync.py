@@ -237,6 +237,7 @@ def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str
     experiment_id = source.experiment_id_get(name)
     if experiment_id is None:  # MLflow has no such experiment (yet): nothing to mirror
         return _finish(sync, name=name, experiment_id=None, source=source, started=started)
+    sync.experiment_id = experiment_id
     if state.experiment_id and state.experiment_id != experiment_id:
         logger.warning("Experiment %r is now id %s (was %s): mirroring it in full", name, experiment_id,
                        state.experiment_id)
@@ -272,10 +273,9 @@ def _read(sync: Sync, source: RunSource, experiment_id: str, *, since_ms: int | 
     """Read and write the runs that started at `since_ms` or later (all runs if None), page by page. Returns the
     new watermark and, for a read of every run, the ids of the active runs it saw (else None)."""
     active_seen: set[str] | None = set() if since_ms is None else None
-    # A read of every run reads those from the raw-retention horizon on (with no position: the whole table).
+    # A read of every run reads the whole table (no position): runs of frozen days are dropped by `apply`, those of
+    # days before the raw-retention horizon that have no rollups yet (a fresh mirror's history) mirrored once.
     position = sync.state.source_position if since_ms is not None else None
-    if sync.horizon_ms is not None:
-        since_ms = sync.horizon_ms if since_ms is None else max(since_ms, sync.horizon_ms)
     if sync.progress is not None:
         sync.total = source.runs_count(experiment_id=experiment_id, since_ms=since_ms)
     pages = source.runs_read(experiment_id=experiment_id, since_ms=since_ms, page_size=settings.ANALYTICS_SYNC_PAGE_SIZE,
@@ -288,8 +288,9 @@ def _read(sync: Sync, source: RunSource, experiment_id: str, *, since_ms: int | 
         # their rollups are recomputed now, a week at a time (small transactions, visible progress).
         sync.rollups_refresh(experiment_id, before=_ms_to_datetime(page[-1].start_time).date(),
                              at_least=ROLLUP_BATCH_DAYS)
-        if active_seen is not None:
-            active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE)
+        if active_seen is not None:  # the reconcile compares run ids from the horizon on
+            active_seen.update(run.run_id for run in page if run.lifecycle == contract.LIFECYCLE_ACTIVE
+                               and (sync.horizon_ms is None or run.start_time >= sync.horizon_ms))
     return watermark, active_seen
 
 

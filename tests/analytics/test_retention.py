@@ -176,3 +176,53 @@ def test_mlflow_retention_shorter_than_the_mirrors_is_refused(settings):
     assert [e.id for e in retention_check()] == ["analytics.E003"]
     settings.ANALYTICS_RAW_RETENTION_DAYS, settings.TRACKING_MLFLOW_RETENTION_DAYS = 30, 30
     assert retention_check() == []
+
+
+@pytest.fixture
+def unsynced_history(run_logger, settings) -> dict[str, int]:
+    """Runs over the last 21 days in MLflow, not mirrored yet: the history a fresh mirror meets."""
+    settings.ANALYTICS_CACHE_TIMEOUT_S = 0
+    rng = random.Random(21)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    starts = {}
+    for days_ago in range(DAYS):
+        for _ in range(rng.randint(1, 4)):
+            start_ms = int((midnight - timedelta(days=days_ago, seconds=-rng.randint(0, 3600 * 6))).timestamp() * 1000)
+            starts[run_logger.log_random(rng, start_ms=start_ms)] = start_ms
+    return starts
+
+
+def test_a_fresh_mirror_takes_in_history_before_the_horizon_once(unsynced_history, staff_client, settings):
+    settings.ANALYTICS_RAW_RETENTION_DAYS = 10
+    runs_sync()  # the first sync of a fresh mirror: a full read
+
+    per_day: dict[str, int] = {}
+    for start_ms in unsynced_history.values():
+        day = datetime.fromtimestamp(start_ms / 1000, tz=UTC).date().isoformat()
+        per_day[day] = per_day.get(day, 0) + 1
+    trends = staff_client.get(f"{BASE}trends?days={DAYS}").json()["days"]
+    assert {row["day"]: row["runs"] for row in trends if row["runs"]} == per_day  # old days included, exactly
+    before = reports(staff_client)
+
+    assert expired_data_purge()["mirrored_runs"] == sum(n for day, n in per_day.items()
+                                                        if day < raw_horizon().isoformat())
+    runs_sync(full=True)  # a frozen day is never read again
+    assert MirroredRun.objects.filter(day__lt=raw_horizon()).count() == 0
+    assert reports(staff_client) == before
+
+
+def test_the_purge_keeps_the_raw_rows_of_a_day_waiting_for_its_rollups(history, settings):
+    from analytics.models import SyncState
+
+    settings.ANALYTICS_RAW_RETENTION_DAYS = 10
+    horizon = raw_horizon()
+    waiting = horizon - timedelta(days=3)
+    state = SyncState.objects.get(experiment_name="intent_detection")
+    state.dirty_days = [waiting.isoformat()]
+    state.save(update_fields=["dirty_days"])
+    kept = MirroredRun.objects.filter(day=waiting).count()
+    assert kept
+
+    expired_data_purge()
+    assert MirroredRun.objects.filter(day=waiting).count() == kept  # its rollups are not done: its rows stay
+    assert MirroredRun.objects.filter(day__lt=horizon).exclude(day=waiting).count() == 0
