@@ -17,6 +17,7 @@ def test_make_demo_seeds_traffic_and_starts_the_mlflow_ui_with_its_url_given_to_
                               text=True, timeout=60, check=True).stdout
     assert "seed_demo_traffic --if-empty" in commands
     assert "create_default_monitors" in commands
+    assert "mine_gaps --days 30" in commands  # the gap report has something to show at once
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5123" in commands
     assert 'export MLFLOW_UI_URL="http://127.0.0.1:5123"' in commands  # before the web and the worker start
     assert commands.index("export MLFLOW_UI_URL") < commands.index("gunicorn intentsite.wsgi")
