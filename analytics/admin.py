@@ -21,6 +21,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
+from intentsite.admin import ReadOnlyAdmin
+
 from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
 from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
 from .monitors.selectors import monitors_overview
@@ -37,17 +39,6 @@ MLFLOW_STATUSES = ("FINISHED", "FAILED", "RUNNING", "SCHEDULED", "KILLED")
 EMPTY = "-"  # what the admin shows for an empty value (a read-only field would show `None`)
 
 Dimension = DailyRollup.Dimension
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _utc(value: datetime | None) -> str:

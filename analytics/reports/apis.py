@@ -5,6 +5,7 @@ times what a cached answer costs, so it is done once per sync, not on every requ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -102,8 +103,10 @@ class ReportBaseApi(APIView):
         return scope_get(days=data["days"], until=data.get("until"),
                          filters={name: data[name] for name in FILTERS if name in data})
 
-    def answer(self, selector: Callable[..., dict[str, Any]], scope: Scope) -> Response:
-        return Response(serialized_answer(self.operation_id, self.OutputSerializer, selector, scope))
+    def answer(self, selector: Callable[..., dict[str, Any]], scope: Scope, *, variant: str = "") -> Response:
+        """The selector's answer, cached per operation and scope (and `variant`: the parameters beyond them)."""
+        name = f"{self.operation_id}:{variant}" if variant else self.operation_id
+        return Response(serialized_answer(name, self.OutputSerializer, selector, scope))
 
 
 @report_schema(summary="Overview of the detections", example=OVERVIEW_EXAMPLE)
@@ -205,10 +208,8 @@ class CalibrationApi(ReportBaseApi):
     def get(self, request):
         scope = self.scope(request)
         bins, target = self.params["bins"], self.params["target_precision"]
-        return Response(answer_cached(
-            scope=scope, name=f"{self.operation_id}:{bins}:{target!r}",
-            compute=lambda: CalibrationReportSerializer(
-                calibration_get(scope=scope, bins=bins, target_precision=target)).data))
+        return self.answer(functools.partial(calibration_get, bins=bins, target_precision=target), scope,
+                           variant=f"{bins}:{target!r}")
 
 
 @report_schema(summary="Confusion of labelled runs", example=CONFUSION_EXAMPLE)

@@ -8,6 +8,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from intentsite.admin import ReadOnlyAdmin
+
 from ..models import DetectionFeedback, DetectionLabel, DetectionRecord, Outbox
 from ..services import detection_feedback_replay
 from .display import EMPTY, links_join, mlflow_run_url, request_url, short_id, utc_time
@@ -91,7 +93,7 @@ class LabelAuthorFilter(admin.SimpleListFilter):
 
 
 @admin.register(DetectionLabel)
-class DetectionLabelAdmin(admin.ModelAdmin):
+class DetectionLabelAdmin(ReadOnlyAdmin):
     """The history of labels, read-only: who said what about which detection, and when."""
 
     list_display = ("created", "request_short", "expected_intent", "correct", "author", "comment_short")
@@ -104,15 +106,6 @@ class DetectionLabelAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("intent/admin.css",)}
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="time (UTC)", ordering="created_at")
     def created(self, obj):

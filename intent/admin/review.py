@@ -6,22 +6,26 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+
+from intentsite.admin import ReadOnlyAdmin
 
 from ..models import DetectionDetail, DetectionFeedback, DetectionLabel, DetectionRecord
 from ..program import OUT_OF_SCOPE
 from ..review.apis import LABEL_PERMISSION
 from ..review.selectors import Strategy
 from ..selectors import intent_names_active
+from ..tracking.bulk import run_id_for
 from ..tracking.traces import trace_id_for
 from .display import EMPTY, breakable, links_join, mlflow_run_url, request_url, short_id, utc_time
 
 
 @admin.register(DetectionDetail)
-class DetectionDetailAdmin(admin.ModelAdmin):
+class DetectionDetailAdmin(ReadOnlyAdmin):
     """Detections as reviewers see them (the dashboard's drill-downs land here, filtered); one opens its story."""
 
     list_display = ("created", "request_short", "message_short", "intent", "confidence_shown", "margin_shown",
@@ -50,7 +54,8 @@ class DetectionDetailAdmin(admin.ModelAdmin):
         css = {"all": ("intent/admin.css",)}
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("alternatives")
+        labelled = Exists(DetectionFeedback.objects.filter(request_id=OuterRef("request_id")))
+        return super().get_queryset(request).defer("alternatives").annotate(_labelled=labelled)
 
     def has_view_permission(self, request, obj=None):
         """Messages are personal data, redacted or not: the model's view permission, or a reviewer's."""
@@ -58,15 +63,6 @@ class DetectionDetailAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request):
         return super().has_module_permission(request) or request.user.has_perm(LABEL_PERMISSION)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         review = path("review/", self.admin_site.admin_view(self.review_view), name="intent_detectiondetail_review")
@@ -124,9 +120,9 @@ class DetectionDetailAdmin(admin.ModelAdmin):
     def margin_shown(self, obj):
         return EMPTY if obj.margin is None else f"{obj.margin:.2f}"
 
-    @admin.display(description="labelled", boolean=True)
+    @admin.display(description="labelled", boolean=True, ordering="_labelled")
     def labelled(self, obj):
-        return DetectionFeedback.objects.filter(request_id=obj.request_id).exists()
+        return obj._labelled
 
     @admin.display(description="the local model's ranking")
     def alternatives_table(self, obj):
@@ -150,7 +146,7 @@ class DetectionDetailAdmin(admin.ModelAdmin):
     @admin.display(description="links")
     def links(self, obj):
         record = DetectionRecord.objects.filter(request_id=obj.request_id).values("pk", "mlflow_run_id").first()
-        run_id = record["mlflow_run_id"] if record else obj.request_id.hex  # the bulk writer's run id
+        run_id = record["mlflow_run_id"] if record else run_id_for(str(obj.request_id))  # the bulk writer's
         return links_join(
             (mlflow_run_url(run_id), "MLflow run", "the run (and its trace, in its Traces tab) in the MLflow UI"),
             (request_url("admin:analytics_mirroredrun_changelist", obj.request_id), "mirrored run",

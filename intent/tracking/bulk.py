@@ -22,7 +22,7 @@ from intentsite import contract
 from .payload import run_name_for
 from .store import bulk_store, experiment_artifact_location, experiment_id_get
 from .trace_bulk import trace_rows_add
-from .traces import trace_id_for, trace_spans_build
+from .traces import trace_batch
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +90,13 @@ def _traces_add(session, store, experiment_id: str, payloads: list[dict[str, Any
                 run_ids: dict[str, str]) -> set[str]:
     """The traces of the sampled detections, in the runs' transaction: a run and its trace commit together. Returns
     the request ids whose trace is in the store now (none when MLflow's trace rollups are on: `traces_log` then)."""
-    from mlflow.tracing.constant import TraceMetadataKey
-
-    sampled = [payload for payload in payloads
-               if payload.get("trace") and payload["tags"][contract.REQUEST_ID] in run_ids]
-    if not sampled:
+    written = [payload for payload in payloads if payload["tags"][contract.REQUEST_ID] in run_ids]
+    spans, metadata = trace_batch(logged=[(payload, run_ids[payload["tags"][contract.REQUEST_ID]])
+                                          for payload in written])
+    if not metadata or trace_rows_add(session=session, store=store, experiment_id=experiment_id, spans=spans,
+                                      metadata=metadata) is None:
         return set()
-    spans = [span for payload in sampled for span in trace_spans_build(payload)]
-    metadata = {trace_id_for(payload["tags"][contract.REQUEST_ID]): {
-        TraceMetadataKey.SOURCE_RUN: run_ids[payload["tags"][contract.REQUEST_ID]]} for payload in sampled}
-    if trace_rows_add(session=session, store=store, experiment_id=experiment_id, spans=spans,
-                      metadata=metadata) is None:
-        return set()
-    return {payload["tags"][contract.REQUEST_ID] for payload in sampled}
+    return {payload["tags"][contract.REQUEST_ID] for payload in written if payload.get("trace")}
 
 
 @dataclass

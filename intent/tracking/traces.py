@@ -104,40 +104,38 @@ def trace_spans_build(payload: dict[str, Any]) -> list:
     return spans
 
 
-def traces_log(*, logged: list[tuple[dict[str, Any], str]]) -> int:
-    """Write the traces of these logged detections ((payload, run id) pairs; those whose payload holds a `trace`
-    section, i.e. sampled): their spans in one batch, then each one's link to its run. Returns how many."""
-    from mlflow.tracing.client import TracingClient
+def trace_batch(*, logged: list[tuple[dict[str, Any], str]]) -> tuple[list, dict[str, dict[str, str]]]:
+    """The spans of the sampled detections among these (payload, run id) pairs (those whose payload holds a `trace`
+    section), and each trace's metadata linking it to its run."""
     from mlflow.tracing.constant import TraceMetadataKey
 
     traced = [(payload, run_id) for payload, run_id in logged if payload.get("trace")]
-    if not traced:
+    spans = [span for payload, _ in traced for span in trace_spans_build(payload)]
+    metadata = {trace_id_for(payload["tags"][contract.REQUEST_ID]): {TraceMetadataKey.SOURCE_RUN: run_id}
+                for payload, run_id in traced}
+    return spans, metadata
+
+
+def traces_log(*, logged: list[tuple[dict[str, Any], str]]) -> int:
+    """Write the traces of these logged detections ((payload, run id) pairs; those sampled): in one transaction of
+    a database store (`trace_bulk`), else MLflow's `log_spans` for the batch and each one's link to its run.
+    Returns how many."""
+    from mlflow.tracing.client import TracingClient
+    from mlflow.tracing.constant import TraceMetadataKey
+
+    spans, metadata = trace_batch(logged=logged)
+    if not metadata:
         return 0
     experiment_id = experiment_id_get()
-    spans = [span for payload, _ in traced for span in trace_spans_build(payload)]
-    links = {trace_id_for(payload["tags"][contract.REQUEST_ID]): run_id for payload, run_id in traced}
     store = bulk_store()
-    if store is not None and trace_rows_insert(store=store, experiment_id=experiment_id, spans=spans, metadata={
-            trace_id: {TraceMetadataKey.SOURCE_RUN: run_id} for trace_id, run_id in links.items()}) is not None:
-        return len(traced)  # the whole batch, linked, in one transaction (`trace_bulk`)
+    if store is not None and trace_rows_insert(store=store, experiment_id=experiment_id, spans=spans,
+                                               metadata=metadata) is not None:
+        return len(metadata)
     TracingClient(settings.MLFLOW_TRACKING_URI).log_spans(experiment_id, spans)
-    if store is not None:  # one transaction for the batch: the run of each trace, as trace metadata
-        from mlflow.store.tracking.dbmodels.models import SqlTraceMetadata
-        from sqlalchemy import insert, select
-
-        with store.ManagedSessionMaker(read_only=False) as session:
-            linked = set(session.execute(select(SqlTraceMetadata.request_id).where(
-                SqlTraceMetadata.request_id.in_(list(links)), SqlTraceMetadata.key == TraceMetadataKey.SOURCE_RUN))
-                .scalars())
-            rows = [{"request_id": trace_id, "key": TraceMetadataKey.SOURCE_RUN, "value": run_id}
-                    for trace_id, run_id in links.items() if trace_id not in linked]
-            if rows:
-                session.execute(insert(SqlTraceMetadata.__table__), rows)
-    else:
-        client = tracking_client()
-        for trace_id, run_id in links.items():
-            client.link_traces_to_run([trace_id], run_id)
-    return len(traced)
+    client = tracking_client()
+    for trace_id, values in metadata.items():
+        client.link_traces_to_run([trace_id], values[TraceMetadataKey.SOURCE_RUN])
+    return len(metadata)
 
 
 def trace_feedback_log(*, request_id: str, expected_intent: str, is_correct: bool, comment: str,
