@@ -123,6 +123,7 @@ class MirroredRunAdmin(ReadOnlyAdmin):
         rollup_values_filter("user_role", Dimension.ROLE, "role"),
         rollup_values_filter("current_module", Dimension.MODULE, "module"),
         rollup_values_filter("current_tab", Dimension.TAB, "tab"),
+        rollup_values_filter("experiment", Dimension.EXPERIMENT, "experiment"),
     )
     search_fields = ("=request_id", "=run_id")
     search_help_text = "A request id or an MLflow run id (whole)."
@@ -135,7 +136,8 @@ class MirroredRunAdmin(ReadOnlyAdmin):
                              "is_correct", "request_id", "started", "ended")}),
         ("How well", {"fields": ("confidence_detail", "latency", "model_name", "answered_by", "fallback_used",
                                  "template_match_rate", "prompt_tokens", "completion_tokens", "cost_usd")}),
-        ("Context", {"fields": ("user_role", "current_module", "current_tab", "prompt_version", "dspy_version",
+        ("Context", {"fields": ("user_role", "current_module", "current_tab", "experiment", "variant", "prompt_version",
+                                "dspy_version",
                                 "category_source", "requires_workflow", "message_length", "message_word_count",
                                 "available_workflow_templates", "available_agent_templates")}),
         ("MLflow", {"fields": ("run_id", "experiment_id", "status", "lifecycle", "links", "tags_pretty",

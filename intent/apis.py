@@ -24,6 +24,9 @@ class IntentDetectApi(APIView):
         user_role = OptionalCharField(max_length=100)
         current_module = OptionalCharField(max_length=100)
         current_tab = OptionalCharField(max_length=100)
+        subject_id = OptionalCharField(max_length=100, help_text=(
+            "Who is asking (a user or session id of yours): a sticky experiment keeps each subject on one arm. Only "
+            "an HMAC of it is kept."))
 
     class OutputSerializer(serializers.Serializer):
         class Meta:
@@ -44,6 +47,9 @@ class IntentDetectApi(APIView):
         fallback_used = serializers.BooleanField(help_text="True when the LM failed and the local backend answered.")
         error_category = serializers.ChoiceField(choices=ERROR_CATEGORIES, allow_null=True)
         response_time_ms = serializers.FloatField()
+        experiment = serializers.CharField(allow_null=True, help_text=(
+            "The running A/B experiment (its name) whose arm answered, or null."))
+        variant = serializers.CharField(allow_null=True, help_text="That arm: `control` or a variant's name.")
 
     @api_schema(
         operation_id="intent_detect",
@@ -67,7 +73,7 @@ class IntentDetectApi(APIView):
                        "model_name": "local/tfidf-linear", "answered_by": "local/tfidf-linear",
                        "prompt_version": "3fa2c81d09be",
                        "category_source": "database", "fallback_used": False, "error_category": None,
-                       "response_time_ms": 0.84},
+                       "response_time_ms": 0.84, "experiment": None, "variant": None},
             ),
         ],
     )
@@ -91,6 +97,8 @@ class IntentDetectApi(APIView):
             "fallback_used": detection.fallback_used,
             "error_category": detection.error_category,
             "response_time_ms": detection.response_time_ms,
+            "experiment": result.experiment or None,
+            "variant": result.variant or None,
         }
         return Response(self.OutputSerializer(data).data, status=status.HTTP_200_OK)
 

@@ -14,8 +14,6 @@ is not loaded: the default program answers, and a warning says why.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from django.conf import settings
 
 from .program import Catalog, LMSettings
 from .program.circuit import CircuitConfig
+from .program.files import write_atomically
 from .program.versioning import version_hash
 from .selectors import catalog_fingerprint, catalog_get
 
@@ -49,13 +48,14 @@ _current: _Current | None = None
 _models: dict[str, LocalIntentModel] = {}
 
 
-def detector_get() -> IntentDetector:
+def detector_get(*, fresh: bool = False) -> IntentDetector:
     """The detector for the current catalog, backend and active prompt version (built when one changed). A
-    read: registering the version it reports is the caller's step (`prompt_version_register`)."""
+    read: registering the version it reports is the caller's step (`prompt_version_register`). `fresh`: check the
+    database now, not after INTENT_CATALOG_REFRESH_S."""
     global _current
     current = _current
     now = time.monotonic()
-    if current is not None and now - current.checked_at < settings.INTENT_CATALOG_REFRESH_S:
+    if current is not None and not fresh and now - current.checked_at < settings.INTENT_CATALOG_REFRESH_S:
         return current.detector
     key = (catalog_fingerprint(), *_backend_key(), _active_version())
     if current is not None and current.key == key:
@@ -127,6 +127,58 @@ def detector_reset() -> None:
     global _current
     with _lock:
         _current = None
+        _versions.clear()
+
+
+# Detectors of other prompt versions than the active one (live experiments' arms): (version, key) -> detector.
+_versions: dict[tuple, IntentDetector] = {}
+
+
+class VersionUnavailable(Exception):
+    """A prompt version that cannot answer here: unknown, without a saved program, not for this backend or catalog."""
+
+
+def detector_for_version(version: str) -> IntentDetector:
+    """A detector answering as this prompt version: the process's own when it is that version, else the version's
+    saved program (an LM program with the configured LM; a local model alone), built once per process and catalog.
+    Raises `VersionUnavailable` (why) when it cannot be built here, or would answer as another version."""
+    current = detector_get()
+    if current.prompt_version == version:
+        return current
+    key = (version, current.catalog.version, *_backend_key())
+    detector = _versions.get(key)
+    if detector is not None:
+        return detector
+    from .models import PromptVersion
+    from .program import IntentDetector, LMIntentDetector
+    from .program.local_model import LocalIntentModel
+
+    path = PromptVersion.objects.filter(version=version).values_list("program_path", flat=True).first()
+    if path is None:
+        raise VersionUnavailable(f"No prompt version {version!r}")
+    if not path:
+        raise VersionUnavailable(f"Prompt version {version} has no saved program, and is not the one answering now")
+    try:
+        if path.endswith(".json"):
+            lm_settings = _lm_settings()
+            if lm_settings is None:
+                raise VersionUnavailable(f"Prompt version {version} is an LM program; no LM is configured (INTENT_LM)")
+            program = LMIntentDetector()
+            program.load(path)
+            detector = IntentDetector(catalog=current.catalog, local_model=current.local.model,
+                                      lm_settings=lm_settings, program=program)
+        else:
+            detector = IntentDetector(catalog=current.catalog, local_model=LocalIntentModel.load(path))
+    except VersionUnavailable:
+        raise
+    except Exception as exc:
+        raise VersionUnavailable(f"Prompt version {version}: could not load {path}: {exc}") from exc
+    if detector.prompt_version != version:
+        raise VersionUnavailable(f"Prompt version {version} answers as {detector.prompt_version} with this catalog and "
+                                 "backend (fitted on another catalog, or saved for another model)")
+    with _lock:
+        _versions[key] = detector
+    return detector
 
 
 def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None) -> LocalIntentModel:
@@ -149,22 +201,10 @@ def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None)
         texts, labels = catalog.training_data()
         model = LocalIntentModel.fit(texts, labels, config)
         logger.info("Fitted local model on %s utterances in %.1f s", len(texts), time.perf_counter() - started)
-        _save_atomically(model, path)
+        write_atomically(path, model.save, suffix=".tmp")
     _models.clear()  # keep one catalog's model in memory per process
     _models[cache_key] = model
     return model
-
-
-def _save_atomically(model: LocalIntentModel, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _backend_key() -> tuple:

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 # The tasks, by name: services send them without importing `intent.tasks` (which imports the services).
 DETECTIONS_TRACK = "intent.tasks.detections_track"
 FEEDBACK_TRACK = "intent.tasks.feedback_track"
+SHADOW_DETECT = "intent.tasks.shadow_detect_task"  # shadow experiments' candidates, run by a worker
+EXPERIMENT_TRACK = "intent.tasks.experiment_track_task"  # an experiment's run in MLflow, after each change
+EXPERIMENT_NOTIFY = "intent.tasks.experiment_notify_task"  # its channels told of a rollback or a decision
+REGISTRY_SYNC = "intent.tasks.prompt_registry_sync_task"  # the registry's aliases moved after a change
 ANALYTICS_SYNC = "analytics.tasks.runs_sync_task"  # the other app's, by name: a sync right after runs are logged
 ANALYTICS_REFRESH = "analytics.tasks.runs_refresh_task"  # the other app's: sent through the broker, never inline
 BATCH_SIZE = 200  # request ids per message

@@ -1,4 +1,4 @@
-"""Celery tasks of the intent app: thin interfaces over the tracking, gap-mining and retention services."""
+"""Celery tasks of the intent app: thin interfaces over the tracking, gap-mining, retention and experiments' services."""
 
 from __future__ import annotations
 
@@ -6,9 +6,22 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from .experiments.evaluation import experiment_track, experiments_evaluate
+from .experiments.notify import NotificationFailed, experiment_notify
+from .experiments.shadow import shadow_detections_run
 from .gaps.services import MessagesNotStored, gaps_mine
-from .outbox import DETECTIONS_TRACK, FEEDBACK_TRACK, OutboxOutcome
+from .models import Experiment
+from .outbox import (
+    DETECTIONS_TRACK,
+    EXPERIMENT_NOTIFY,
+    EXPERIMENT_TRACK,
+    FEEDBACK_TRACK,
+    REGISTRY_SYNC,
+    SHADOW_DETECT,
+    OutboxOutcome,
+)
 from .services import detection_feedback_flush, detection_feedback_log, detection_records_flush, detection_records_log
+from .services.prompt_versions import prompt_registry_sync
 from .services.retention import expired_data_purge
 
 
@@ -67,3 +80,41 @@ def expired_data_purge_task() -> dict[str, int]:
 def detections_flush() -> int:
     """Periodic: re-send pending records and feedback whose message was lost; prune old logged records."""
     return detection_records_flush() + detection_feedback_flush()
+
+
+@shared_task(name=SHADOW_DETECT, acks_late=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, max_retries=5)
+def shadow_detect_task(items: list[dict]) -> int:
+    """Shadow candidates answer these live requests in the background (`intent.experiments.shadow`)."""
+    return shadow_detections_run(items=items)
+
+
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=2,
+             max_retries=3)
+def experiments_evaluate_task() -> dict:
+    """Beat: each running experiment's guardrails (rollback) and fixed-horizon decision, and its MLflow run."""
+    outcome = experiments_evaluate()
+    return {"evaluated": outcome.evaluated, "rolled_back": outcome.rolled_back, "decided": outcome.decided}
+
+
+@shared_task(name=EXPERIMENT_TRACK, acks_late=True, ignore_result=True, autoretry_for=(Exception,), retry_backoff=5,
+             max_retries=5)
+def experiment_track_task(experiment_id: int) -> str:
+    """An experiment's run in MLflow's `intent_experiments`, after it started or ended."""
+    experiment = Experiment.objects.filter(pk=experiment_id).first()
+    return experiment_track(experiment=experiment) if experiment is not None else ""
+
+
+@shared_task(name=EXPERIMENT_NOTIFY, acks_late=True, ignore_result=True, autoretry_for=(NotificationFailed,),
+             retry_backoff=max(1, round(settings.MONITORS_DELIVERY_BACKOFF_S)),
+             max_retries=settings.MONITORS_DELIVERY_RETRIES)
+def experiment_notify_task(experiment_id: int) -> dict:
+    """Tell an experiment's channels it was rolled back or decided (retried for the channels that failed)."""
+    return experiment_notify(experiment_id=experiment_id)
+
+
+@shared_task(name=REGISTRY_SYNC, acks_late=True, ignore_result=True, autoretry_for=(Exception,), retry_backoff=5,
+             max_retries=5)
+def prompt_registry_sync_task() -> dict:
+    """Move MLflow's registry aliases (`production`, `candidate`) to what answers now."""
+    return prompt_registry_sync()

@@ -47,6 +47,9 @@ FIELDS: tuple[Field, ...] = (
     Field("error_category", TAG, "text", max_length=64, column=True),
     Field("error_type", TAG, "text", column=True),
     Field("message", TAG, "text", max_length=4000),  # redacted, only with INTENT_LOG_MESSAGES=1
+    Field("experiment", TAG, "text", max_length=100, column=True),  # the running A/B experiment it took part in
+    Field("variant", TAG, "text", max_length=100, column=True),  # its arm there: `control` or a variant's name
+    Field("subject_hash", TAG, "text", max_length=32),  # HMAC of the caller's subject_id (never the id itself)
     # Params
     Field("model_name", PARAM, "text", column=True),  # the configured model
     Field("message_length", PARAM, "integer", column=True),
@@ -74,6 +77,7 @@ USER_ROLE, CURRENT_MODULE, CURRENT_TAB = "user_role", "current_module", "current
 DETECTED_INTENT, DSPY_VERSION, PROMPT_VERSION, REQUEST_ID = "detected_intent", "dspy_version", "prompt_version", "request_id"
 STATUS, FALLBACK_USED, ANSWERED_BY = "status", "fallback_used", "answered_by"
 ERROR_CATEGORY, ERROR_TYPE, MESSAGE = "error_category", "error_type", "message"
+EXPERIMENT, VARIANT, SUBJECT_HASH = "experiment", "variant", "subject_hash"
 MODEL_NAME, MESSAGE_LENGTH, MESSAGE_WORD_COUNT = "model_name", "message_length", "message_word_count"
 REQUIRES_WORKFLOW, CATEGORY_SOURCE = "requires_workflow", "category_source"
 CONFIDENCE_SCORE, RESPONSE_TIME_MS, TEMPLATE_MATCH_RATE = "confidence_score", "response_time_ms", "template_match_rate"
@@ -94,6 +98,13 @@ LIFECYCLE_ACTIVE, LIFECYCLE_DELETED = "active", "deleted"
 PROMPT_VERSIONS_EXPERIMENT = "intent_prompt_versions"
 EVALUATION_EXPERIMENT = "intent_evaluation"
 OPTIMIZATION_EXPERIMENT = "intent_optimization"
+PROMPT_EXPERIMENTS_EXPERIMENT = "intent_experiments"  # one run per live prompt experiment (intent.experiments)
+# The registry: each prompt version a version of this registered model (tagged with its hash), the LM programs'
+# instructions in the Prompt Registry under INSTRUCTIONS_PROMPT; aliases: production (what answers), candidate.
+REGISTERED_MODEL = "intent-detector"
+INSTRUCTIONS_PROMPT = "intent-detector-instructions"
+ALIASES = ("production", "candidate")
+BACKEND = "backend"  # model version tag: "local" or "lm"
 
 # Offline evaluation and optimization runs (contract C), in EVALUATION_EXPERIMENT and OPTIMIZATION_EXPERIMENT
 # Tags

@@ -16,11 +16,22 @@ class StrictSerializer(serializers.Serializer):
     schema: `additionalProperties: false`)."""
 
     def validate(self, attrs):
-        if isinstance(self.initial_data, dict):
+        if isinstance(getattr(self, "initial_data", None), dict):  # nested ones check in to_internal_value
             unknown = sorted(set(self.initial_data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return attrs
+
+
+class StrictNestedSerializer(StrictSerializer):
+    """A StrictSerializer used as a field of another (a list item): refuses unknown fields of its own object."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
 
 
 class StrictSerializerSchema(OpenApiSerializerExtension):

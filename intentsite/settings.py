@@ -232,6 +232,17 @@ INTENT_MODEL_CACHE_DIR = Path(os.environ.get("INTENT_MODEL_CACHE_DIR", VAR_DIR /
 INTENT_PROGRAM_DIR = Path(os.environ.get("INTENT_PROGRAM_DIR", VAR_DIR / "programs"))
 # How often (seconds) a process checks whether the catalog or the active prompt version changed.
 INTENT_CATALOG_REFRESH_S = float(os.environ.get("INTENT_CATALOG_REFRESH_S", "5"))
+# Live prompt experiments (intent.experiments): each process reads the running ones this often (a start, stop or
+# rollback reaches every process within it); beat evaluates them (guardrails, the fixed-horizon decision) this often.
+INTENT_EXPERIMENTS_REFRESH_S = float(os.environ.get("INTENT_EXPERIMENTS_REFRESH_S", "2"))
+# After an experiment or an activation changes, a worker brings MLflow along (the experiment's run, the registry's
+# aliases). Off: nothing is queued (the test suite's own process; `manage.py sync_prompt_registry` does it by hand).
+TRACKING_FOLLOW_UP_TASKS = os.environ.get("TRACKING_FOLLOW_UP_TASKS", "1") != "0"
+EXPERIMENTS_EVALUATE_INTERVAL_S = float(os.environ.get("EXPERIMENTS_EVALUATE_INTERVAL_S", "60"))
+# A guardrail rolls a variant back when its limit is below the variant's interval at this confidence (one-sided), with
+# at least this many runs, or when the variant is above the limit at the horizon (min_runs_per_variant).
+EXPERIMENTS_GUARDRAIL_CONFIDENCE = float(os.environ.get("EXPERIMENTS_GUARDRAIL_CONFIDENCE", "0.99"))
+EXPERIMENTS_GUARDRAIL_MIN_RUNS = int(os.environ.get("EXPERIMENTS_GUARDRAIL_MIN_RUNS", "20"))
 INTENT_CATALOG_PATH = Path(
     os.environ.get("INTENT_CATALOG_PATH", BASE_DIR / "intent" / "data" / "clinc150" / "data_full.json")
 )
@@ -386,6 +397,12 @@ CELERY_BEAT_SCHEDULE["monitors-evaluate"] = {
     "task": "analytics.tasks.monitors_evaluate_task",
     "schedule": MONITORS_EVALUATE_INTERVAL_S,
     "options": {"expires": MONITORS_EVALUATE_INTERVAL_S, "expire_seconds": MONITORS_EVALUATE_INTERVAL_S,
+                "queue": PERIODIC_QUEUE},
+}
+CELERY_BEAT_SCHEDULE["experiments-evaluate"] = {
+    "task": "intent.tasks.experiments_evaluate_task",
+    "schedule": EXPERIMENTS_EVALUATE_INTERVAL_S,
+    "options": {"expires": EXPERIMENTS_EVALUATE_INTERVAL_S, "expire_seconds": EXPERIMENTS_EVALUATE_INTERVAL_S,
                 "queue": PERIODIC_QUEUE},
 }
 # Template-gap mining (intent/gaps): candidates are messages out of scope, without a template, or under this

@@ -48,6 +48,7 @@ def no_sync_requests_in_process(settings):
     in the session's broker and start a sync in whatever worker a later test starts, on that test's data. Workers
     started by tests keep the default (their environment), so the freshness path runs where a test asks for it."""
     settings.ANALYTICS_SYNC_TRIGGER_S = 0
+    settings.TRACKING_FOLLOW_UP_TASKS = False  # likewise the MLflow follow-ups of experiments and activations
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """A small OpenAI-compatible chat-completions server on 127.0.0.1, standing in for a paid LLM API.
 
 It answers in DSPy's ChatAdapter format, so the real path signature -> adapter -> dspy.LM -> HTTP
--> parser runs end to end. `behaviour` decides each answer: a callable (request JSON -> fields),
+-> parser runs end to end. `behaviour` decides each answer: a callable (request JSON -> fields, or an HTTP status to fail with),
 `"hang"`, or an HTTP status code.
 """
 
@@ -42,7 +42,10 @@ class FakeLLMServer:
                     return self._send(behaviour, {"error": {"message": f"fake error {behaviour}", "type": "x"}})
                 if behaviour == "garbage":
                     return self._send(200, _completion("I am not following any format, sorry.", body))
-                return self._send(200, _completion(chat_adapter_answer(behaviour(body)), body))
+                fields = behaviour(body)
+                if isinstance(fields, int):  # a callable may fail one request: an HTTP status
+                    return self._send(fields, {"error": {"message": f"fake error {fields}", "type": "x"}})
+                return self._send(200, _completion(chat_adapter_answer(fields), body))
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()

@@ -20,7 +20,7 @@ def experiment_names() -> list[str]:
     evaluations and optimizations."""
     evaluation = getattr(settings, "ANALYTICS_EVALUATION_EXPERIMENT_NAME", contract.EVALUATION_EXPERIMENT)
     names = [settings.MLFLOW_EXPERIMENT_NAME, contract.PROMPT_VERSIONS_EXPERIMENT, evaluation,
-             contract.OPTIMIZATION_EXPERIMENT]
+             contract.OPTIMIZATION_EXPERIMENT, contract.PROMPT_EXPERIMENTS_EXPERIMENT]
     return list(dict.fromkeys(names))
 
 

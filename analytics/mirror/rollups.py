@@ -40,6 +40,8 @@ DIMENSION_COLUMNS: dict[str, tuple[str, ...]] = {
     Dimension.ERROR_CATEGORY: ("error_category",),
     Dimension.ERROR_TYPE: ("error_category", "error_type"),
     Dimension.MODEL_ANSWER: ("model_name", "answered_by"),
+    Dimension.EXPERIMENT: ("experiment",),
+    Dimension.VARIANT: ("experiment", "variant"),
 }
 # The free-text context: its values beyond the day's ANALYTICS_ROLLUP_TOP_VALUES most frequent roll up as `other`.
 FOLDED_DIMENSIONS = frozenset({Dimension.ROLE, Dimension.MODULE, Dimension.TAB})

@@ -110,6 +110,12 @@ class LatencySketch:
         keys, counts = self._merge()
         return [keys.tolist(), counts.tolist()]
 
+    def count_above(self, value: float) -> int:
+        """How many values fall in buckets above `value`'s bucket (a value within 1 % of the bucket counts as in it)."""
+        keys, counts = self._merge()
+        key = ZERO_KEY if value <= 0 else sketch_key(value)
+        return int(counts[keys > key].sum())
+
     def quantile(self, q: float, *, low: float | None = None, high: float | None = None) -> float | None:
         """The nearest-rank q-quantile (0 < q ≤ 1), within RELATIVE_ACCURACY of exact and clamped into
         [low, high] (the group's observed minimum and maximum, when known). None when empty."""

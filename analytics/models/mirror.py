@@ -60,6 +60,8 @@ class MirroredRun(models.Model):
     error_category = models.CharField(max_length=64, blank=True)
     error_type = models.CharField(max_length=200, blank=True)
     is_error = models.BooleanField(default=False, help_text="Tag status=error, or run status FAILED.")
+    experiment = models.CharField(max_length=100, blank=True, help_text="The live prompt experiment it took part in.")
+    variant = models.CharField(max_length=100, blank=True, help_text="Its arm in that experiment.")
     # Params of the contract
     model_name = models.CharField(max_length=200, blank=True, help_text="The configured model.")
     answered_by = models.CharField(max_length=200, blank=True, help_text=(
@@ -165,6 +167,8 @@ class DailyRollup(RollupAggregates):
         ERROR_CATEGORY = "error_category"
         ERROR_TYPE = "error_type"  # compound: error category and type (the errors report's by-type table)
         MODEL_ANSWER = "model_answer"  # compound: configured model and the model that answered (fallbacks)
+        EXPERIMENT = "experiment"  # the live prompt experiment ('' for runs outside any)
+        VARIANT = "variant"  # compound: experiment and variant (an experiment's results read these)
 
     experiment_id = models.CharField(max_length=32)
     day = models.DateField()

@@ -158,7 +158,14 @@ def _number(value: float | None) -> str:
 
 
 def _notify(url: str, *, body: dict[str, Any], secret: str) -> tuple[bool, str]:
-    """One attempt at one channel: (ok, what went wrong)."""
+    """One attempt at one channel for a monitor's alert: (ok, what went wrong)."""
+    return channel_notify(url, body=body, secret=secret, title=f"intentsite: {body['monitor']['name']} is {body['to']}",
+                          level=body["to"])
+
+
+def channel_notify(url: str, *, body: dict[str, Any], secret: str, title: str, level: str) -> tuple[bool, str]:
+    """One attempt at one channel (apprise, or our `signed://` and `log://`): `body` goes as JSON to webhooks, its
+    `text` elsewhere; `level` is `alert`, `warning`, `ok` or anything else (info). (ok, what went wrong)."""
     import apprise
 
     _register()
@@ -170,9 +177,8 @@ def _notify(url: str, *, body: dict[str, Any], secret: str) -> tuple[bool, str]:
             _secrets[key] = secret
         url = f"{url}{'&' if '?' in url else '?'}key={key}"
     text = json.dumps(body, sort_keys=True) if scheme in (*SIGNED_SCHEMES, "json", "jsons") else body["text"]
-    title = f"intentsite: {body['monitor']['name']} is {body['to']}"
     kind = {"alert": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
-            "ok": apprise.NotifyType.SUCCESS}.get(body["to"], apprise.NotifyType.INFO)
+            "ok": apprise.NotifyType.SUCCESS}.get(level, apprise.NotifyType.INFO)
     try:
         notifier = apprise.Apprise()
         if not notifier.add(url):

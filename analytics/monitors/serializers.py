@@ -26,7 +26,7 @@ MAX_CHANNELS = 10
 MAX_ID = 2**31 - 1
 
 
-def _flat(error: serializers.ValidationError) -> serializers.ValidationError:
+def errors_flat(error: serializers.ValidationError) -> serializers.ValidationError:
     """A list's or dict's item errors ({"0": [...]}) as one list of messages naming the item: what the schema
     documents for a 400 (each field with a list of messages)."""
     detail = error.detail
@@ -53,7 +53,7 @@ class FiltersField(serializers.DictField):
         try:
             return super().to_internal_value(data)
         except serializers.ValidationError as error:
-            raise _flat(error) from None
+            raise errors_flat(error) from None
 
 
 class ChannelsField(serializers.ListField):
@@ -63,7 +63,7 @@ class ChannelsField(serializers.ListField):
         try:
             return super().to_internal_value(data)
         except serializers.ValidationError as error:
-            raise _flat(error) from None
+            raise errors_flat(error) from None
 
 
 @extend_schema_field({"type": "integer", "minimum": 5, "maximum": 10_080, "multipleOf": 5})

@@ -154,6 +154,8 @@ class Cells:
         if len(filters) == 1:
             ((name, value),) = filters.items()
             filter_dimension = FILTERS[name][0]
+            if filter_dimension is None:
+                return None
             if filter_dimension in FOLDED_DIMENSIONS and self._folds(filter_dimension):
                 return None  # the value may be among those rolled up as `other`: the raw rows know
             if dimension == Dimension.ALL:

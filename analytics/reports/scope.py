@@ -19,12 +19,14 @@ from ..models import DailyRollup, MirroredRun, SyncState
 Dimension = DailyRollup.Dimension
 T = TypeVar("T")
 
-# Query filter -> (rollup dimension, MirroredRun column)
-FILTERS: dict[str, tuple[str, str]] = {
+# Query filter -> (rollup dimension whose values are the filter's, or None: MirroredRun column)
+FILTERS: dict[str, tuple[str | None, str]] = {
     "module": (Dimension.MODULE, "current_module"),
     "user_role": (Dimension.ROLE, "user_role"),
     "model_name": (Dimension.MODEL, "model_name"),
     "prompt_version": (Dimension.PROMPT_VERSION, "prompt_version"),
+    "experiment": (Dimension.EXPERIMENT, "experiment"),
+    "variant": (None, "variant"),  # rolled up with its experiment (Dimension.VARIANT): the raw rows answer alone
 }
 
 

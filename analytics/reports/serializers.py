@@ -15,7 +15,8 @@ from intentsite.serializers import QueryCharField, QueryChoiceField, QueryIntege
 # The longest value each filter can match: what the detect API takes for a module or a role, the mirror's columns
 # for a model and a prompt version. Together they also keep the longest query string within the web tier's request
 # line (8,190 bytes in gunicorn.conf.py: 464 characters of 4 UTF-8 bytes each, percent-encoded, are 5,568).
-FILTER_MAX_LENGTHS = {"module": 100, "user_role": 100, "model_name": 200, "prompt_version": 64}
+FILTER_MAX_LENGTHS = {"module": 100, "user_role": 100, "model_name": 200, "prompt_version": 64, "experiment": 100,
+                      "variant": 100}
 EARLIEST_UNTIL = date(1970, 1, 1)
 # `until` as the schema says it: a calendar date written YYYY-MM-DD, from 1970-01-01 (MLflow's epoch) to 9999-12-31.
 UNTIL_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -65,6 +66,10 @@ class ReportFilterSerializer(StrictSerializer):
     model_name = QueryCharField(max_length=FILTER_MAX_LENGTHS["model_name"], help_text="Only runs of this model.")
     prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTHS["prompt_version"],
                                     help_text="Only runs of this prompt version.")
+    experiment = QueryCharField(max_length=FILTER_MAX_LENGTHS["experiment"],
+                                help_text="Only runs of this live prompt experiment (its name).")
+    variant = QueryCharField(max_length=FILTER_MAX_LENGTHS["variant"],
+                             help_text="Only runs of this arm (`control` or a variant's name); with `experiment`.")
 
 
 class WeekFilterSerializer(ReportFilterSerializer):
@@ -93,6 +98,8 @@ class FiltersSerializer(serializers.Serializer):
     user_role = serializers.CharField(required=False)
     model_name = serializers.CharField(required=False)
     prompt_version = serializers.CharField(required=False)
+    experiment = serializers.CharField(required=False)
+    variant = serializers.CharField(required=False)
 
 
 class HeaderSerializer(serializers.Serializer):

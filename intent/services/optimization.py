@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +20,11 @@ from intentsite import contract
 
 from .. import tracking
 from ..detectors import detector_get
-from ..models import PromptVersion
 from ..program import IntentDetector
 from ..program.evaluation import LabelledExample, per_intent_report
+from ..program.files import write_atomically
 from ..program.optimization import OptimizationResult, lm_program_optimize, local_model_optimize
-from .prompt_versions import prompt_version_log, prompt_version_register
+from .prompt_versions import prompt_version_register, prompt_version_saved_register
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +65,16 @@ def prompt_program_optimize(
         optimized = IntentDetector(catalog=base.catalog, local_model=base.local.model, lm_settings=base.lm_settings,
                                    adapter=base.adapter, program=result.program)
         path = directory / f"{optimized.prompt_version}.json"
-        _write_atomically(path, lambda tmp: result.program.save(tmp, save_program=False), suffix=".json")
+        write_atomically(path, lambda tmp: result.program.save(tmp, save_program=False), suffix=".json")
         state = json.loads(path.read_text())
     else:
         result = local_model_optimize(catalog=base.catalog, base_model=base.local.model, train=train, val=val,
                                       progress=progress)
         optimized = IntentDetector(catalog=base.catalog, local_model=result.local_model)
         path = directory / f"{optimized.prompt_version}.joblib"
-        _write_atomically(path, result.local_model.save, suffix=".joblib")
+        write_atomically(path, result.local_model.save, suffix=".joblib")
         state = optimized.version_description
-    _saved_version_register(optimized, path=path, base_version=base.prompt_version)
+    prompt_version_saved_register(detector=optimized, path=path, base_version=base.prompt_version)
     run_id = _optimization_run_log(
         result=result, base=base, optimized=optimized, dataset=dataset, state=state,
         params={"train_examples": len(train), "val_examples": len(val),
@@ -85,20 +83,6 @@ def prompt_program_optimize(
     return OptimizationOutcome(result=result, base_prompt_version=base.prompt_version,
                                prompt_version=optimized.prompt_version, model_name=optimized.model_name,
                                program_path=path, run_id=run_id)
-
-
-def _saved_version_register(optimized: IntentDetector, *, path: Path, base_version: str) -> None:
-    """Register the optimized version with its saved program, and record it in MLflow now if MLflow takes it."""
-    version, _ = PromptVersion.objects.update_or_create(
-        version=optimized.prompt_version,
-        defaults={"model_name": optimized.model_name, "description": optimized.version_description,
-                  "program_path": str(path.resolve()), "base_version": base_version},
-    )
-    if not version.mlflow_run_id:
-        try:
-            prompt_version_log(version=version)
-        except Exception:  # noqa: BLE001 - a worker records it with the next detections
-            logger.warning("Could not record prompt version %s in MLflow yet", version.version, exc_info=True)
 
 
 def _optimization_run_log(*, result: OptimizationResult, base: IntentDetector, optimized: IntentDetector,
@@ -131,14 +115,3 @@ def _optimization_run_log(*, result: OptimizationResult, base: IntentDetector, o
             "val_report_after.json": per_intent_report(result.after),
         },
     )
-
-
-def _write_atomically(path: Path, write: Callable[[str], object], *, suffix: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

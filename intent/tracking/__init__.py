@@ -5,14 +5,15 @@
 - `store`: one `MlflowClient` per process, the experiments by name, the store when it takes bulk writes;
 - `client` and `bulk`: the two writers of detection runs (any store; a database store, a batch at a time);
 - `feedback`: users' feedback on a detection's run (contract B);
-- `experiment_runs`: prompt versions, offline evaluations and optimizations (contract C);
+- `experiment_runs`: prompt versions, offline evaluations and optimizations (contract C), live prompt experiments;
+- `registry`: prompt versions in MLflow's Prompt and Model Registry (`intent-detector`, aliases);
 - `traces`: each detection's trace (spans, tags, the link to its run) and feedback as its assessments;
 - `retention`: deleting detection runs and traces past TRACKING_MLFLOW_RETENTION_DAYS.
 """
 
 from .bulk import runs_log_bulk
 from .client import run_id_find, run_log
-from .experiment_runs import evaluation_metrics, experiment_run_log, prompt_version_log
+from .experiment_runs import evaluation_metrics, experiment_run_log, prompt_experiment_run_sync, prompt_version_log
 from .feedback import run_feedback_log
 from .payload import run_payload_build
 from .retention import detection_runs_expire
@@ -40,6 +41,7 @@ __all__ = [
     "experiment_has_runs",
     "experiment_id_get",
     "experiment_run_log",
+    "prompt_experiment_run_sync",
     "prompt_version_log",
     "run_feedback_log",
     "run_id_find",

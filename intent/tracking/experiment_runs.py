@@ -89,3 +89,35 @@ def experiment_run_log(
         raise
     client.set_terminated(run_id, status=status)
     return run_id
+
+
+def prompt_experiment_run_sync(
+    *,
+    run_id: str,
+    name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    step: int,
+    ended_status: str = "",
+    results: dict[str, Any] | None = None,
+) -> str:
+    """A live prompt experiment's run in `intent_experiments`: made at its start (params once), its metrics logged at
+    each evaluation (`step`: its runs so far), its tags kept current, ended with `ended_status` (FINISHED, KILLED for a
+    rollback) and the final results as JSON. Returns the run's id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = tracking_client()
+    if not run_id:
+        run = client.create_run(experiment_id_get(contract.PROMPT_EXPERIMENTS_EXPERIMENT), run_name=f"experiment-{name}",
+                                tags={contract.EXPERIMENT: name, contract.RUN_KIND: "prompt_experiment"})
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param(key, str(value)[:6000]) for key, value in params.items()])
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()],
+                     tags=[RunTag(key, str(value)[:5000]) for key, value in tags.items()])
+    if ended_status:
+        if results is not None:
+            client.log_dict(run_id, results, "results.json")
+        client.set_terminated(run_id, status=ended_status)
+    return run_id

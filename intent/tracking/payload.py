@@ -31,8 +31,10 @@ def run_payload_build(
     request: DetectionInput,
     detection: Detection,
     started_at_ms: int,
+    experiment: tuple[str, str] | None = None,
+    subject_hash: str = "",
 ) -> dict[str, Any]:
-    """The MLflow run of one detection, as plain JSON."""
+    """The MLflow run of one detection, as plain JSON. `experiment`: (name, variant) of the A/B arm that answered."""
     tags = {
         contract.USER_ROLE: request.user_role,
         contract.CURRENT_MODULE: request.current_module,
@@ -45,6 +47,10 @@ def run_payload_build(
         contract.FALLBACK_USED: str(detection.fallback_used).lower(),
         contract.ANSWERED_BY: detection.answered_by,
     }
+    if experiment is not None:
+        tags[contract.EXPERIMENT], tags[contract.VARIANT] = experiment
+    if subject_hash:
+        tags[contract.SUBJECT_HASH] = subject_hash
     if detection.error_category:
         tags[contract.ERROR_CATEGORY] = detection.error_category
         tags[contract.ERROR_TYPE] = detection.error_type or ""

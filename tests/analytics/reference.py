@@ -18,7 +18,7 @@ SUMS = ("confidence_sum", "confidence_sumsq", "latency_sum_ms", "latency_sumsq_m
 COLUMNS = ("day", "start_time", "detected_intent", "user_role", "current_module", "current_tab", "model_name",
            "answered_by", "prompt_version", "error_category", "error_type", "is_error", "fallback_used",
            "template_match_rate", "confidence_score", "response_time_ms", "prompt_tokens", "completion_tokens",
-           "cost_usd", "is_correct")
+           "cost_usd", "is_correct", "experiment", "variant")
 
 
 def nearest_rank(values: list[float], q: float) -> float | None:

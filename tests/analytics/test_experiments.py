@@ -16,7 +16,7 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 URL = "/api/analytics/mlflow/experiments/recreate"
-OTHERS = ["intent_prompt_versions", "intent_evaluation", "intent_optimization"]
+OTHERS = ["intent_prompt_versions", "intent_evaluation", "intent_optimization", "intent_experiments"]
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_reset_creates_anew_counts_the_orphans_and_restarts_the_mirror(run_logge
     body = response.json()
     assert response.status_code == 200, body
     assert body["reset"] == ["intent_detection", "intent_evaluation"]
-    assert body["created"] == ["intent_prompt_versions", "intent_optimization"]
+    assert body["created"] == ["intent_prompt_versions", "intent_optimization", "intent_experiments"]
     assert body["orphaned_runs"] == 3 and body["mirrored_runs_dropped"] == 3
     new_id = body["experiment_ids"]["intent_detection"]
     assert new_id != old_id and body["experiment_ids"]["intent_evaluation"] != evaluation
@@ -142,9 +142,11 @@ def test_the_command_does_the_same_and_says_so(run_logger):
     call_command("recreate_experiments", stdout=created)
     call_command("recreate_experiments", "--reset", stdout=reset)
 
-    assert "created: intent_prompt_versions, intent_evaluation, intent_optimization" in created.getvalue()
+    assert ("created: intent_prompt_versions, intent_evaluation, intent_optimization, intent_experiments"
+            in created.getvalue())
     assert "unchanged: intent_detection" in created.getvalue()
-    assert "reset: intent_detection, intent_prompt_versions, intent_evaluation, intent_optimization" in reset.getvalue()
+    assert ("reset: intent_detection, intent_prompt_versions, intent_evaluation, intent_optimization, "
+            "intent_experiments" in reset.getvalue())
     assert "orphaned runs: 2 (left in intent_detection.reset-" in reset.getvalue()
     new = run_logger.client.get_experiment_by_name("intent_detection")
     assert new.experiment_id != run_logger.experiment_id and new.lifecycle_stage == "active"

@@ -43,8 +43,9 @@ def test_detects_a_catalog_intent_from_the_database(api_client, small_catalog):
     assert set(body) == {
         "request_id", "intent", "confidence", "requires_workflow", "workflow_template", "agent_template",
         "reasoning", "model_name", "answered_by", "prompt_version", "category_source", "fallback_used",
-        "error_category", "response_time_ms",
+        "error_category", "response_time_ms", "experiment", "variant",
     }
+    assert body["experiment"] is None and body["variant"] is None  # no experiment runs
 
 
 def test_agent_template_selected_by_intent(api_client, small_catalog):

@@ -1,4 +1,4 @@
-"""The intent app's tables: the catalog, the tracking outboxes (one abstract `Outbox`), labels, prompt versions.
+"""The catalog, the tracking outboxes (one abstract `Outbox`), labels, details, gap mining, prompt versions.
 
 The catalog: categories with example utterances, and the workflow and agent templates a detected intent selects.
 The outboxes: detection records and feedback, each written to MLflow by a worker (`intent.outbox`)."""
