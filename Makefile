@@ -39,6 +39,7 @@ demo: install
 	$(BIN)/python manage.py seed_demo_traffic --if-empty && \
 	$(BIN)/python manage.py create_default_monitors && \
 	$(BIN)/python manage.py mine_gaps --days 30 && \
+	$(BIN)/python manage.py sync_prompt_registry && \
 	echo "" && \
 	echo "  API        http://127.0.0.1:$(PORT)/api/intent/detect   (docs: http://127.0.0.1:$(PORT)/api/docs/)" && \
 	echo "  Admin      http://127.0.0.1:$(PORT)/admin/   (Detection analytics: a month of demo traffic)" && \

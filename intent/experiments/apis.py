@@ -65,6 +65,8 @@ class ExperimentBaseApi(KnownQueryParameters):
     post=api_schema(responses={201: ExperimentSerializer}, errors=WRITE_ERRORS, summary="Create an experiment (draft)"),
 )
 class ExperimentListApi(ExperimentBaseApi, generics.ListCreateAPIView):
+    """Live prompt experiments, newest first; a new one is a draft until started."""
+
     known_query_parameters = ("limit", "offset")
     serializer_class = ExperimentSerializer
     pagination_class = Pagination
@@ -84,6 +86,8 @@ class ExperimentListApi(ExperimentBaseApi, generics.ListCreateAPIView):
                       summary="Delete an experiment that is not running"),
 )
 class ExperimentDetailApi(ExperimentBaseApi, generics.RetrieveUpdateDestroyAPIView):
+    """One experiment: its design (changed only while a draft), status, arms and decision."""
+
     serializer_class = ExperimentSerializer
     queryset = Experiment.objects.all()
 
@@ -98,6 +102,8 @@ class ExperimentDetailApi(ExperimentBaseApi, generics.RetrieveUpdateDestroyAPIVi
 
 
 class _ActionApi(ExperimentBaseApi, APIView):
+    """An action on one experiment; answers the experiment as it is after it."""
+
     input_serializer: type[serializers.Serializer] = ActionSerializer
 
     def act(self, experiment: Experiment, data: dict) -> Experiment:
@@ -158,6 +164,9 @@ class ResultsSerializer(serializers.Serializer):
 
 
 class ExperimentResultsApi(ExperimentBaseApi, APIView):
+    """Per arm the runs, the primary metric and the guardrails with intervals; per variant the difference from control
+    with its interval and p-value; the runs still needed; the guardrail checks; the fixed-horizon decision."""
+
     @api_schema(responses={200: ResultsSerializer}, errors=(*READ_ERRORS, 404),
                 summary="An experiment's results: per arm, differences from control, the decision")
     def get(self, request, pk: str):

@@ -141,7 +141,9 @@ def experiment_promote(*, experiment: Experiment, variant: str = "") -> Experime
     winner = variant or (experiment.decision or {}).get("winner") or ""
     arms = {arm["name"]: arm for arm in experiment.arms()}
     if not winner:
-        raise ExperimentConflict(f"Experiment {experiment.name} has no decided winner yet: name the variant to promote")
+        state = (experiment.decision or {}).get("state") or "not decided yet"
+        raise ExperimentConflict(f"Experiment {experiment.name} has no winner ({state}): name the arm to promote "
+                                 '({"variant": "..."})')
     if winner not in arms:
         raise ExperimentConflict(f"Experiment {experiment.name} has no arm {winner!r} (arms: {', '.join(arms)})")
     version = arms[winner]["prompt_version"]

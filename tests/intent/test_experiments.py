@@ -394,3 +394,31 @@ def test_the_results_page_shows_the_arms_and_their_days(transactional_db, live_s
     drawn = browser.execute_script(
         "return window.experimentCharts.runs.data.datasets.map(d => [d.label, d.data.reduce((a, b) => a + b, 0)])")
     assert dict(drawn) == runs
+
+
+def test_a_worker_runs_the_shadow_candidate_off_the_request_path(transactional_db, api_client, small_catalog,
+                                                                  mlflow_store, start_worker, clinc150):
+    from intent.models import ShadowDetection
+    from tests.conftest import wait_for
+
+    control = detector_get()
+    from intent.services import prompt_version_register
+
+    prompt_version_register(detector=control)
+    candidate = local_prompt_version_create(oos_threshold=0.9).version
+    experiment = Experiment.objects.create(name="shadow-live", mode="shadow", control=control.prompt_version,
+                                           assignment="request", status="running",
+                                           variants=[{"name": "strict", "prompt_version": candidate, "weight": 0.5}])
+    start_worker(name="shadow")
+    messages = [text for text, _ in clinc150["test"][:40]]
+    bodies = [api_client.post("/api/intent/detect", {"message": m}, format="json").json() for m in messages]
+    assert all(body["prompt_version"] == control.prompt_version for body in bodies)
+    sampled = {body["request_id"] for body in bodies
+               if arm_of("shadow-live", body["request_id"], [0.5, 0.5]) == 0}  # bucket below the weight: sampled
+    wait_for(lambda: ShadowDetection.objects.filter(experiment=experiment).count() == len(sampled), timeout=60,
+             message=f"{len(sampled)} shadow answers")
+    rows = ShadowDetection.objects.filter(experiment=experiment)
+    assert {str(row.request_id) for row in rows} == sampled
+    live = {body["request_id"]: body for body in bodies}
+    assert all(row.live_intent == live[str(row.request_id)]["intent"] and row.prompt_version == candidate
+               for row in rows)
