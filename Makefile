@@ -38,6 +38,7 @@ demo: install
 	@user=$$($(BIN)/python manage.py create_demo_user) && echo "$$user" && \
 	$(BIN)/python manage.py seed_demo_traffic --if-empty && \
 	$(BIN)/python manage.py create_default_monitors && \
+	$(BIN)/python manage.py create_default_boards && \
 	$(BIN)/python manage.py mine_gaps --days 30 && \
 	$(BIN)/python manage.py sync_prompt_registry && \
 	echo "" && \

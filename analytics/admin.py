@@ -23,6 +23,7 @@ from django.utils.text import Truncator
 
 from intentsite.admin import ReadOnlyAdmin
 
+from .boards import admin as boards_admin  # noqa: F401 - registers Board
 from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
 from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
 from .monitors.selectors import monitors_overview

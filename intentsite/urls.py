@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/intent/", include("intent.urls")),
     path("api/analytics/mlflow/", include("analytics.urls")),
     path("api/analytics/", include("analytics.monitors.urls")),
+    path("api/analytics/", include("analytics.boards.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("metrics", metrics_view, name="metrics"),

@@ -65,6 +65,6 @@ def test_the_api_does_what_its_schema_says(start_web, mlflow_store, small_catalo
         operations = sum(len(methods) for methods in json.load(response)["paths"].values())
     # detect, feedback, the review queue, the eight reports (calibration too), gaps and gaps/mine, health, recreate;
     # monitors: list, create, read, update (2), delete, preview; alerts; experiments: list, create, read, update (2),
-    # delete, start, stop, promote, results
-    assert operations == 33
+    # delete, start, stop, promote, results; boards: list, create, read, update (2), delete, data, export
+    assert operations == 41
     assert f"Tested: {operations}" in run.stdout

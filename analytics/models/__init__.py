@@ -1,6 +1,7 @@
 """The analytics app's models: the mirror and its rollups (`mirror`), finer-grained rollups (`windows`), monitors
-and their alerts (`monitors`)."""
+and their alerts (`monitors`), custom boards (`boards`)."""
 
+from .boards import Board  # noqa: F401
 from .mirror import (  # noqa: F401
     COMPOUND_SEPARATOR,
     MISSED_BEATS,

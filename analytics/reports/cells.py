@@ -231,6 +231,10 @@ class Cells:
                 for name in COUNTED:
                     setattr(counted, name, getattr(counted, name) + cell[name])
 
+    def read_raw(self, dimension: str) -> bool:
+        """Was this dimension aggregated from the raw rows (no rollup answers it under the filters)?"""
+        return dimension in self._raw
+
     def by_value(self, dimension: str) -> dict[str, Cell]:
         if dimension in self.counts:
             return self.counts[dimension]

@@ -58,7 +58,8 @@ def experiment_create(*, created_by=None, **fields: Any) -> Experiment:
 @transaction.atomic
 def experiment_update(*, experiment: Experiment, **fields: Any) -> Experiment:
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
-    changing = set(fields) - {"description", "channels", "name"}
+    changing = {name for name, value in fields.items() if getattr(experiment, name) != value} - {
+        "description", "channels", "name"}
     if experiment.status != Status.DRAFT and changing:
         raise ExperimentConflict(f"Experiment {experiment.name} is {experiment.status}: only a draft's design changes "
                                  f"({', '.join(sorted(changing))} asked)")
@@ -79,10 +80,15 @@ def arms_check(*, experiment: Experiment) -> None:
 
 @transaction.atomic
 def experiment_start(*, experiment: Experiment) -> Experiment:
-    """Start a draft: its arms must answer here; an A/B test must not share traffic with a running one."""
+    """Start a draft: its control must be the version answering now (where a stop or rollback sends the traffic), its
+    arms must answer here, and an A/B test must not share traffic with a running one."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if experiment.status != Status.DRAFT:
         raise ExperimentConflict(f"Experiment {experiment.name} is {experiment.status}; only a draft starts")
+    answering = detector_get(fresh=True).prompt_version
+    if experiment.control != answering:  # a rollback or a stop sends the traffic back to it: it must be what answers
+        raise ExperimentConflict(f"The control must be the prompt version answering now ({answering}), not "
+                                 f"{experiment.control}: activate it first (activate_prompt_version)")
     arms_check(experiment=experiment)
     if experiment.mode == Experiment.Mode.AB:
         # Serialised by locking the running A/B tests (a second start waits for the first one's commit).

@@ -24,7 +24,7 @@ from intent.experiments.evaluation import experiments_evaluate
 from intent.experiments.notify import experiment_notify
 from intent.models import Experiment
 from intent.program import IntentDetector, LMIntentDetector
-from intent.services import detection_feedback_log, detection_records_log
+from intent.services import detection_feedback_log, detection_records_log, intent_detect
 from intent.services.prompt_versions import local_prompt_version_create, prompt_version_saved_register
 from tests.llm_server import FakeLLMServer
 
@@ -105,13 +105,17 @@ def test_a_subject_always_gets_the_same_arm(api_client, manager, two_local_versi
     assert not any("user-" in str(record.payload) for record in DetectionRecord.objects.all())
 
 
-def test_the_split_is_within_binomial_tolerance(manager, two_local_versions):
+def test_the_split_is_within_binomial_tolerance(manager, two_local_versions, settings):
     control, variant = two_local_versions
     started(manager, name="split", control=control, assignment="request",
             variants=[{"prompt_version": variant, "weight": 0.3}])
-    arms = [experiment_assign(request_id=uuid.uuid4()).ab.variant for _ in range(2000)]
+    arms = [experiment_assign(request_id=uuid.uuid4()).ab.variant for _ in range(2000)]  # what each request gets
     on_variant = arms.count("variant_1")
     assert scipy_stats.binomtest(on_variant, 2000, 0.3).pvalue > 0.001, on_variant
+    settings.INTENT_TRACKING_ENABLED = False  # and through the service the API calls: each arm answers as its version
+    results = [intent_detect(message=f"what is my balance {index}") for index in range(200)]
+    assert {result.detection.prompt_version for result in results if result.variant == "variant_1"} == {variant}
+    assert {result.detection.prompt_version for result in results if result.variant == "control"} == {control}
     # Scope: a request of another module takes no part.
     Experiment.objects.filter(name="split").update(scope={"module": "banking"})
     experiments_live_reset()
@@ -127,6 +131,11 @@ def test_a_second_ab_test_on_the_same_traffic_is_a_conflict(manager, two_local_v
         {"prompt_version": variant, "weight": 0.5}]}, format="json").json()
     response = manager.post(f"{URL}{second['id']}/start")
     assert response.status_code == 409 and "first" in response.json()["detail"]
+    # The control must be what answers now: a rollback sends the traffic back to it.
+    upside_down = manager.post(URL, {"name": "upside-down", "control": variant, "scope": {"module": "travel"},
+                                     "variants": [{"prompt_version": control, "weight": 0.5}]}, format="json").json()
+    response = manager.post(f"{URL}{upside_down['id']}/start")
+    assert response.status_code == 409 and control in response.json()["detail"]
     apart = manager.post(URL, {"name": "apart", "control": control, "scope": {"module": "travel"},
                                "variants": [{"prompt_version": variant, "weight": 0.5}]}, format="json").json()
     assert manager.post(f"{URL}{apart['id']}/start").status_code == 200

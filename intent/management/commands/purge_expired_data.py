@@ -10,6 +10,7 @@ LABELS = {
     "message_texts": "stored message texts erased (older than INTENT_MESSAGE_RETENTION_DAYS={message})",
     "detection_details": "detection details deleted (older than ANALYTICS_RAW_RETENTION_DAYS={raw})",
     "mirrored_runs": "mirrored raw rows deleted, rollups kept (older than ANALYTICS_RAW_RETENTION_DAYS={raw})",
+    "shadow_detections": "shadow candidates' answers deleted (older than ANALYTICS_RAW_RETENTION_DAYS={raw})",
     "mlflow_runs": "MLflow detection runs deleted (older than TRACKING_MLFLOW_RETENTION_DAYS={mlflow})",
     "mlflow_traces": "MLflow traces deleted (older than TRACKING_MLFLOW_RETENTION_DAYS={mlflow})",
 }

@@ -1,0 +1,101 @@
+"""A widget's answer: one metric, broken down by one dimension (or by day, or not at all), over a period, under
+filters, read as the reports read (`analytics.reports.cells.Cells`): from the daily rollups where they answer, from
+the raw mirrored rows where no rollup fits (a breakdown under a filter, several filters). The answer says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from ..models import DailyRollup, compound_parts
+from ..reports.cells import Cell, Cells, ratio
+from ..reports.scope import scope_get
+
+Dimension = DailyRollup.Dimension
+
+# metric -> how a cell gives it (None when the cell has no runs to say it)
+METRICS: dict[str, Callable[[Cell], float | None]] = {
+    "runs": lambda c: c.runs,
+    "success_rate": lambda c: c.success_rate,
+    "error_rate": lambda c: c.error_rate,
+    "out_of_scope_rate": lambda c: ratio(c.out_of_scope, c.runs),
+    "fallback_rate": lambda c: ratio(c.fallbacks, c.runs),
+    "template_match_rate": lambda c: ratio(c.template_matches, c.runs),
+    "avg_confidence": lambda c: c.avg_confidence,
+    "latency_avg_ms": lambda c: c.avg_ms,
+    "latency_p50_ms": lambda c: c.percentile(0.50),
+    "latency_p95_ms": lambda c: c.percentile(0.95),
+    "latency_p99_ms": lambda c: c.percentile(0.99),
+    "accuracy": lambda c: c.accuracy,
+    "labelled_runs": lambda c: c.labelled,
+    "cost_usd": lambda c: round(c.cost_usd, 6),
+    "tokens": lambda c: c.prompt_tokens + c.completion_tokens,
+}
+# breakdown -> the rollup dimension it reads ("" : none, one number; "day": per day)
+BREAKDOWNS: dict[str, str] = {
+    "": Dimension.ALL,
+    "day": Dimension.ALL,
+    "intent": Dimension.INTENT,
+    "user_role": Dimension.ROLE,
+    "module": Dimension.MODULE,
+    "tab": Dimension.TAB,
+    "model_name": Dimension.MODEL,
+    "prompt_version": Dimension.PROMPT_VERSION,
+    "error_category": Dimension.ERROR_CATEGORY,
+    "experiment": Dimension.EXPERIMENT,
+    "variant": Dimension.VARIANT,
+}
+CHARTS = ("number", "line", "bar", "table")
+MAX_ROWS = 50  # a breakdown shows its largest values (by runs); the rest are summed as `other`
+
+
+@dataclass(frozen=True)
+class WidgetSpec:
+    metric: str
+    breakdown: str = ""
+    filters: Mapping[str, str] | None = None
+    days: int = 30
+    until: date | None = None
+
+
+def _label(breakdown: str, value: Any) -> str:
+    if breakdown == "day":
+        return value.isoformat()
+    if breakdown == "variant":
+        experiment, variant = compound_parts(value)
+        return f"{experiment}/{variant}" if experiment else ""
+    return value
+
+
+def widget_answer(*, spec: WidgetSpec) -> dict[str, Any]:
+    """{period, filters, metric, breakdown, path, total, rows: [{key, value, runs}]} for one widget."""
+    scope = scope_get(days=spec.days, until=spec.until, filters=spec.filters or {})
+    dimension = BREAKDOWNS[spec.breakdown]
+    cells = Cells(scope, detailed={Dimension.ALL, dimension})
+    measure = METRICS[spec.metric]
+    total = cells.total()
+    rows = []
+    if spec.breakdown == "day":
+        by_day = cells.by_day()
+        rows = [{"key": day.isoformat(), "value": measure(by_day[day]) if day in by_day else None,
+                 "runs": by_day[day].runs if day in by_day else 0}
+                for day in (scope.since.fromordinal(scope.since.toordinal() + n) for n in range(scope.days))]
+    elif spec.breakdown:
+        values = sorted(cells.by_value(dimension).values(), key=lambda cell: (-cell.runs, str(cell.key)))
+        shown, rest = values[:MAX_ROWS], values[MAX_ROWS:]
+        rows = [{"key": _label(spec.breakdown, cell.key), "value": measure(cell), "runs": cell.runs} for cell in shown]
+        if rest:
+            other = Cell(key="other")
+            for cell in rest:
+                other.add(cell)
+            rows.append({"key": "(others)", "value": measure(other), "runs": other.runs})
+    return scope.header() | {
+        "metric": spec.metric, "breakdown": spec.breakdown,
+        "path": "raw rows" if cells.read_raw(dimension) or cells.read_raw(Dimension.ALL) else "rollups",
+        "total": {"value": measure(total) if total.runs else (0 if spec.metric in ("runs", "labelled_runs") else None),
+                  "runs": total.runs},
+        "rows": rows,
+    }
