@@ -34,6 +34,25 @@ class StrictNestedSerializer(StrictSerializer):
         return super().to_internal_value(data)
 
 
+class NestedListField(serializers.ListField):
+    """A list of nested objects (`child`: a StrictNestedSerializer) whose item errors come as plain messages naming the
+    item ("<item> 2: weight: ..."): the 400 shape the schema documents (each field, a list of messages)."""
+
+    item = "item"
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            detail = error.detail
+            if isinstance(detail, dict):
+                raise serializers.ValidationError([
+                    f"{self.item} {index}: {field}: {message}" for index, errors in detail.items()
+                    for field, messages in (errors.items() if isinstance(errors, dict) else [("", errors)])
+                    for message in (messages if isinstance(messages, list) else [messages])]) from None
+            raise
+
+
 class StrictSerializerSchema(OpenApiSerializerExtension):
     """The schema says what `StrictSerializer` does: no property beyond the declared ones."""
 

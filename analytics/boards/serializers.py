@@ -9,6 +9,7 @@ from rest_framework.exceptions import APIException
 
 from intentsite.serializers import (
     NOT_BLANK,
+    NestedListField,
     QueryChoiceField,
     QueryIntegerField,
     StrictCharField,
@@ -20,7 +21,7 @@ from intentsite.serializers import (
 from ..models import Board
 from ..monitors.serializers import errors_flat
 from ..reports.scope import FILTERS
-from ..reports.serializers import DATE_WRITTEN, EARLIEST_UNTIL, FILTER_MAX_LENGTHS, UNTIL_PATTERN
+from ..reports.serializers import FILTER_MAX_LENGTHS, UNTIL_PATTERN, UntilField
 from .widgets import BREAKDOWNS, CHARTS, METRICS
 
 MAX_WIDGETS = 24
@@ -57,14 +58,8 @@ class WidgetFiltersField(serializers.DictField):
 
 
 @extend_schema_field({"type": "string", "format": "date", "pattern": UNTIL_PATTERN, "nullable": True})
-class WidgetUntilField(serializers.DateField):
-    def to_internal_value(self, value):
-        if not isinstance(value, str) or not DATE_WRITTEN.fullmatch(value):
-            self.fail("invalid", format="YYYY-MM-DD")
-        day = super().to_internal_value(value)
-        if day < EARLIEST_UNTIL:
-            raise serializers.ValidationError(f"Must be {EARLIEST_UNTIL.isoformat()} or later (MLflow's epoch).")
-        return day
+class WidgetUntilField(UntilField):
+    """The reports' `until` (YYYY-MM-DD from 1970-01-01), in a widget: null means today."""
 
 
 class WidgetSerializer(StrictNestedSerializer):
@@ -74,7 +69,7 @@ class WidgetSerializer(StrictNestedSerializer):
                                         help_text="'' for one number; `day` for a daily series; else a dimension.")
     filters = WidgetFiltersField(required=False, default=dict)
     days = StrictIntegerField(min_value=1, max_value=365, default=30)
-    until = WidgetUntilField(required=False, allow_null=True, default=None, help_text=(
+    until = WidgetUntilField(allow_null=True, default=None, help_text=(
         "The period's last day (UTC), YYYY-MM-DD from 1970-01-01; null: today (the period moves with the days)."))
     chart = serializers.ChoiceField(choices=CHARTS, default="number")
     width = StrictIntegerField(min_value=1, max_value=12, default=6, help_text="Columns of 12.")
@@ -86,20 +81,9 @@ class WidgetSerializer(StrictNestedSerializer):
         return super().validate(attrs)
 
 
-class WidgetsField(serializers.ListField):
+class WidgetsField(NestedListField):
     child = WidgetSerializer()
-
-    def to_internal_value(self, data):
-        try:
-            return super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            detail = error.detail
-            if isinstance(detail, dict):
-                raise serializers.ValidationError([
-                    f"widget {index}: {field}: {message}" for index, errors in detail.items()
-                    for field, messages in (errors.items() if isinstance(errors, dict) else [("", errors)])
-                    for message in (messages if isinstance(messages, list) else [messages])]) from None
-            raise
+    item = "widget"
 
 
 class BoardSerializer(StrictSerializer, serializers.ModelSerializer):

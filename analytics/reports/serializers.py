@@ -38,10 +38,11 @@ class UntilField(serializers.DateField):
     """`until`: a day written YYYY-MM-DD (Django would also take `2026-1-5`, Python `20260105`: the schema does not),
     from 1970-01-01 to 9999-12-31. Absent means today; present and empty (`until=`) is a 400."""
 
-    def __init__(self) -> None:
-        super().__init__(required=False, help_text=(
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("help_text", (
             "Last day of the period (UTC), YYYY-MM-DD from 1970-01-01 (MLflow's epoch) to 9999-12-31; default: "
             "today. Days after today are part of the period like any other, with no runs yet."))
+        super().__init__(required=False, **kwargs)
 
     def get_value(self, dictionary):
         return dictionary.get(self.field_name, serializers.empty)

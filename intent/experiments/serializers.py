@@ -12,6 +12,7 @@ from rest_framework.exceptions import APIException
 from analytics.monitors.delivery import channel_shown, channel_valid
 from analytics.monitors.serializers import ChannelsField, ChannelUnknown, errors_flat
 from intentsite.serializers import (
+    NestedListField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -63,22 +64,11 @@ class VariantSerializer(StrictNestedSerializer):
         "requests it also answers, in the background."))
 
 
-class VariantsField(serializers.ListField):
-    """[{name, prompt_version, weight}]; an item's errors come as messages naming it (the documented 400 shape)."""
+class VariantsField(NestedListField):
+    """[{name, prompt_version, weight}]."""
 
     child = VariantSerializer()
-
-    def to_internal_value(self, data):
-        try:
-            return super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            detail = error.detail
-            if isinstance(detail, dict):
-                raise serializers.ValidationError([
-                    f"variant {index}: {field}: {message}" for index, errors in detail.items()
-                    for field, messages in (errors.items() if isinstance(errors, dict) else [("", errors)])
-                    for message in (messages if isinstance(messages, list) else [messages])]) from None
-            raise
+    item = "variant"
 
 
 @extend_schema_field({"type": "object", "additionalProperties": False, "properties": {
