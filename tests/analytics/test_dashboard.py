@@ -117,6 +117,50 @@ def test_the_charts_show_the_mirrored_runs_and_the_period_selector_reloads_them(
     assert len(quarter["runs"]["labels"]) == 90 and quarter["tiles"]["total_runs"] == "10"
 
 
+def filtered_state(driver, filters: dict) -> dict:
+    """Wait until the page shows the report under these filters, then read its charts and tiles."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    expected = json.dumps(filters, separators=(",", ":"))
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(
+        "const s = document.getElementById('analytics-dashboard').dataset;"
+        "return s.state === 'ready' && s.filters === arguments[0];", expected))
+    return page_state(driver, 7)
+
+
+def test_filters_live_in_the_url_and_every_chart_follows_them(
+        transactional_db, live_server, browser, django_user_model, run_logger, admin_client):
+    log = run_logger.log
+    for second, (intent, module) in enumerate([("balance", "banking"), ("balance", "banking"), ("transfer", "banking"),
+                                               ("international_visa", "travel"), ("exchange_rate", "travel")]):
+        log(start_ms=today_ms(0, seconds=second), intent=intent, module=module, prompt_version="v-new")
+    runs_sync()
+    staff_session(live_server, browser, django_user_model)
+
+    # a shared link opens filtered
+    browser.get(f"{live_server.url}{PAGE}?days=7&module=banking")
+    banking = filtered_state(browser, {"module": "banking"})
+    api = admin_client.get("/api/analytics/mlflow/report", {"days": 7, "module": "banking"}).json()
+    assert banking["tiles"]["total_runs"] == str(api["overview"]["total_runs"]) == "3"
+    assert dict(zip(banking["intents"]["labels"], banking["intents"]["data"][0], strict=True)) == {
+        item["intent"]: item["runs"] for item in api["overview"]["intent_distribution"]}
+    assert sum(banking["runs"]["data"][0]) == 3
+
+    # choosing another module reloads every chart and puts it in the URL
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("css selector", '#ad-filters select[name="module"]')).select_by_value("travel")
+    travel = filtered_state(browser, {"module": "travel"})
+    assert travel["tiles"]["total_runs"] == "2" and "module=travel" in travel["location"]
+    assert dict(zip(travel["intents"]["labels"], travel["intents"]["data"][0], strict=True)) == {
+        "international_visa": 1, "exchange_rate": 1}
+
+    # cleared: everything again
+    browser.find_element("id", "ad-filters-clear").click()
+    everything = filtered_state(browser, {})
+    assert everything["tiles"]["total_runs"] == "5" and "module" not in everything["location"]
+
+
 def test_no_runs_at_all_is_shown_plainly(transactional_db, live_server, browser, django_user_model, mlflow_store):
     staff_session(live_server, browser, django_user_model)
 

@@ -252,6 +252,9 @@
   function drillDown(filters) {
     if (!root.dataset.detailsUrl) return null;  // this user may not read detections' messages
     const params = new URLSearchParams(filters);
+    Object.entries(pageState().filters).forEach(([name, value]) => {
+      if (DETAIL_FILTERS[name]) params.set(DETAIL_FILTERS[name], value);
+    });
     if (shownPeriod) {
       params.set("created_at__gte", shownPeriod.since);
       params.set("created_at__lt", nextDay(shownPeriod.until));
@@ -295,13 +298,79 @@
   async function loadCalibration(days) {
     root.dataset.calibration = "loading";
     try {
-      const response = await fetch(root.dataset.calibrationUrl + "?days=" + days,
+      const response = await fetch(root.dataset.calibrationUrl + reportQuery(days),
         { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error(String(response.status));
       renderCalibration(await response.json());
     } catch (error) {
       root.dataset.calibration = "error";
     }
+  }
+
+  // --- Filters: the page's state lives in its URL (?days=&until=&module=...), so a view can be shared ----------
+  const FILTERS = ["module", "user_role", "model_name", "prompt_version", "experiment", "variant"];
+  // the report filters as the detections' admin list calls them (drill-downs keep them)
+  const DETAIL_FILTERS = { module: "current_module", user_role: "user_role", model_name: "model_name",
+                           prompt_version: "prompt_version" };
+
+  function pageState() {
+    const params = new URL(window.location.href).searchParams;
+    const state = { filters: {}, until: params.get("until") || "" };
+    FILTERS.forEach((name) => { if (params.get(name)) state.filters[name] = params.get(name); });
+    return state;
+  }
+
+  function reportQuery(days) {
+    const state = pageState();
+    const params = new URLSearchParams({ days: String(days) });
+    if (state.until) params.set("until", state.until);
+    Object.entries(state.filters).forEach(([name, value]) => params.set(name, value));
+    return "?" + params.toString();
+  }
+
+  function setOptions(name, values) {
+    const select = document.querySelector('#ad-filters select[name="' + name + '"]');
+    if (!select) return;
+    const current = pageState().filters[name] || "";
+    const all = Array.from(new Set([current, ...values].filter((v) => v !== "" && v !== null && v !== undefined)));
+    select.replaceChildren(new Option("all", ""), ...all.sort().map((v) => new Option(v, v)));
+    select.value = current;
+  }
+
+  // The choices of each filter: the values of the period without filters (a filtered report knows only its own).
+  async function filterChoices(days, body) {
+    const state = pageState();
+    if (!Object.keys(state.filters).length) return body;
+    const params = new URLSearchParams({ days: String(days) });
+    if (state.until) params.set("until", state.until);
+    const response = await fetch(root.dataset.reportUrl + "?" + params.toString(),
+      { credentials: "same-origin", headers: { Accept: "application/json" } });
+    return response.ok ? response.json() : body;
+  }
+
+  function showFilters(report) {
+    const o = report.overview;
+    setOptions("module", (o.modules || []).map((m) => m.module));
+    setOptions("user_role", (o.user_roles || []).map((r) => r.user_role));
+    setOptions("model_name", (report.model_comparison.models || []).map((m) => m.model_name));
+    setOptions("prompt_version", (report.prompt_analysis.versions || []).map((v) => v.prompt_version));
+    const state = pageState();
+    root.querySelectorAll("#ad-filters input").forEach((input) => {
+      input.value = input.name === "until" ? state.until : (state.filters[input.name] || "");
+    });
+    root.dataset.filters = JSON.stringify(state.filters);
+    const shown = Object.entries(state.filters).map(([name, value]) => name + "=" + value).join(", ");
+    if (shown) document.getElementById("ad-period").textContent += " · " + shown;
+  }
+
+  function filtersChanged() {
+    const url = new URL(window.location.href);
+    root.querySelectorAll("#ad-filters select, #ad-filters input").forEach((field) => {
+      if (field.value) url.searchParams.set(field.name, field.value);
+      else url.searchParams.delete(field.name);
+    });
+    window.history.pushState(null, "", url);
+    load(Number(root.dataset.days));
   }
 
   // --- Loading --------------------------------------------------------------------------------------------
@@ -316,13 +385,16 @@
       button.setAttribute("aria-pressed", String(active));
     });
     try {
-      const response = await fetch(root.dataset.reportUrl + "?days=" + days,
+      const response = await fetch(root.dataset.reportUrl + reportQuery(days),
         { credentials: "same-origin", headers: { Accept: "application/json" } });
       const body = await response.json();
       if (request !== latestRequest) return;  // a newer period was asked for meanwhile
       if (!response.ok) throw new Error(body.detail || JSON.stringify(body));
+      const choices = await filterChoices(days, body);
+      if (request !== latestRequest) return;
       shownPeriod = body.period;
       render(body);
+      showFilters(choices);
       loadCalibration(days);
       root.dataset.days = String(days);
       root.dataset.loadedDays = String(days);
@@ -364,6 +436,14 @@
         load(days);
       });
     });
+    root.querySelectorAll("#ad-filters select, #ad-filters input").forEach((field) => {
+      field.addEventListener("change", filtersChanged);
+    });
+    document.getElementById("ad-filters-clear").addEventListener("click", () => {
+      root.querySelectorAll("#ad-filters select, #ad-filters input").forEach((field) => { field.value = ""; });
+      filtersChanged();
+    });
+    window.addEventListener("popstate", () => load(Number(root.dataset.days)));
     load(Number(root.dataset.days));
     loadHealth();
   }
