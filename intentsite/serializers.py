@@ -17,10 +17,13 @@ class StrictSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         if isinstance(getattr(self, "initial_data", None), dict):  # nested ones check in to_internal_value
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            self.unknown_refuse(self.initial_data)
         return attrs
+
+    def unknown_refuse(self, data: dict) -> None:
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
 
 
 class StrictNestedSerializer(StrictSerializer):
@@ -28,9 +31,7 @@ class StrictNestedSerializer(StrictSerializer):
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            self.unknown_refuse(data)
         return super().to_internal_value(data)
 
 

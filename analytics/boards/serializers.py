@@ -19,7 +19,7 @@ from intentsite.serializers import (
 )
 
 from ..models import Board
-from ..monitors.serializers import errors_flat
+from ..monitors.serializers import KeyedDictField
 from ..reports.scope import FILTERS
 from ..reports.serializers import FILTER_MAX_LENGTHS, UNTIL_PATTERN, UntilField
 from .widgets import BREAKDOWNS, CHARTS, METRICS
@@ -37,19 +37,12 @@ class GroupUnknown(APIException):
 @extend_schema_field({"type": "object", "additionalProperties": False, "properties": {
     name: {"type": "string", "minLength": 1, "maxLength": FILTER_MAX_LENGTHS[name], "pattern": NOT_BLANK}
     for name in FILTERS}})
-class WidgetFiltersField(serializers.DictField):
+class WidgetFiltersField(KeyedDictField):
     child = StrictCharField(max_length=200)
+    keys = tuple(FILTERS)
+    noun = "filter(s)"
 
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            self.fail("not_a_dict", input_type=type(data).__name__)
-        unknown = sorted(set(data) - set(FILTERS))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown filter(s): {', '.join(unknown)}; allowed: {', '.join(FILTERS)}.")
-        try:
-            values = super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            raise errors_flat(error) from None
+    def checked(self, values: dict) -> dict:
         too_long = [name for name, value in values.items() if len(value) > FILTER_MAX_LENGTHS[name]]
         if too_long:
             raise serializers.ValidationError([f"{name}: at most {FILTER_MAX_LENGTHS[name]} characters."

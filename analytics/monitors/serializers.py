@@ -36,24 +36,38 @@ def errors_flat(error: serializers.ValidationError) -> serializers.ValidationErr
     return error
 
 
-@extend_schema_field({"type": "object", "additionalProperties": False, "properties": {
-    name: {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK} for name in FILTER_COLUMNS}})
-class FiltersField(serializers.DictField):
-    """{"module": "banking", ...}: any of module, user_role, model_name, prompt_version, each a non-blank string."""
+class KeyedDictField(serializers.DictField):
+    """An object whose keys are among `keys` (any other is a 400 naming it and the allowed ones), its values
+    `child`'s, their errors as messages naming the key. `checked` adds a field's own rules on the values."""
 
-    child = StrictCharField(max_length=200)
+    keys: tuple[str, ...] = ()
+    noun = "key(s)"
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             self.fail("not_a_dict", input_type=type(data).__name__)
-        unknown = sorted(set(data) - set(FILTER_COLUMNS))
+        unknown = sorted(set(data) - set(self.keys))
         if unknown:
-            raise serializers.ValidationError(f"Unknown filter(s): {', '.join(unknown)}; "
-                                              f"allowed: {', '.join(FILTER_COLUMNS)}.")
+            raise serializers.ValidationError(f"Unknown {self.noun}: {', '.join(unknown)}; "
+                                              f"allowed: {', '.join(self.keys)}.")
         try:
-            return super().to_internal_value(data)
+            values = super().to_internal_value(data)
         except serializers.ValidationError as error:
             raise errors_flat(error) from None
+        return self.checked(values)
+
+    def checked(self, values: dict) -> dict:
+        return values
+
+
+@extend_schema_field({"type": "object", "additionalProperties": False, "properties": {
+    name: {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK} for name in FILTER_COLUMNS}})
+class FiltersField(KeyedDictField):
+    """{"module": "banking", ...}: any of module, user_role, model_name, prompt_version, each a non-blank string."""
+
+    child = StrictCharField(max_length=200)
+    keys = tuple(FILTER_COLUMNS)
+    noun = "filter(s)"
 
 
 class ChannelsField(serializers.ListField):

@@ -10,7 +10,7 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 
 from analytics.monitors.delivery import channel_shown, channel_valid
-from analytics.monitors.serializers import ChannelsField, ChannelUnknown, errors_flat
+from analytics.monitors.serializers import ChannelsField, ChannelUnknown, KeyedDictField
 from intentsite.serializers import (
     NestedListField,
     StrictCharField,
@@ -73,38 +73,21 @@ class VariantsField(NestedListField):
 
 @extend_schema_field({"type": "object", "additionalProperties": False, "properties": {
     key: {"type": "string", "minLength": 1, "maxLength": 100} for key in SCOPE_KEYS}})
-class ScopeField(serializers.DictField):
+class ScopeField(KeyedDictField):
     child = StrictCharField(max_length=100)
-
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            self.fail("not_a_dict", input_type=type(data).__name__)
-        unknown = sorted(set(data) - set(SCOPE_KEYS))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown scope key(s): {', '.join(unknown)}; allowed: module, user_role.")
-        try:
-            return super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            raise errors_flat(error) from None
+    keys = SCOPE_KEYS
+    noun = "scope key(s)"
 
 
 @extend_schema_field({"type": "object", "additionalProperties": False, "properties": {
     key: {"type": "number", "minimum": 0, **({"maximum": 1} if key.endswith("rate_max") else {})}
     for key in GUARDRAILS}})
-class GuardrailsField(serializers.DictField):
+class GuardrailsField(KeyedDictField):
     child = StrictFloatField(min_value=0.0)
+    keys = tuple(GUARDRAILS)
+    noun = "guardrail(s)"
 
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            self.fail("not_a_dict", input_type=type(data).__name__)
-        unknown = sorted(set(data) - set(GUARDRAILS))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown guardrail(s): {', '.join(unknown)}; allowed: "
-                                              f"{', '.join(GUARDRAILS)}.")
-        try:
-            values = super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            raise errors_flat(error) from None
+    def checked(self, values: dict) -> dict:
         for key in ("error_rate_max", "fallback_rate_max"):
             if key in values and values[key] > 1:
                 raise serializers.ValidationError(f"{key}: a rate, from 0 to 1.")
