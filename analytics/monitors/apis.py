@@ -51,13 +51,13 @@ class NameTaken(APIException):
 
 
 @contextmanager
-def _name_taken() -> Iterator[None]:
+def name_taken(noun: str = "A monitor") -> Iterator[None]:
     """Names are unique (the constraint decides, so two requests at once cannot both take one): taken is a 409."""
     try:
         with transaction.atomic():
             yield
     except IntegrityError as error:
-        raise NameTaken({"name": ["A monitor with this name exists."]}) from error
+        raise NameTaken({"name": [f"{noun} with this name exists."]}) from error
 
 
 class MonitorPermission(BasePermission):
@@ -115,7 +115,7 @@ class MonitorListApi(KnownQueryParameters, generics.ListCreateAPIView):
     queryset = Monitor.objects.order_by("name")
 
     def perform_create(self, serializer) -> None:
-        with _name_taken():
+        with name_taken():
             serializer.save(created_by=self.request.user)
 
 
@@ -135,7 +135,7 @@ class MonitorDetailApi(KnownQueryParameters, generics.RetrieveUpdateDestroyAPIVi
         changes = {}
         if "channels" in serializer.validated_data and serializer.validated_data["channels"] != serializer.instance.channels:
             changes = {"channel_failures": {}, "disabled_channels": []}  # saved again: every channel gets a new chance
-        with _name_taken():
+        with name_taken():
             serializer.save(**changes)
 
 

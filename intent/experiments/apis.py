@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema_view
-from rest_framework import generics, serializers, status
-from rest_framework.exceptions import APIException
+from rest_framework import generics, serializers
 from rest_framework.generics import get_object_or_404
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.monitors.apis import KnownQueryParameters, Pagination
+from analytics.monitors.apis import KnownQueryParameters, Pagination, name_taken
 from intentsite.serializers import api_schema
 
 from ..models import Experiment
@@ -42,19 +40,6 @@ class ExperimentPermission(BasePermission):
         return request.method in SAFE_METHODS or user.has_perm("intent.change_experiment")
 
 
-class NameTaken(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "name_taken"
-
-
-def _saving(save):
-    try:
-        with transaction.atomic():
-            return save()
-    except IntegrityError as error:
-        raise NameTaken({"name": ["An experiment with this name exists."]}) from error
-
-
 class ExperimentBaseApi(KnownQueryParameters):
     permission_classes = [ExperimentPermission]
     throttle_scope = "analytics"
@@ -73,8 +58,8 @@ class ExperimentListApi(ExperimentBaseApi, generics.ListCreateAPIView):
     queryset = Experiment.objects.order_by("-created_at", "-id")
 
     def perform_create(self, serializer) -> None:
-        serializer.instance = _saving(lambda: experiment_create(created_by=self.request.user,
-                                                                **serializer.validated_data))
+        with name_taken("An experiment"):
+            serializer.instance = experiment_create(created_by=self.request.user, **serializer.validated_data)
 
 
 @extend_schema_view(
@@ -92,8 +77,8 @@ class ExperimentDetailApi(ExperimentBaseApi, generics.RetrieveUpdateDestroyAPIVi
     queryset = Experiment.objects.all()
 
     def perform_update(self, serializer) -> None:
-        serializer.instance = _saving(lambda: experiment_update(experiment=serializer.instance,
-                                                                **serializer.validated_data))
+        with name_taken("An experiment"):
+            serializer.instance = experiment_update(experiment=serializer.instance, **serializer.validated_data)
 
     def perform_destroy(self, instance: Experiment) -> None:
         if instance.status == Experiment.Status.RUNNING:

@@ -136,6 +136,9 @@ def test_a_second_ab_test_on_the_same_traffic_is_a_conflict(manager, two_local_v
                                      "variants": [{"prompt_version": control, "weight": 0.5}]}, format="json").json()
     response = manager.post(f"{URL}{upside_down['id']}/start")
     assert response.status_code == 409 and control in response.json()["detail"]
+    taken = manager.post(URL, {"name": "first", "control": control, "variants": [{"prompt_version": variant,
+                                                                                 "weight": 0.5}]}, format="json")
+    assert taken.status_code == 409 and taken.json()["name"] == ["An experiment with this name exists."]
     apart = manager.post(URL, {"name": "apart", "control": control, "scope": {"module": "travel"},
                                "variants": [{"prompt_version": variant, "weight": 0.5}]}, format="json").json()
     assert manager.post(f"{URL}{apart['id']}/start").status_code == 200
