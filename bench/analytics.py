@@ -84,9 +84,10 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E402
 
+from analytics.boards.apis import BoardDataApi  # noqa: E402
 from analytics.mirror.bulk import rows_upsert  # noqa: E402
 from analytics.mirror.mapping import WRITTEN_FIELDS  # noqa: E402
-from analytics.mirror.rollups import rollups_refresh  # noqa: E402
+from analytics.mirror.rollups import rollups_add, rollups_refresh  # noqa: E402
 from analytics.mirror.sketch import sketch_key  # noqa: E402
 from analytics.models import DailyRollup, MirroredRun, SyncState  # noqa: E402
 from analytics.reports import apis as reports  # noqa: E402
@@ -122,6 +123,33 @@ def run_values(rng: random.Random) -> dict:
     }
 
 
+def run_row(rng: random.Random, begin: datetime, mirrored_at: datetime) -> dict:
+    """One synthetic mirrored run starting at `begin`."""
+    v = run_values(rng)
+    tokens = v["tokens"]
+    return {
+        "run_id": uuid.UUID(int=rng.getrandbits(128), version=4).hex, "experiment_id": EXPERIMENT_ID,
+        "status": "FAILED" if v["failed"] else "FINISHED", "lifecycle": "active", "start_time": begin,
+        "end_time": begin + timedelta(milliseconds=v["latency"]), "day": begin.date(),
+        "detected_intent": v["intent"], "user_role": v["role"], "current_module": v["module"],
+        "current_tab": v["tab"], "prompt_version": v["prompt_version"], "dspy_version": "3.4.1",
+        "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
+        "fallback_used": v["error"] is not None and not v["failed"], "error_category": v["error"] or "",
+        "error_type": "TimeoutError" if v["error"] else "", "is_error": v["failed"],
+        "model_name": LM if v["lm"] else LOCAL, "category_source": "database", "requires_workflow": False,
+        "answered_by": LOCAL if v["error"] is not None and not v["failed"] else LM if v["lm"] else LOCAL,
+        "message_length": 40, "message_word_count": 8, "confidence_score": v["confidence"],
+        "response_time_ms": v["latency"], "template_match_rate": v["template"],
+        "available_workflow_templates": 16, "available_agent_templates": 9,
+        "prompt_tokens": tokens[0] if tokens else None, "completion_tokens": tokens[1] if tokens else None,
+        "cost_usd": tokens[2] if tokens else None, "latency_bucket": sketch_key(v["latency"]),
+        "tags": {"mlflow.runName": "bench"}, "params": {}, "metrics": {},
+        "expected_intent": v["expected"],
+        "is_correct": None if v["expected"] is None else v["expected"] == v["intent"],
+        "source_digest": "", "mirrored_at": mirrored_at, "experiment": "", "variant": "",
+    }
+
+
 def mirror_fill(n: int, *, seed: int = 1) -> float:
     """N mirrored rows over the last 30 days, then their rollups; returns seconds."""
     rng = random.Random(seed)
@@ -133,30 +161,7 @@ def mirror_fill(n: int, *, seed: int = 1) -> float:
     for first in range(0, n, CHUNK):
         rows = []
         for i in range(first, min(n, first + CHUNK)):
-            v = run_values(rng)
-            begin = start + step * i
-            tokens = v["tokens"]
-            rows.append({
-                "run_id": uuid.UUID(int=rng.getrandbits(128), version=4).hex, "experiment_id": EXPERIMENT_ID,
-                "status": "FAILED" if v["failed"] else "FINISHED", "lifecycle": "active", "start_time": begin,
-                "end_time": begin + timedelta(milliseconds=v["latency"]), "day": begin.date(),
-                "detected_intent": v["intent"], "user_role": v["role"], "current_module": v["module"],
-                "current_tab": v["tab"], "prompt_version": v["prompt_version"], "dspy_version": "3.4.1",
-                "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                "fallback_used": v["error"] is not None and not v["failed"], "error_category": v["error"] or "",
-                "error_type": "TimeoutError" if v["error"] else "", "is_error": v["failed"],
-                "model_name": LM if v["lm"] else LOCAL, "category_source": "database", "requires_workflow": False,
-                "answered_by": LOCAL if v["error"] is not None and not v["failed"] else LM if v["lm"] else LOCAL,
-                "message_length": 40, "message_word_count": 8, "confidence_score": v["confidence"],
-                "response_time_ms": v["latency"], "template_match_rate": v["template"],
-                "available_workflow_templates": 16, "available_agent_templates": 9,
-                "prompt_tokens": tokens[0] if tokens else None, "completion_tokens": tokens[1] if tokens else None,
-                "cost_usd": tokens[2] if tokens else None, "latency_bucket": sketch_key(v["latency"]),
-                "tags": {"mlflow.runName": "bench"}, "params": {}, "metrics": {},
-                "expected_intent": v["expected"],
-                "is_correct": None if v["expected"] is None else v["expected"] == v["intent"],
-                "source_digest": "", "mirrored_at": mirrored_at,
-            })
+            rows.append(run_row(rng, start + step * i, mirrored_at))
         with transaction.atomic():
             rows_upsert(model=MirroredRun, rows=rows, fields=WRITTEN_FIELDS)
         print(f"  ... {min(n, first + CHUNK):,} / {n:,} rows", file=sys.stderr, flush=True)
@@ -170,19 +175,44 @@ def mirror_fill(n: int, *, seed: int = 1) -> float:
         # the visibility map that lets the covering indexes answer without reading the table (index-only scans)
         cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
     total = time.perf_counter() - started
-    print(f"  mirror: {n:,} rows inserted in {inserted:.1f} s, rollups ({DailyRollup.objects.count():,} rows) "
+    print(f"  mirror: {n:,} rows inserted in {inserted:.1f} s, rollups ({rollups_size()}) "
           f"in {total - inserted:.1f} s")
     return total
 
 
-def timed(view, params: dict, user, repeats: int) -> tuple[float, float]:
+class _Undo(Exception):
+    pass
+
+
+def rollups_add_timed(n: int, repeats: int) -> float:
+    """Median ms of the steady-state sync's rollup step: `rollups_add` of `n` new runs of the last hour into
+    today's rollups (each attempt rolled back)."""
+    rng = random.Random(5)
+    times = []
+    for _ in range(repeats):
+        now = datetime.now(UTC)
+        rows = [run_row(rng, now - timedelta(seconds=rng.uniform(0, 3600)), now) for _ in range(n)]
+        try:
+            with transaction.atomic():
+                rows_upsert(model=MirroredRun, rows=rows, fields=WRITTEN_FIELDS)
+                days = {row["day"] for row in rows}
+                began = time.perf_counter()
+                rollups_add(experiment_id=EXPERIMENT_ID, days=days, run_ids=[row["run_id"] for row in rows])
+                times.append((time.perf_counter() - began) * 1000)
+                raise _Undo
+        except _Undo:
+            pass
+    return statistics.median(times)
+
+
+def timed(view, params: dict, user, repeats: int, **kwargs) -> tuple[float, float]:
     factory = APIRequestFactory()
     times = []
     for attempt in range(repeats + 1):
         request = factory.get("/", params)
         force_authenticate(request, user=user)
         began = time.perf_counter()
-        response = view(request)
+        response = view(request, **kwargs)
         if hasattr(response, "render"):
             response.render()
         elapsed = time.perf_counter() - began
@@ -204,10 +234,54 @@ CASES = [
     ("confusion", reports.ConfusionApi, {}),
     ("overview days=30", reports.OverviewApi, {"days": 30}),
     ("trends module=banking (1 filter: rollup)", reports.TrendsApi, {"module": "banking"}),
-    ("overview module=banking (breakdowns: raw)", reports.OverviewApi, {"module": "banking"}),
+    ("overview module=banking (pairs)", reports.OverviewApi, {"module": "banking"}),
     ("overview module+model (2 filters: raw)", reports.OverviewApi, {"module": "banking", "model_name": LM}),
-    ("report module=banking (breakdowns: raw)", reports.ReportApi, {"module": "banking"}),
+    ("report module=banking (pairs)", reports.ReportApi, {"module": "banking"}),
+    ("report module+model (2 filters: raw)", reports.ReportApi, {"module": "banking", "model_name": LM}),
 ]
+# Board widgets (one per board, read through the boards' data API): one breakdown, up to two filters, 90 days.
+WIDGETS = [
+    ("widget runs by intent, module=banking", {"metric": "runs", "breakdown": "intent",
+                                               "filters": {"module": "banking"}}),
+    ("widget p95 by intent, module=banking", {"metric": "latency_p95_ms", "breakdown": "intent",
+                                              "filters": {"module": "banking"}}),
+    ("widget error rate by model, role=agent", {"metric": "error_rate", "breakdown": "model_name",
+                                                "filters": {"user_role": "agent"}}),
+    ("widget accuracy by day, module+version", {"metric": "accuracy", "breakdown": "day",
+                                                "filters": {"module": "banking", "prompt_version": "a81c44e0b2f9"}}),
+    ("widget p50 by version, module+version", {"metric": "latency_p50_ms", "breakdown": "prompt_version",
+                                               "filters": {"module": "banking", "prompt_version": "a81c44e0b2f9"}}),
+    ("widget runs by tab, intent=balance", {"metric": "runs", "breakdown": "tab", "filters": {"intent": "balance"}}),
+    ("widget runs by intent, module+role (raw)", {"metric": "runs", "breakdown": "intent",
+                                                  "filters": {"module": "banking", "user_role": "agent"}}),
+]
+
+
+def widget_boards(owner) -> list[tuple[str, str]]:
+    """(label, board id) of one board per widget case."""
+    from analytics.models import Board
+
+    Board.objects.filter(owner=owner).delete()
+    return [(label, str(Board.objects.create(name=label, owner=owner, widgets=[
+        {"title": label, "days": 90, "until": None, "chart": "bar", "width": 6, "height": 2, **widget}]).pk))
+        for label, widget in WIDGETS]
+
+
+def rollups_size() -> str:
+    """The daily rollups' rows and, where the database says it, their bytes on disk (indexes included)."""
+    rows = DailyRollup.objects.count()
+    table = DailyRollup._meta.db_table
+    with connection.cursor() as cursor:
+        try:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_total_relation_size(%s)", [table])
+            else:
+                cursor.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = %s OR name IN (SELECT name FROM "
+                               "sqlite_master WHERE type = 'index' AND tbl_name = %s)", [table, table])
+            size = cursor.fetchone()[0]
+        except Exception:  # noqa: BLE001 - SQLite without the dbstat table: rows only
+            return f"{rows:,} rows"
+    return f"{rows:,} rows, {size / 1e6:.0f} MB"
 
 
 def seed_baseline(n: int, repeats: int) -> float:
@@ -289,6 +363,8 @@ def main() -> None:
     MirroredRun.objects.all().delete()
     DailyRollup.objects.all().delete()
     mirror_fill(args.runs)
+    print(f"  sync's steady state: rollups_add of 1,000 new runs into today's rollups: "
+          f"{rollups_add_timed(1000, 5):.0f} ms (median of 5)")
     staff, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
     per_run_s = seed_baseline(args.seed_runs, args.repeats)
     seed_7_days_s = per_run_s * args.runs * 7 / DAYS
@@ -303,12 +379,20 @@ def main() -> None:
         p50, p90 = timed(view_class.as_view(), params, staff, args.repeats if "raw" not in label else 5)
         ratio = f"  (seed / this: {seed_7_days_s * 1000 / p50:,.0f}x)" if label == "overview" else ""
         print(f"  {label:<44} {p50:9.2f} {p90:9.2f}{ratio}")
+    boards = widget_boards(staff)
+    data = BoardDataApi.as_view()
+    for label, pk in boards:
+        p50, p90 = timed(data, {}, staff, args.repeats if "raw" not in label else 5, pk=pk)
+        print(f"  {label:<44} {p50:9.2f} {p90:9.2f}")
     # As served between two syncs: a finished sync gives the mirror a version, answers are cached under it.
     settings.ANALYTICS_CACHE_TIMEOUT_S = 3600
     SyncState.objects.filter(experiment_name=settings.MLFLOW_EXPERIMENT_NAME).update(last_finished_at=timezone.now())
     print(f"  {'endpoint (cached until the next sync)':<44} {'p50 ms':>9} {'p90 ms':>9}")
     for label, view_class, params in CASES[:6]:
         p50, p90 = timed(view_class.as_view(), params, staff, args.repeats)
+        print(f"  {label:<44} {p50:9.2f} {p90:9.2f}")
+    for label, pk in boards:
+        p50, p90 = timed(data, {}, staff, args.repeats, pk=pk)
         print(f"  {label:<44} {p50:9.2f} {p90:9.2f}")
     if not args.keep:
         MirroredRun.objects.all().delete()

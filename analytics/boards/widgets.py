@@ -48,6 +48,7 @@ BREAKDOWNS: dict[str, str] = {
     "experiment": Dimension.EXPERIMENT,
     "variant": Dimension.VARIANT,
 }
+PERCENTILES = frozenset({"latency_p50_ms", "latency_p95_ms", "latency_p99_ms"})
 CHARTS = ("number", "line", "bar", "table")
 MAX_ROWS = 50  # a breakdown shows its largest values (by runs); the rest are summed as `other`
 
@@ -74,7 +75,10 @@ def widget_answer(*, spec: WidgetSpec) -> dict[str, Any]:
     """{period, filters, metric, breakdown, path, total, rows: [{key, value, runs}]} for one widget."""
     scope = scope_get(days=spec.days, until=spec.until, filters=spec.filters or {})
     dimension = BREAKDOWNS[spec.breakdown]
-    cells = Cells(scope, detailed={Dimension.ALL, dimension})
+    by_value = spec.breakdown not in ("", "day")
+    # A breakdown by value is summed per value by the database; the sketches come only for a percentile.
+    cells = Cells(scope, detailed=[Dimension.ALL], totalled=[dimension] if by_value else [],
+                  sketches=spec.metric in PERCENTILES)
     measure = METRICS[spec.metric]
     total = cells.total()
     rows = []

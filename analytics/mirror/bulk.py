@@ -13,7 +13,7 @@ table is what the ORM would have written.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -21,6 +21,15 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, models
 
+
+def ids_per_query() -> int:
+    """Values one `IN (...)` may hold: SQLite's bound parameters are few."""
+    return 900 if connection.vendor == "sqlite" else 10_000
+
+
+def chunked(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
     ops = connection.ops

@@ -21,7 +21,7 @@ from django.utils import timezone
 from intentsite import contract
 
 from ..models import MirroredRun, SyncState
-from .bulk import rows_upsert, rows_upsert_select, sqlite_utc_datetime
+from .bulk import chunked, ids_per_query, rows_upsert, rows_upsert_select, sqlite_utc_datetime
 from .mapping import (
     ATTACHED_COMPARED_FIELDS,
     COMPARED_FIELDS,
@@ -48,18 +48,9 @@ class SyncLeaseLost(Exception):
     """Another sync took the experiment over (this one outlived its lease): its last page was rolled back."""
 
 
-def ids_per_query() -> int:
-    return 900 if connection.vendor == "sqlite" else 10_000
-
-
 def _as_date(value: date | str) -> date:
     """A date column read with the driver's cursor: a date (Django registers SQLite's converters), or text."""
     return value if isinstance(value, date) else date.fromisoformat(value)
-
-
-def chunked(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _attached_upsert(*, expressions: dict[str, str], from_where: str, now: datetime) -> list[tuple]:

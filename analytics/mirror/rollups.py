@@ -8,7 +8,7 @@ deleted, moved. The database aggregates: one GROUP BY per dimension over the tou
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -22,9 +22,10 @@ from django.utils.dateparse import parse_datetime
 
 from intentsite.contract import OUT_OF_SCOPE
 
-from ..models import COMPOUND_SEPARATOR, OTHER, DailyRollup, MirroredRun
-from .bulk import rows_upsert
-from .sketch import ZERO_KEY, LatencySketch
+from ..models import COMPOUND_SEPARATOR, OTHER, PAIRS, DailyRollup, MirroredRun, compound_parts
+from .bulk import chunked, ids_per_query, rows_upsert
+from .folds import folded_days_of, folds_apply, folds_followed, folds_ranked
+from .sketch import ZERO_KEY, stored_sum
 from .windows import windows_add, windows_replace
 
 Dimension = DailyRollup.Dimension
@@ -43,8 +44,13 @@ DIMENSION_COLUMNS: dict[str, tuple[str, ...]] = {
     Dimension.EXPERIMENT: ("experiment",),
     Dimension.VARIANT: ("experiment", "variant"),
 }
-# The free-text context: its values beyond the day's ANALYTICS_ROLLUP_TOP_VALUES most frequent roll up as `other`.
+# The pairs (`PAIRS`): compounds of their two dimensions' columns.
+DIMENSION_COLUMNS |= {pair: DIMENSION_COLUMNS[first] + DIMENSION_COLUMNS[second]
+                      for pair, (first, second) in PAIRS.items()}
+# The free-text context: its values beyond the day's ANALYTICS_ROLLUP_TOP_VALUES most frequent roll up as `other`,
+# in the dimension's own rows and in its pairs' alike (the runs' values are folded before they are grouped).
 FOLDED_DIMENSIONS = frozenset({Dimension.ROLE, Dimension.MODULE, Dimension.TAB})
+FOLDED_COLUMNS = {DIMENSION_COLUMNS[dimension][0]: dimension for dimension in FOLDED_DIMENSIONS}
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
           "labelled", "correct")
@@ -69,42 +75,21 @@ def _datetime(value: str) -> datetime:
     return timezone.make_aware(value, UTC) if settings.USE_TZ and timezone.is_naive(value) else value
 
 
-def _values_of(frame, columns: tuple[str, ...]):
+def _values_of(frame, columns: tuple[str, ...], *, dimension: str = ""):
     """The dimension's value of every row: '' for ALL, the column, or the compound of two columns ('' when both
-    are empty: a run without an error has no error type)."""
+    are empty: a run without an error has no error type); a pair's: its first dimension's value, the separator,
+    the second's value."""
     import pandas as pd
 
+    if dimension in PAIRS:
+        first = len(DIMENSION_COLUMNS[PAIRS[dimension][0]])
+        return frame[columns[0]].fillna("").str.cat(_values_of(frame, columns[first:]), sep=COMPOUND_SEPARATOR)
     if not columns:
         return pd.Series("", index=frame.index)
     if len(columns) == 1:
         return frame[columns[0]].fillna("")
     joined = frame[columns[0]].fillna("").str.cat([frame[c].fillna("") for c in columns[1:]], sep=COMPOUND_SEPARATOR)
     return joined.mask(joined == COMPOUND_SEPARATOR * (len(columns) - 1), "")
-
-
-def _fold(cells: list[dict[str, Any]], *, top: int) -> list[dict[str, Any]]:
-    """Each day's values of a free-text dimension beyond its `top` most frequent (most runs, then name) as one
-    `other` cell (`folded`); a value `other` of the day joins it. Other dimensions pass as they are."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    result = []
-    for cell in cells:
-        if cell["dimension"] in FOLDED_DIMENSIONS:
-            groups.setdefault((cell["day"], cell["dimension"]), []).append(cell)
-        else:
-            result.append(cell)
-    for group in groups.values():
-        if len(group) <= top:
-            result.extend(group)
-            continue
-        ranked = sorted(group, key=lambda cell: (-cell["runs"], cell["value"]))
-        result.extend(cell for cell in ranked[:top] if cell["value"] != OTHER)
-        folded = [cell for cell in ranked if cell["value"] == OTHER] + [
-            cell for cell in ranked[top:] if cell["value"] != OTHER]
-        merged = folded[0]
-        for cell in folded[1:]:
-            merged = _merged(merged, cell)
-        result.append(merged | {"value": OTHER, "folded": True})
-    return result
 
 
 @dataclass
@@ -171,15 +156,21 @@ def _runs_read(rows: QuerySet) -> _Runs | None:
                  days=[date.fromisoformat(day) for day in days])
 
 
-def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: datetime | None) -> list[dict[str, Any]]:
-    """The cells of one dimension: the runs grouped by (day, value)."""
+def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: datetime | None,
+                     folded_days: set[tuple[int, str]] = frozenset()) -> list[dict[str, Any]]:
+    """The cells of one dimension: the runs grouped by (day, value). A cell is `folded` where its value (or a part of
+    a pair's) is `other` of a dimension that folds that day (`folded_days`: (day code, dimension))."""
     import numpy as np
     import pandas as pd
 
-    value_code, value_names = pd.factorize(_values_of(runs.frame, DIMENSION_COLUMNS[dimension]))
+    columns = DIMENSION_COLUMNS[dimension]
+    folding = [(position, FOLDED_COLUMNS[column]) for position, column in enumerate(columns) if column in FOLDED_COLUMNS
+               and any(folded_dimension == FOLDED_COLUMNS[column] for _, folded_dimension in folded_days)]
+    value_code, value_names = pd.factorize(_values_of(runs.frame, columns, dimension=dimension))
     # One integer key per (day, value): grouping by it is much cheaper than by the two columns.
     key = runs.day_code.astype(np.int64) * len(value_names) + value_code
-    grouped = runs.values.groupby(key, sort=True)
+    # (As a Series: a bare array would first be looked up as a column label, its text made for the error: ~4 ms.)
+    grouped = runs.values.groupby(pd.Series(key, index=runs.values.index), sort=True)
     totals = grouped[list(COUNTS + SUMS)].sum()
     first, last = grouped["start_rank"].min().to_numpy(), grouped["start_rank"].max().to_numpy()
     lowest, highest = grouped["latency"].min().to_numpy(), grouped["latency"].max().to_numpy()
@@ -194,9 +185,12 @@ def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: da
         named = cell._asdict()
         day_index, value_index = divmod(int(keys[position]), len(value_names))
         low, high = bounds[position], bounds[position + 1]
+        value = value_names[value_index]
+        parts = compound_parts(value, len(columns)) if folding else ()
         cells.append({
             "experiment_id": experiment_id, "day": runs.days[day_index], "dimension": str(dimension),
-            "value": value_names[value_index], "folded": False,
+            "value": value, "folded": any(parts[at] == OTHER and (day_index, folded) in folded_days
+                                          for at, folded in folding),
             **{name: int(named[name]) for name in COUNTS},
             **{name: int(named[name]) if name in INTEGER_SUMS else float(named[name]) for name in SUMS},
             "latency_min_ms": None if np.isnan(lowest[position]) else float(lowest[position]),
@@ -217,18 +211,27 @@ def runs_aggregate(*, rows: QuerySet, dimensions: Iterable[str]) -> dict[str, li
             for dimension in dimensions}
 
 
-def _cells(runs: _Runs | None, *, experiment_id: str, now: datetime, fold: bool = True) -> list[dict[str, Any]]:
-    """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows`, every dimension from one read.
+def _cells(runs: _Runs | None, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
+    """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows` as whole days, every dimension from one read.
 
     The rows' few columns are read once and grouped by pandas: ~5x faster than a GROUP BY per dimension in
-    SQLite (9 sorts of every row with ~20 aggregates each), and the same code on PostgreSQL. With `fold`, the
-    free-text dimensions keep each day's ANALYTICS_ROLLUP_TOP_VALUES most frequent values; the rest roll up as
-    `other` (`folded`). The tests hold the result equal to aggregates of the raw rows computed apart."""
+    SQLite (9 sorts of every row with ~20 aggregates each), and the same code on PostgreSQL. The free-text
+    dimensions keep each day's ANALYTICS_ROLLUP_TOP_VALUES most frequent values; the rest roll up as `other`
+    (`folded`; see `folds`). The tests hold the result equal to aggregates of the raw rows computed apart."""
     if runs is None:
         return []
-    cells = [cell for dimension in DIMENSION_COLUMNS
-             for cell in _dimension_cells(runs, dimension, experiment_id=experiment_id, now=now)]
-    return _fold(cells, top=settings.ANALYTICS_ROLLUP_TOP_VALUES) if fold else cells
+    folds = folds_ranked(frame=runs.frame, day_code=runs.day_code, columns=FOLDED_COLUMNS,
+                         top=settings.ANALYTICS_ROLLUP_TOP_VALUES)
+    return _cells_folded(runs, folds=folds, folded_days=folded_days_of(folds, FOLDED_COLUMNS),
+                         experiment_id=experiment_id, now=now)
+
+
+def _cells_folded(runs: _Runs, *, folds, folded_days: set[tuple[int, str]], experiment_id: str,
+                  now: datetime) -> list[dict[str, Any]]:
+    """The cells of every dimension, the folded values replaced by `other` first."""
+    runs = replace(runs, frame=folds_apply(frame=runs.frame, day_code=runs.day_code, folds=folds))
+    return [cell for dimension in DIMENSION_COLUMNS for cell in _dimension_cells(
+        runs, dimension, experiment_id=experiment_id, now=now, folded_days=folded_days)]
 
 
 def _key(cell: dict[str, Any]) -> tuple:
@@ -237,14 +240,12 @@ def _key(cell: dict[str, Any]) -> tuple:
 
 def _merged(cell: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """Two rollup cells of the same key as one: counts and sums add, sketches add, extremes and times widen."""
-    sketch = LatencySketch.from_stored(cell["latency_sketch"])
-    sketch.add(LatencySketch.from_stored(other["latency_sketch"]))
     return cell | {
         **{name: cell[name] + other[name] for name in (*COUNTS, *SUMS)},
         "folded": cell["folded"] or other["folded"],
         "latency_min_ms": _extreme(min, cell["latency_min_ms"], other["latency_min_ms"]),
         "latency_max_ms": _extreme(max, cell["latency_max_ms"], other["latency_max_ms"]),
-        "latency_sketch": sketch.stored() if sketch.count else [],
+        "latency_sketch": stored_sum(cell["latency_sketch"], other["latency_sketch"]),
         "first_start_time": min(cell["first_start_time"], other["first_start_time"]),
         "last_start_time": max(cell["last_start_time"], other["last_start_time"]),
     }
@@ -300,36 +301,38 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
         return 0
     now = timezone.now()
     # By id alone: with the experiment and days too, SQLite's planner would walk the days' index instead.
-    rows = MirroredRun.objects.filter(run_id__in=run_ids)
-    existing = {_key(values): values for values in DailyRollup.objects.filter(
-        experiment_id=experiment_id, day__in=days).values(*ROLLUP_FIELDS)}
-    named: dict[tuple, int] = {}  # (day, dimension) -> values with a row of their own
-    folds: set[tuple] = set()  # (day, dimension) with an `other` row holding folds
-    for day, dimension, value in existing:
-        if existing[(day, dimension, value)]["folded"]:
-            folds.add((day, dimension))
-        else:
-            named[(day, dimension)] = named.get((day, dimension), 0) + 1
-    top = settings.ANALYTICS_ROLLUP_TOP_VALUES
-    runs = _runs_read(rows)
-    cells = _cells(runs, experiment_id=experiment_id, now=now, fold=False)
-    # A day with no rows of a dimension yet takes the new runs' cells folded as a recompute would fold them.
-    known = set(named) | folds
-    cells = (_fold([cell for cell in cells if (cell["day"], cell["dimension"]) not in known], top=top)
-             + [cell for cell in cells if (cell["day"], cell["dimension"]) in known])
+    runs = _runs_read(MirroredRun.objects.filter(run_id__in=run_ids))
     changed: dict[tuple, dict[str, Any]] = {}
-    for cell in cells:
-        day, dimension, value = _key(cell)
-        if (cell["dimension"] in FOLDED_DIMENSIONS and not cell["folded"] and (day, dimension, value) not in existing
-                and (day, dimension, value) not in changed):
-            if (day, dimension) in folds or named.get((day, dimension), 0) >= top:
-                cell = cell | {"value": OTHER, "folded": True}
-                folds.add((day, dimension))
-            else:
-                named[(day, dimension)] = named.get((day, dimension), 0) + 1
-        key = _key(cell)
-        base = changed.get(key) or existing.get(key)
-        changed[key] = (cell if base is None else _merged(base, cell)) | {"computed_at": now}
+    if runs is not None:
+        of_days = DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days)
+        folding = {(day, dimension, value): folded for day, dimension, value, folded in of_days.filter(
+            dimension__in=[Dimension.ALL, *FOLDED_DIMENSIONS]).values_list("day", "dimension", "value", "folded")}
+        known = {day for day, _, _ in folding}
+        codes = range(len(runs.days))
+        top = settings.ANALYTICS_ROLLUP_TOP_VALUES
+        # A day with no rows yet takes the new runs folded as a recompute would fold them; the others follow their
+        # rows (see `folds`).
+        folds = folds_ranked(frame=runs.frame, day_code=runs.day_code, columns=FOLDED_COLUMNS, top=top,
+                             days=[code for code in codes if runs.days[code] not in known])
+        followed, folded_days = folds_followed(
+            frame=runs.frame, day_code=runs.day_code, columns=FOLDED_COLUMNS, days=runs.days, rows=folding, top=top,
+            only=[code for code in codes if runs.days[code] in known])
+        for column, decided in followed.items():
+            folds[column] |= decided
+        cells = _cells_folded(runs, folds=folds, folded_days=folded_days | folded_days_of(folds, FOLDED_COLUMNS),
+                              experiment_id=experiment_id, now=now)
+        # The rows these cells add to (a superset read, then matched by key): not every row of the days, which
+        # with the pairs are thousands a day.
+        values: dict[str, set[str]] = {}
+        for cell in cells:
+            values.setdefault(cell["dimension"], set()).add(cell["value"])
+        existing = {_key(row): row for dimension, named in values.items()
+                    for chunk in chunked(sorted(named), ids_per_query())
+                    for row in of_days.filter(dimension=dimension, value__in=chunk).values(*ROLLUP_FIELDS)}
+        for cell in cells:
+            key = _key(cell)
+            base = existing.get(key)
+            changed[key] = (cell if base is None else _merged(base, cell)) | {"computed_at": now}
     with transaction.atomic():
         rows_upsert(model=DailyRollup, rows=list(changed.values()), fields=ROLLUP_FIELDS,
                     conflict=("experiment_id", "day", "dimension", "value"), update=ROLLUP_FIELDS[4:])

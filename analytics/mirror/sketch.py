@@ -14,11 +14,12 @@ Django-free.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
+from itertools import chain
 
 import numpy as np
+import orjson
 
 GAMMA = 1.02
 LOG_GAMMA = math.log(GAMMA)
@@ -46,6 +47,21 @@ def sql_key(column: str) -> str:
 def bucket_value(key: int) -> float:
     """The value that stands for every latency of the bucket: within RELATIVE_ACCURACY of each."""
     return 0.0 if key == ZERO_KEY else 2.0 * GAMMA ** key / (GAMMA + 1.0)
+
+
+def stored_sum(first: Sequence[Sequence[int]] | str, second: Sequence[Sequence[int]] | str) -> list[list[int]]:
+    """Two stored sketches (or their JSON text) added, as a stored sketch: in plain Python, several times faster
+    than numpy for the two small sketches of a rollup row and the runs just added to it (the sync's steady state)."""
+    first, second = (orjson.loads(part) if isinstance(part, str) else part for part in (first, second))
+    if not first or not len(first[0]):
+        return [list(second[0]), list(second[1])] if second and len(second[0]) else []
+    if not second or not len(second[0]):
+        return [list(first[0]), list(first[1])]
+    counts = dict(zip(first[0], first[1], strict=True))
+    for key, count in zip(second[0], second[1], strict=True):
+        counts[key] = counts.get(key, 0) + count
+    keys = sorted(counts)
+    return [keys, [counts[key] for key in keys]]
 
 
 class LatencySketch:
@@ -78,6 +94,14 @@ class LatencySketch:
             return sketch
         return cls([(stored[0], stored[1])] if stored else [])
 
+    def add_stored(self, stored: Sequence[Sequence[int]] | str | None) -> None:
+        """Add a stored form (or its JSON text, parsed only when a percentile is asked for)."""
+        if isinstance(stored, str):
+            self._texts.append(stored)
+        elif stored and len(stored[0]):
+            self._parts.append((stored[0], stored[1]))
+        self._merged = None
+
     def add(self, other: LatencySketch) -> None:
         self._parts.extend(other._parts)
         self._texts.extend(other._texts)
@@ -85,7 +109,7 @@ class LatencySketch:
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
         if self._texts:
-            self._parts.extend((stored[0], stored[1]) for stored in map(json.loads, self._texts) if stored
+            self._parts.extend((stored[0], stored[1]) for stored in map(orjson.loads, self._texts) if stored
                                and len(stored[0]))
             self._texts = []
             self._merged = None
@@ -95,10 +119,18 @@ class LatencySketch:
             elif len(self._parts) == 1:
                 self._merged = (np.asarray(self._parts[0][0], np.int64), np.asarray(self._parts[0][1], np.int64))
             else:
-                keys = np.concatenate([np.asarray(part[0], np.int64) for part in self._parts])
-                counts = np.concatenate([np.asarray(part[1], np.int64) for part in self._parts])
-                unique, inverse = np.unique(keys, return_inverse=True)
-                self._merged = (unique, np.bincount(inverse, weights=counts).astype(np.int64))
+                # Counted per key in one pass over the keys' range (no sort): faster than np.unique for the
+                # thousands of small sketches of a widget's breakdown (measured).
+                if len(self._parts) > 16:  # many small parts: one pass over them all
+                    keys = np.fromiter(chain.from_iterable(part[0] for part in self._parts), np.int64)
+                    counts = np.fromiter(chain.from_iterable(part[1] for part in self._parts), np.int64)
+                else:  # few, maybe long: each converted at once
+                    keys = np.concatenate([np.asarray(part[0], np.int64) for part in self._parts])
+                    counts = np.concatenate([np.asarray(part[1], np.int64) for part in self._parts])
+                low = int(keys.min())
+                totals = np.bincount(keys - low, weights=counts)
+                present = np.flatnonzero(totals)
+                self._merged = (present + low, totals[present].astype(np.int64))
             self._parts = [self._merged]
         return self._merged
 

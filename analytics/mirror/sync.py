@@ -34,7 +34,8 @@ from django.utils import timezone
 from intentsite import contract
 
 from ..models import WORKER_KEY_ENV, DailyRollup, MirroredRun, SyncState, WorkerHeartbeat, heartbeat_stale_after_s
-from .pages import EPOCH, Progress, Sync, SyncLeaseLost, chunked, ids_per_query
+from .bulk import chunked, ids_per_query
+from .pages import EPOCH, Progress, Sync, SyncLeaseLost
 from .sources import RunSource, run_source_get
 from .windows import windows_purge
 

@@ -6,6 +6,8 @@ from .mirror import (  # noqa: F401
     COMPOUND_SEPARATOR,
     MISSED_BEATS,
     OTHER,
+    PAIRED_DIMENSIONS,
+    PAIRS,
     WORKER_KEY_ENV,
     DailyRollup,
     DetectionAnalytics,
@@ -16,6 +18,7 @@ from .mirror import (  # noqa: F401
     compound_parts,
     compound_value,
     heartbeat_stale_after_s,
+    pair_of,
     worker_key,
 )
 from .monitors import Alert, Monitor, webhook_secret_new  # noqa: F401

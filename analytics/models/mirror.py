@@ -32,6 +32,30 @@ def compound_parts(value: str, count: int = 2) -> list[str]:
     return parts + [""] * (count - len(parts))
 
 
+# The dimensions also rolled up two by two, for a breakdown under a filter (or two filters): the rows of the pair
+# `intent+module` hold each day's runs per (intent, module), their value the two values joined by the separator,
+# in this order. All are of bounded cardinality: a catalog's intents, a few models, prompt versions, error
+# categories and experiments; role, module and tab folded to the day's most frequent (beyond them: `other`).
+# Each is also paired with the two compound dimensions a filtered report reads (`module+error_type`: the module,
+# then the error type's own compound value).
+PAIRED_DIMENSIONS = ("intent", "role", "module", "tab", "model", "prompt_version", "error_category", "experiment")
+PAIRED_COMPOUNDS = ("error_type", "model_answer")
+PAIRS: dict[str, tuple[str, str]] = {
+    f"{first}+{second}": (first, second)
+    for index, first in enumerate(PAIRED_DIMENSIONS) for second in (*PAIRED_DIMENSIONS[index + 1:],
+                                                                   *PAIRED_COMPOUNDS)}
+
+
+def pair_of(first: str, second: str) -> tuple[str, int] | None:
+    """The pair dimension holding these two dimensions, and where `first` sits in its value (0 or 1: the part before
+    the first separator, or all after it); None: no pair."""
+    if f"{first}+{second}" in PAIRS:
+        return f"{first}+{second}", 0
+    if f"{second}+{first}" in PAIRS:
+        return f"{second}+{first}", 1
+    return None
+
+
 class MirroredRun(models.Model):
     """One MLflow run of the detection experiment, with every name of the tracking contract typed.
 
@@ -172,8 +196,9 @@ class DailyRollup(RollupAggregates):
 
     experiment_id = models.CharField(max_length=32)
     day = models.DateField()
-    dimension = models.CharField(max_length=16, choices=Dimension.choices)
-    value = models.CharField(max_length=200, blank=True, help_text="The dimension's value ('' for all).")
+    dimension = models.CharField(max_length=40, choices=[*Dimension.choices, *((pair, pair) for pair in PAIRS)])
+    value = models.CharField(max_length=401, blank=True, help_text=(
+        "The dimension's value ('' for all); a pair's: the two values joined by the unit separator."))
     folded = models.BooleanField(default=False, help_text=(
         "An `other` row that holds the values beyond the day's most frequent ones (free-text dimensions)."))
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 from django.db import connection
 
 from ..mirror.rollups import COUNTS, FOLDED_DIMENSIONS, INTEGER_SUMS, SUMS, runs_aggregate
 from ..mirror.sketch import LatencySketch
-from ..models import DailyRollup
+from ..models import COMPOUND_SEPARATOR, DailyRollup, compound_parts, compound_value, pair_of
 from .scope import FILTERS, Scope
 
 Dimension = DailyRollup.Dimension
@@ -120,6 +121,50 @@ def _number(name: str, value: Any) -> int | float:
     return (float if name in FLOAT_SUMS else int)(value or 0)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The rollup rows that answer one dimension of a report: those of `dimension` whose value (or a `match`ed part
+    of a pair's value: 0 or 1) equals each given value; the key reported for a row is its value, a part of it
+    (`report`: 0 or 1), or a fixed label ('' for the total)."""
+
+    dimension: str
+    match: tuple[tuple[int | None, str], ...] = ()
+    report: int | str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The SQL condition (and its parameters) that selects the plan's rows."""
+        condition, params = "dimension = %s", [self.dimension]
+        parts = dict(self.match)
+        if None in parts:
+            condition += " AND value = %s"
+            params.append(parts[None])
+        elif len(parts) == 2:
+            condition += " AND value = %s"
+            params.append(compound_value(parts[0], parts[1]))
+        elif 0 in parts:  # the value's first part: it starts with the value and the separator
+            condition += " AND substr(value, 1, CAST(%s AS INTEGER)) = %s"
+            params += [len(parts[0]) + 1, parts[0] + COMPOUND_SEPARATOR]
+        elif 1 in parts:  # its second part: it ends with them (shorter values cannot: their substr is shorter)
+            condition += " AND substr(value, length(value) - CAST(%s AS INTEGER)) = %s"
+            params += [len(parts[1]), COMPOUND_SEPARATOR + parts[1]]
+        return f"({condition})", params
+
+    def reads(self, dimension: str, value: str) -> bool:
+        if dimension != self.dimension:
+            return False
+        if not self.match:
+            return True
+        if self.match[0][0] is None:
+            return value == self.match[0][1]
+        parts = compound_parts(value)
+        return all(parts[at] == expected for at, expected in self.match)
+
+    def reported(self, value: str) -> str:
+        if isinstance(self.report, str):
+            return self.report
+        return value if self.report is None else compound_parts(value)[self.report]
+
+
 COUNTED = ("runs", "errors", "fallbacks")
 DETAIL_COLUMNS = ("dimension", "value", "day", *SUMMED, "first_start_time", "last_start_time", "latency_min_ms",
                   "latency_max_ms", "latency_sketch")
@@ -134,60 +179,75 @@ class Cells:
     one GROUP BY over their rollup rows. A dimension the rollups cannot answer under the filters is
     aggregated from the raw rows instead, per (day, value) likewise (see the module's docstring)."""
 
-    def __init__(self, scope: Scope, *, detailed: Iterable[str] = (), counted: Iterable[str] = ()) -> None:
+    def __init__(self, scope: Scope, *, detailed: Iterable[str] = (), counted: Iterable[str] = (),
+                 totalled: Iterable[str] = (), sketches: bool = False) -> None:
         self.scope = scope
         self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
+        self._folding: dict[str, bool] = {}
         self.counts: dict[str, dict[str, Cell]] = {}
-        detailed, counted = list(detailed), list(counted)
+        detailed, counted, totalled = list(detailed), list(counted), list(totalled)
         # What no rollup can answer under the filters: the period's matching runs, read once for every such
         # dimension and aggregated as the rollups are (`runs_aggregate`).
-        raw = [dimension for dimension in {*detailed, *counted} if self._plan(dimension) is None]
+        raw = [dimension for dimension in {*detailed, *counted, *totalled} if self._plan(dimension) is None]
         self._raw = runs_aggregate(rows=scope.raw_runs(), dimensions=raw) if raw else {}
         self._detailed_read(detailed)
         self._counted_read(counted)
+        self._totalled_read(totalled, sketches=sketches)
 
-    def _plan(self, dimension: str) -> tuple[str, str | None, str | None] | None:
-        """(rollup dimension to read, its value to select, the value to report instead) or None: raw rows."""
-        filters = self.scope.filters
+    def _plan(self, dimension: str) -> Plan | None:
+        """Which rollup rows answer this dimension under the filters, or None: the raw rows.
+
+        No filter: the dimension's own rows. One filter: its dimension's rows for the total (or a breakdown by
+        that same dimension), else the pair of the filter's and the breakdown's dimensions (`module+intent`).
+        Two filters: the pair of theirs, for the total or a breakdown by one of the two. Not from the rollups:
+        a filter on a value some day of the period folded into `other`, a filter without a dimension (variant),
+        three filters, or two filters and a third dimension to break down by."""
+        filters = [(FILTERS[name][0], value) for name, value in sorted(self.scope.filters.items())]
         if not filters:
-            return dimension, None, None
+            return Plan(dimension)
+        if len(filters) > 2 or any(filter_dimension is None or self._folds(filter_dimension)
+                                   for filter_dimension, _ in filters):
+            return None
         if len(filters) == 1:
-            ((name, value),) = filters.items()
-            filter_dimension = FILTERS[name][0]
-            if filter_dimension is None:
-                return None
-            if filter_dimension in FOLDED_DIMENSIONS and self._folds(filter_dimension):
-                return None  # the value may be among those rolled up as `other`: the raw rows know
-            if dimension == Dimension.ALL:
-                return filter_dimension, value, ""
-            if dimension == filter_dimension:
-                return filter_dimension, value, None
-        return None
+            ((filter_dimension, value),) = filters
+            if dimension in (Dimension.ALL, filter_dimension):
+                return Plan(filter_dimension, ((None, value),), "" if dimension == Dimension.ALL else None)
+            pair = pair_of(filter_dimension, dimension)
+            return None if pair is None else Plan(pair[0], ((pair[1], value),), 1 - pair[1])
+        (first, first_value), (second, second_value) = filters
+        pair = pair_of(first, second)
+        if pair is None or dimension not in (Dimension.ALL, first, second):
+            return None
+        name, at = pair
+        match = ((at, first_value), (1 - at, second_value))
+        return Plan(name, match, "" if dimension == Dimension.ALL else at if dimension == first else 1 - at)
 
     def _folds(self, dimension: str) -> bool:
         """Did any day of the period roll values of this dimension up as `other`?"""
-        scope = self.scope
-        adapt = connection.ops.adapt_datefield_value
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {DailyRollup._meta.db_table} WHERE dimension = %s AND day >= %s AND "
-                           "day <= %s AND experiment_id = %s AND folded LIMIT 1",
-                           [dimension, adapt(scope.since), adapt(scope.until), scope.experiment_id])
-            return cursor.fetchone() is not None
+        if dimension not in FOLDED_DIMENSIONS:
+            return False
+        if dimension not in self._folding:
+            scope = self.scope
+            adapt = connection.ops.adapt_datefield_value
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {DailyRollup._meta.db_table} WHERE dimension = %s AND day >= %s AND "
+                               "day <= %s AND experiment_id = %s AND folded LIMIT 1",
+                               [dimension, adapt(scope.since), adapt(scope.until), scope.experiment_id])
+                self._folding[dimension] = cursor.fetchone() is not None
+        return self._folding[dimension]
 
-    def _rollups(self, plans: dict[str, tuple[str, str | None, str | None]], select: str,
-                 group_by: str = "") -> list[tuple]:
-        """Rows of `SELECT <select> FROM` the period's rollups of the planned dimensions. Plain SQL: the hot
-        path of every report, where compiling ORM queries cost more than running them (measured)."""
+    def _rollups(self, plans: dict[str, Plan], select: str, group_by: str = "") -> list[tuple]:
+        """Rows of `SELECT <select> FROM` the period's rollups that the plans read. Plain SQL: the hot path of every
+        report, where compiling ORM queries cost more than running them (measured)."""
         scope = self.scope
-        dimensions = sorted({plan[0] for plan in plans.values()})
-        values = sorted({plan[1] for plan in plans.values()} - {None})
         adapt = connection.ops.adapt_datefield_value
-        sql = (f"SELECT {select} FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s "
-               f"AND day <= %s AND dimension IN ({', '.join(['%s'] * len(dimensions))})")
-        params: list[Any] = [scope.experiment_id, adapt(scope.since), adapt(scope.until), *dimensions]
-        if values:
-            sql += f" AND value IN ({', '.join(['%s'] * len(values))})"
+        conditions, params = [], [scope.experiment_id, adapt(scope.since), adapt(scope.until)]
+        for plan in sorted(set(plans.values()), key=repr):
+            condition, values = plan.where()
+            conditions.append(condition)
             params += values
+        sql = (f"SELECT {select} FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s "
+               f"AND day <= %s AND ({' OR '.join(conditions)})")
         with connection.cursor() as cursor:
             cursor.execute(sql + group_by, params)
             return cursor.fetchall()
@@ -205,9 +265,9 @@ class Cells:
                             latency_min_ms=row[-3], latency_max_ms=row[-2],
                             sketch=LatencySketch.from_stored(sketch))
                 day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
-                for dimension, (rollup_dimension, _, relabel) in plans.items():
-                    if rollup_dimension == row[0]:
-                        self.cells[dimension].append((day, row[1] if relabel is None else relabel, cell))
+                for dimension, plan in plans.items():
+                    if plan.reads(row[0], row[1]):
+                        self.cells[dimension].append((day, plan.reported(row[1]), cell))
         for dimension in set(dimensions) - set(plans):
             for cell in self._raw[dimension]:
                 self.cells[dimension].append((cell["day"], cell["value"], _cell_of(cell)))
@@ -219,17 +279,50 @@ class Cells:
         if plans:
             sums = ", ".join(f"SUM({name})" for name in COUNTED)
             for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value"):
-                for dimension, (rollup_dimension, _, relabel) in plans.items():
-                    if rollup_dimension == row[0]:
-                        key = row[1] if relabel is None else relabel
-                        self.counts[dimension][key] = Cell(
-                            key=key, **{name: _number(name, value) for name, value in zip(COUNTED, row[2:],
-                                                                                          strict=True)})
+                for dimension, plan in plans.items():
+                    if plan.reads(row[0], row[1]):
+                        key = plan.reported(row[1])
+                        counted = self.counts[dimension].setdefault(key, Cell(key=key))
+                        for name, value in zip(COUNTED, row[2:], strict=True):
+                            setattr(counted, name, getattr(counted, name) + _number(name, value))
         for dimension in set(dimensions) - set(plans):
             for cell in self._raw[dimension]:
                 counted = self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"]))
                 for name in COUNTED:
                     setattr(counted, name, getattr(counted, name) + cell[name])
+
+    def _totalled_read(self, dimensions: list[str], *, sketches: bool) -> None:
+        """Per value over the whole period, every sum, summed by the database in one GROUP BY (a widget's breakdown:
+        thousands of a pair's rows, not brought to Python one by one); with `sketches`, the latency sketches too,
+        concatenated by the database, parsed here."""
+        plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
+        for dimension in dimensions:
+            self.counts[dimension] = {}
+        if plans:
+            sums = ", ".join(f"SUM({name})" for name in SUMMED)
+            select = (f"dimension, value, {sums}, MIN(first_start_time), MAX(last_start_time), MIN(latency_min_ms), "
+                      "MAX(latency_max_ms)")
+            if sketches:
+                select += (", string_agg(CAST(latency_sketch AS text), ',')" if connection.vendor == "postgresql"
+                           else ", group_concat(latency_sketch, ',')")
+            for row in self._rollups(plans, select, " GROUP BY dimension, value"):
+                sketch = None
+                if sketches:
+                    *row, texts = row
+                    sketch = LatencySketch()
+                    for stored in orjson.loads(f"[{texts}]"):
+                        sketch.add_stored(stored)
+                cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[2:-4],
+                                                                                          strict=True)},
+                            first_start_time=_datetime(row[-4]), last_start_time=_datetime(row[-3]),
+                            latency_min_ms=row[-2], latency_max_ms=row[-1], sketch=sketch)
+                for dimension, plan in plans.items():
+                    if plan.reads(row[0], row[1]):
+                        key = plan.reported(row[1])
+                        self.counts[dimension].setdefault(key, Cell(key=key)).add(cell)
+        for dimension in set(dimensions) - set(plans):
+            for cell in self._raw[dimension]:
+                self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"])).add(_cell_of(cell))
 
     def read_raw(self, dimension: str) -> bool:
         """Was this dimension aggregated from the raw rows (no rollup answers it under the filters)?"""

@@ -24,7 +24,9 @@ FILTERS: dict[str, tuple[str | None, str]] = {
     "module": (Dimension.MODULE, "current_module"),
     "user_role": (Dimension.ROLE, "user_role"),
     "model_name": (Dimension.MODEL, "model_name"),
+    "tab": (Dimension.TAB, "current_tab"),
     "prompt_version": (Dimension.PROMPT_VERSION, "prompt_version"),
+    "intent": (Dimension.INTENT, "detected_intent"),
     "experiment": (Dimension.EXPERIMENT, "experiment"),
     "variant": (None, "variant"),  # rolled up with its experiment (Dimension.VARIANT): the raw rows answer alone
 }

@@ -215,11 +215,16 @@ def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
     return rows
 
 
+# Read per value over the whole period, summed by the database (the model comparison and the prompt analysis show
+# no series): a few rows, not one per day and value.
+BY_VERSION_AND_MODEL = [Dimension.MODEL, Dimension.MODEL_ANSWER, Dimension.PROMPT_VERSION]
+
+
 def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
     """Per configured model: volume, success of the model itself, fallbacks, tokens, cost and accuracy, with
     confidence and latency of its own answers apart from the fallback answers; most runs first."""
-    return scope.header() | {"models": _model_comparison(Cells(scope, detailed=[Dimension.MODEL,
-                                                                                 Dimension.MODEL_ANSWER]))}
+    return scope.header() | {"models": _model_comparison(Cells(scope, totalled=BY_VERSION_AND_MODEL[:2],
+                                                                 sketches=True))}
 
 
 def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -262,7 +267,8 @@ def _prompt_analysis(cells: Cells) -> list[dict[str, Any]]:
 def prompt_analysis_get(*, scope: Scope) -> dict[str, Any]:
     """Per prompt version (newest first, by last run): first and last run of the period, volume, confidence,
     latency, error and out-of-scope rates, accuracy, and its latest offline evaluation."""
-    return scope.header() | {"versions": _prompt_analysis(Cells(scope, detailed=[Dimension.PROMPT_VERSION]))}
+    return scope.header() | {"versions": _prompt_analysis(Cells(scope, totalled=BY_VERSION_AND_MODEL[2:],
+                                                                  sketches=True))}
 
 
 def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
@@ -279,7 +285,7 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
 def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
-    cells = Cells(scope, detailed=[Dimension.ALL, Dimension.MODEL, Dimension.MODEL_ANSWER, Dimension.PROMPT_VERSION],
+    cells = Cells(scope, detailed=[Dimension.ALL], totalled=BY_VERSION_AND_MODEL, sketches=True,
                   counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY, Dimension.ERROR_TYPE])
     daily = cells.by_day()
     return scope.header() | {

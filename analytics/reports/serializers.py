@@ -12,11 +12,11 @@ from rest_framework import serializers
 
 from intentsite.serializers import QueryCharField, QueryChoiceField, QueryIntegerField, StrictSerializer
 
-# The longest value each filter can match: what the detect API takes for a module or a role, the mirror's columns
-# for a model and a prompt version. Together they also keep the longest query string within the web tier's request
-# line (8,190 bytes in gunicorn.conf.py: 464 characters of 4 UTF-8 bytes each, percent-encoded, are 5,568).
-FILTER_MAX_LENGTHS = {"module": 100, "user_role": 100, "model_name": 200, "prompt_version": 64, "experiment": 100,
-                      "variant": 100}
+# The longest value each filter can match: what the detect API takes for a module, a role or a tab, a catalog
+# intent, the mirror's columns for a model and a prompt version. (Every filter at its longest, in 4-byte characters
+# percent-encoded, is past the web tier's request line of 8,190 bytes, gunicorn.conf.py: gunicorn answers 400.)
+FILTER_MAX_LENGTHS = {"module": 100, "user_role": 100, "tab": 100, "model_name": 200, "prompt_version": 64,
+                      "intent": 100, "experiment": 100, "variant": 100}
 EARLIEST_UNTIL = date(1970, 1, 1)
 # `until` as the schema says it: a calendar date written YYYY-MM-DD, from 1970-01-01 (MLflow's epoch) to 9999-12-31.
 UNTIL_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -64,7 +64,10 @@ class ReportFilterSerializer(StrictSerializer):
     until = UntilField()
     module = QueryCharField(max_length=FILTER_MAX_LENGTHS["module"], help_text="Only runs of this module.")
     user_role = QueryCharField(max_length=FILTER_MAX_LENGTHS["user_role"], help_text="Only runs of this user role.")
+    tab = QueryCharField(max_length=FILTER_MAX_LENGTHS["tab"], help_text="Only runs of this tab (`current_tab`).")
     model_name = QueryCharField(max_length=FILTER_MAX_LENGTHS["model_name"], help_text="Only runs of this model.")
+    intent = QueryCharField(max_length=FILTER_MAX_LENGTHS["intent"],
+                            help_text="Only runs that detected this intent (`out_of_scope` included).")
     prompt_version = QueryCharField(max_length=FILTER_MAX_LENGTHS["prompt_version"],
                                     help_text="Only runs of this prompt version.")
     experiment = QueryCharField(max_length=FILTER_MAX_LENGTHS["experiment"],
@@ -97,8 +100,10 @@ class PeriodSerializer(serializers.Serializer):
 class FiltersSerializer(serializers.Serializer):
     module = serializers.CharField(required=False)
     user_role = serializers.CharField(required=False)
+    tab = serializers.CharField(required=False)
     model_name = serializers.CharField(required=False)
     prompt_version = serializers.CharField(required=False)
+    intent = serializers.CharField(required=False)
     experiment = serializers.CharField(required=False)
     variant = serializers.CharField(required=False)
 

@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 from analytics.mirror.rollups import DIMENSION_COLUMNS
-from analytics.models import OTHER, MirroredRun, compound_value
+from analytics.models import COMPOUND_SEPARATOR, OTHER, PAIRS, MirroredRun, compound_value
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
           "prompt_tokens", "completion_tokens", "labelled", "correct")
@@ -66,23 +66,38 @@ def rows_of(*, experiment_id: str, days: Iterable[date] | None = None, **filters
 
 
 def value_of(row: dict[str, Any], dimension: str) -> str:
+    if dimension in PAIRS:
+        first, second = PAIRS[dimension]
+        return COMPOUND_SEPARATOR.join((value_of(row, first), value_of(row, second)))
     columns = DIMENSION_COLUMNS[dimension]
     return compound_value(*(row[column] or "" for column in columns)) if columns else ""
 
 
 def aggregate_exact(*, experiment_id: str, dimension: str, days: Iterable[date] | None = None,
                     top: int | None = None) -> dict[tuple[date, str], dict[str, Any]]:
-    """Per (day, value) of `dimension`, the exact aggregates; with `top`, each day's values beyond its `top`
-    most frequent (most runs, then name) grouped as `other`, as the rollups fold the free-text dimensions."""
-    groups: dict[tuple[date, str], list[dict[str, Any]]] = {}
-    for row in rows_of(experiment_id=experiment_id, days=days):
-        groups.setdefault((row["day"], value_of(row, dimension)), []).append(row)
+    """Per (day, value) of `dimension`, the exact aggregates; with `top`, each day's values of a free-text column
+    (role, module, tab) beyond its `top` most frequent (most runs, then name) counted as `other`, in the
+    dimension's own rows and in its pairs' rows alike, as the rollups fold them."""
+    rows = rows_of(experiment_id=experiment_id, days=days)
     if top is not None:
-        by_day: dict[date, list[tuple[str, int]]] = {}
-        for (day, value), rows in groups.items():
-            by_day.setdefault(day, []).append((value, len(rows)))
-        for day, values in by_day.items():
-            ranked = sorted(values, key=lambda item: (-item[1], item[0]))
-            for value, _ in ranked[top:]:
-                groups.setdefault((day, OTHER), []).extend(groups.pop((day, value)))
+        rows = folded(rows, top=top)
+    groups: dict[tuple[date, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["day"], value_of(row, dimension)), []).append(row)
     return {key: cell_of(rows) for key, rows in groups.items()}
+
+
+def folded(rows: list[dict[str, Any]], *, top: int) -> list[dict[str, Any]]:
+    """The rows with each day's values of the free-text columns beyond the day's `top` replaced by `other`."""
+    rows = [dict(row) for row in rows]
+    for column in ("user_role", "current_module", "current_tab"):
+        counts: dict[date, dict[str, int]] = {}
+        for row in rows:
+            day = counts.setdefault(row["day"], {})
+            day[row[column] or ""] = day.get(row[column] or "", 0) + 1
+        kept = {day: {value for value, _ in sorted(values.items(), key=lambda item: (-item[1], item[0]))[:top]}
+                for day, values in counts.items() if len(values) > top}
+        for row in rows:
+            if row["day"] in kept and (row[column] or "") not in kept[row["day"]]:
+                row[column] = OTHER
+    return rows

@@ -16,7 +16,7 @@ from analytics.boards.services import default_boards_create, widget_data
 from analytics.boards.widgets import WidgetSpec, widget_answer
 from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun
-from tests.analytics.conftest import DAY0_MS, DAY_MS, HOUR_MS, MODELS, MODULES, PROMPT_VERSIONS, ROLES
+from tests.analytics.conftest import DAY0_MS, DAY_MS, HOUR_MS
 from tests.analytics.reference import nearest_rank
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +88,11 @@ def _reference(rows: list[dict], metric: str):
 
 
 BREAKDOWN_COLUMNS = {"intent": "detected_intent", "user_role": "user_role", "module": "current_module",
-                     "model_name": "model_name", "prompt_version": "prompt_version", "experiment": "experiment"}
+                     "tab": "current_tab", "model_name": "model_name", "prompt_version": "prompt_version",
+                     "experiment": "experiment"}
+FILTER_COLUMNS = {"module": "current_module", "user_role": "user_role", "tab": "current_tab",
+                  "model_name": "model_name", "prompt_version": "prompt_version", "intent": "detected_intent",
+                  "experiment": "experiment", "variant": "variant"}
 
 
 def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger):
@@ -99,19 +103,18 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger):
                               if rng.random() < 0.3 else None)
     runs_sync()
     rows = list(MirroredRun.objects.values())
-    choices = {"module": MODULES, "user_role": ROLES, "model_name": MODELS, "prompt_version": PROMPT_VERSIONS,
-               "experiment": ["e1"], "variant": ["b"]}
+    choices = {name: sorted({row[column] for row in rows} - {""}) for name, column in FILTER_COLUMNS.items()}
     metrics = ["runs", "error_rate", "out_of_scope_rate", "fallback_rate", "avg_confidence", "latency_p95_ms"]
-    for _ in range(40):
+    paths = []
+    for _ in range(60):
         filters = dict(rng.sample(sorted((name, rng.choice(values)) for name, values in choices.items()),
                                   rng.randint(0, 2)))
         metric = rng.choice(metrics)
         breakdown = rng.choice(["", "day", *BREAKDOWN_COLUMNS])
         answer = widget_answer(spec=WidgetSpec(metric=metric, breakdown=breakdown, filters=filters, days=3,
                                                until=pd.Timestamp(DAY0_MS + 2 * DAY_MS, unit="ms").date()))
-        column_of = {"module": "current_module", "user_role": "user_role", "model_name": "model_name",
-                     "prompt_version": "prompt_version", "experiment": "experiment", "variant": "variant"}
-        matching = [row for row in rows if all(row[column_of[name]] == value for name, value in filters.items())
+        paths.append(answer["path"])
+        matching = [row for row in rows if all(row[FILTER_COLUMNS[name]] == value for name, value in filters.items())
                     and answer["period"]["since"] <= row["day"].isoformat() <= answer["period"]["until"]]
         total = _reference(matching, metric)
         assert answer["total"]["runs"] == len(matching), (filters, breakdown, metric)
@@ -126,12 +129,21 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger):
             assert keys == {r[column] for r in matching} - ({""} - keys), (filters, breakdown)
             for row in answer["rows"]:
                 _close(row["value"], _reference([r for r in matching if r[column] == row["key"]], metric), metric)
-    # The answer says how it was read: a breakdown under a filter from the raw rows, one without from the rollups.
+    assert {"rollups", "raw rows"} <= set(paths)  # both ways of reading were checked
+    # The answer says how it was read: from the rollups (a dimension's rows, or a pair's: a breakdown under one
+    # filter, two filters and a breakdown by one of them) or, where no rollup fits, from the raw rows.
     until = pd.Timestamp(DAY0_MS + 2 * DAY_MS, unit="ms").date()
-    filtered = widget_answer(spec=WidgetSpec(metric="runs", breakdown="intent", days=3, until=until,
-                                             filters={"module": "banking"}))
-    assert filtered["path"] == "raw rows"
-    assert widget_answer(spec=WidgetSpec(metric="runs", breakdown="intent", days=3, until=until))["path"] == "rollups"
+
+    def path(breakdown: str, **filters: str) -> str:
+        return widget_answer(spec=WidgetSpec(metric="runs", breakdown=breakdown, days=3, until=until,
+                                             filters=filters))["path"]
+
+    assert path("intent") == "rollups"
+    assert path("intent", module="banking") == "rollups"
+    assert path("day", module="banking", user_role="admin") == "rollups"
+    assert path("module", module="banking", intent="balance") == "rollups"
+    assert path("intent", module="banking", user_role="admin") == "raw rows"  # no pair holds three dimensions
+    assert path("", experiment="e1", variant="b") == "raw rows"  # arms are rolled up with their experiment only
 
 
 def _close(value, expected, metric: str) -> None:
