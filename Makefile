@@ -71,9 +71,11 @@ bench: install
 soak: install
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
-# docs/dashboard.png: the admin's "Detection analytics" page over a demo-like month, in headless Chromium.
+# docs/dashboard.png (the admin's "Detection analytics" page, filtered, two prompt versions compared) and
+# docs/board.png (a custom board), over a demo-like month, in headless Chromium.
 screenshot: install
-	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q tests/analytics/test_dashboard.py -k screenshot
+	DASHBOARD_SCREENSHOT=docs/dashboard.png BOARD_SCREENSHOT=docs/board.png \
+		$(BIN)/python -m pytest -q tests/analytics/test_dashboard.py -k screenshot
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 mlflow.db mlruns

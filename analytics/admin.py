@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -24,14 +25,17 @@ from django.utils.text import Truncator
 from intentsite.admin import ReadOnlyAdmin
 
 from .boards import admin as boards_admin  # noqa: F401 - registers Board
-from .models import DailyRollup, DetectionAnalytics, MirroredRun, SyncState
+from .boards.services import boards_visible
+from .models import Board, DailyRollup, DetectionAnalytics, MirroredRun, SyncState, compound_parts
 from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
 from .monitors.selectors import monitors_overview
 from .reports.gaps import MESSAGE_PERMISSIONS
 from .reports.selectors import mlflow_run_url
 
-DASHBOARD_PERIODS = (7, 30, 90)
+DASHBOARD_PERIODS = (7, 30, 90)  # the presets; any range up to DASHBOARD_MAX_DAYS is chosen with dates
 DASHBOARD_DEFAULT_DAYS = 30
+DASHBOARD_MAX_DAYS = 365  # the reports' longest period
+DASHBOARD_BOARDS = 12  # boards the page links to (the admin's list has them all)
 FILTER_VALUES = 20  # values a filter of the runs' list offers: the most frequent of the last FILTER_DAYS days
 FILTER_DAYS = 30
 TEXT_CHARS = 24  # free text (intent, model) is cut there in the list; the title holds all of it
@@ -73,6 +77,14 @@ def _record_url(request_id: str) -> str | None:
     return f"{reverse('admin:intent_detectionrecord_changelist')}?{urlencode({'request_id': request_id})}"
 
 
+def rollup_top_values(dimension: str) -> list[str]:
+    """The FILTER_VALUES most frequent values of a dimension over the last FILTER_DAYS days, from its daily rollups."""
+    since = timezone.now().date() - timedelta(days=FILTER_DAYS)
+    top = (DailyRollup.objects.filter(dimension=dimension, day__gte=since, folded=False).exclude(value="")
+           .values("value").annotate(total=Sum("runs")).order_by("-total", "value")[:FILTER_VALUES])
+    return [row["value"] for row in top]
+
+
 class RollupValuesFilter(admin.SimpleListFilter):
     """A column's FILTER_VALUES most frequent values of the last FILTER_DAYS days, from the daily rollups of its
     dimension: bounded and fast, where a DISTINCT over the mirrored rows would read millions of them and list
@@ -81,10 +93,7 @@ class RollupValuesFilter(admin.SimpleListFilter):
     dimension: str
 
     def lookups(self, request, model_admin):
-        since = timezone.now().date() - timedelta(days=FILTER_DAYS)
-        top = (DailyRollup.objects.filter(dimension=self.dimension, day__gte=since, folded=False).exclude(value="")
-               .values("value").annotate(total=Sum("runs")).order_by("-total", "value")[:FILTER_VALUES])
-        values = [row["value"] for row in top]
+        values = rollup_top_values(self.dimension)
         if self.value() and self.value() not in values:
             values.append(self.value())
         return [(value, Truncator(value).chars(TEXT_CHARS)) for value in values]
@@ -289,11 +298,13 @@ class DetectionAnalyticsAdmin(admin.ModelAdmin):
         return [path("", self.admin_site.admin_view(self.dashboard_view), name=name)]
 
     def dashboard_view(self, request):
+        """The page's shell; its scripts read the period, filters and comparison from the URL (shareable) and draw
+        what the report APIs answer."""
         try:
             days = int(request.GET.get("days", DASHBOARD_DEFAULT_DAYS))
         except ValueError:
             days = DASHBOARD_DEFAULT_DAYS
-        if days not in DASHBOARD_PERIODS:
+        if not 1 <= days <= DASHBOARD_MAX_DAYS:
             days = DASHBOARD_DEFAULT_DAYS
         context = {
             **self.admin_site.each_context(request),
@@ -301,14 +312,32 @@ class DetectionAnalyticsAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "days": days,
             "periods": DASHBOARD_PERIODS,
+            "default_days": DASHBOARD_DEFAULT_DAYS,
+            "max_days": DASHBOARD_MAX_DAYS,
             "report_url": reverse("analytics:report"),
             "health_url": reverse("analytics:health"),
+            "confusion_url": reverse("analytics:confusion"),
             "runs_url": reverse("admin:analytics_mirroredrun_changelist"),
             "calibration_url": reverse("analytics:calibration"),
             # drill-downs open the detections reviewers see (intent's admin, by its URL name), for those who may
             "details_url": reverse("admin:intent_detectiondetail_changelist") if any(
                 request.user.has_perm(perm) for perm in MESSAGE_PERMISSIONS) else "",
+            # the free-text filters the report does not list: the rollups' most frequent values suggest them
+            "filter_values": self.filter_values(),
+            "boards": [(board.name, reverse("admin:analytics_board_view", args=[board.pk]))
+                       for board in boards_visible(user=request.user)[:DASHBOARD_BOARDS]],
+            "boards_url": reverse("admin:analytics_board_changelist")
+            if self.admin_site.get_model_admin(Board).has_view_permission(request) else "",
             **monitors_overview(),
         }
         return TemplateResponse(request, "admin/analytics/dashboard.html", context)
 
+    @staticmethod
+    def filter_values() -> dict[str, Any]:
+        """Tabs and experiments, and each experiment's variants: free text the report's answer does not list."""
+        variants: dict[str, list[str]] = {}
+        for value in rollup_top_values(Dimension.VARIANT):
+            experiment, variant = compound_parts(value)
+            variants.setdefault(experiment, []).append(variant)
+        return {"tab": rollup_top_values(Dimension.TAB), "experiment": rollup_top_values(Dimension.EXPERIMENT),
+                "variant": variants}

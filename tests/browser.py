@@ -1,5 +1,6 @@
 """Headless Chromium for the pages' tests (Debian's `chromium` + `chromium-driver`, installed with apt when missing):
-the `chromium` and `browser` fixtures (a plugin of tests/conftest.py) and a staff session for the browser."""
+the `chromium` and `browser` fixtures (a plugin of tests/conftest.py), a staff session for the browser, and the
+page's layout in a narrow window."""
 
 from __future__ import annotations
 
@@ -72,3 +73,19 @@ def staff_session(live_server, driver, django_user_model, *, username: str = "an
                        "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
 
 
+
+
+def narrow_window(driver, width: int = 700) -> dict:
+    """The page in a window `width` px wide: the document's width and the width it scrolls to (wider: something
+    sticks out sideways), and each chart's canvas width beside its box's."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.set_window_size(width, 1000)
+    # Charts follow their boxes on the next animation frames (Chart.js' ResizeObserver): waited for, up to WAIT_S.
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(
+        "return document.documentElement.clientWidth <= arguments[0] && Object.values(Chart.instances).every("
+        "(c) => c.width <= c.canvas.parentElement.clientWidth);", width), "the page or its charts did not narrow")
+    return driver.execute_script("""
+        const doc = document.documentElement;
+        return {scroll: doc.scrollWidth, client: doc.clientWidth,
+                charts: Object.values(Chart.instances).map((c) => [c.width, c.canvas.parentElement.clientWidth])};""")

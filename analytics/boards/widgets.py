@@ -62,6 +62,15 @@ class WidgetSpec:
     until: date | None = None
 
 
+# Metrics that count or add up: with no runs they are 0 (the others, rates and averages, have no value then).
+ADDITIVE = frozenset({"runs", "labelled_runs", "tokens", "cost_usd"})
+
+
+def _empty(metric: str) -> float | None:
+    """A metric's value over no runs."""
+    return 0 if metric in ADDITIVE else None
+
+
 def _label(breakdown: str, value: Any) -> str:
     if breakdown == "day":
         return value.isoformat()
@@ -84,7 +93,7 @@ def widget_answer(*, spec: WidgetSpec) -> dict[str, Any]:
     rows = []
     if spec.breakdown == "day":
         by_day = cells.by_day()
-        rows = [{"key": day.isoformat(), "value": measure(by_day[day]) if day in by_day else None,
+        rows = [{"key": day.isoformat(), "value": measure(by_day[day]) if day in by_day else _empty(spec.metric),
                  "runs": by_day[day].runs if day in by_day else 0}
                 for day in (scope.since.fromordinal(scope.since.toordinal() + n) for n in range(scope.days))]
     elif spec.breakdown:
@@ -99,7 +108,7 @@ def widget_answer(*, spec: WidgetSpec) -> dict[str, Any]:
     return scope.header() | {
         "metric": spec.metric, "breakdown": spec.breakdown,
         "path": "raw rows" if cells.read_raw(dimension) or cells.read_raw(Dimension.ALL) else "rollups",
-        "total": {"value": measure(total) if total.runs else (0 if spec.metric in ("runs", "labelled_runs") else None),
+        "total": {"value": measure(total) if total.runs else _empty(spec.metric),
                   "runs": total.runs},
         "rows": rows,
     }
