@@ -34,13 +34,14 @@ def folds_ranked(*, frame, day_code, columns: Iterable[str], top: int, days: Ite
     day's `top` values by runs (then name), `other` itself counted as one of the folded."""
     import pandas as pd
 
+    only = None if days is None else set(days)
     folds: Folds = {}
     for column in columns:
         counts = pd.DataFrame({"day": day_code, "value": frame[column].fillna("")}).value_counts()
         per_day = counts.groupby(level=0).size()
         folding = per_day.index[per_day > top]
-        if days is not None:
-            folding = [day for day in folding if day in set(days)]
+        if only is not None:
+            folding = [day for day in folding if day in only]
         decided: set[tuple[int, str]] = set()
         for day in folding:
             group = counts.xs(day, level=0)

@@ -164,8 +164,9 @@ def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: da
     import pandas as pd
 
     columns = DIMENSION_COLUMNS[dimension]
-    folding = [(position, FOLDED_COLUMNS[column]) for position, column in enumerate(columns) if column in FOLDED_COLUMNS
-               and any(folded_dimension == FOLDED_COLUMNS[column] for _, folded_dimension in folded_days)]
+    folding_dimensions = {folded_dimension for _, folded_dimension in folded_days}
+    folding = [(position, FOLDED_COLUMNS[column]) for position, column in enumerate(columns)
+               if FOLDED_COLUMNS.get(column) in folding_dimensions]
     value_code, value_names = pd.factorize(_values_of(runs.frame, columns, dimension=dimension))
     # One integer key per (day, value): grouping by it is much cheaper than by the two columns.
     key = runs.day_code.astype(np.int64) * len(value_names) + value_code
