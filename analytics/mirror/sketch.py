@@ -69,11 +69,12 @@ class LatencySketch:
     lists parse several times faster than an object of the same size). Parts are merged lazily, once, when a
     percentile is asked for."""
 
-    __slots__ = ("_parts", "_texts", "_merged")
+    __slots__ = ("_parts", "_texts", "_joined", "_merged")
 
     def __init__(self, parts: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> None:
         self._parts: list[tuple[Sequence[int], Sequence[int]]] = [part for part in parts if len(part[0])]
         self._texts: list[str] = []  # stored forms as JSON text, not parsed yet
+        self._joined: list[str] = []  # stored forms' texts joined by commas (a database's group_concat), not parsed yet
         self._merged: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -94,6 +95,15 @@ class LatencySketch:
             return sketch
         return cls([(stored[0], stored[1])] if stored else [])
 
+    @classmethod
+    def from_joined(cls, texts: str | None) -> LatencySketch:
+        """From stored forms' JSON texts joined by commas, as the database concatenates a group's: parsed only if a
+        percentile is asked for (a report reads sketches it shows no percentile of: a model's whole runs)."""
+        sketch = cls()
+        if texts:
+            sketch._joined = [texts]
+        return sketch
+
     def add_stored(self, stored: Sequence[Sequence[int]] | str | None) -> None:
         """Add a stored form (or its JSON text, parsed only when a percentile is asked for)."""
         if isinstance(stored, str):
@@ -105,9 +115,15 @@ class LatencySketch:
     def add(self, other: LatencySketch) -> None:
         self._parts.extend(other._parts)
         self._texts.extend(other._texts)
+        self._joined.extend(other._joined)
         self._merged = None
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._joined:
+            self._parts.extend((stored[0], stored[1]) for texts in self._joined for stored in orjson.loads(f"[{texts}]")
+                               if stored and len(stored[0]))
+            self._joined = []
+            self._merged = None
         if self._texts:
             self._parts.extend((stored[0], stored[1]) for stored in map(orjson.loads, self._texts) if stored
                                and len(stored[0]))

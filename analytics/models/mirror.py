@@ -214,10 +214,15 @@ class DailyRollup(RollupAggregates):
             models.UniqueConstraint(fields=["experiment_id", "day", "dimension", "value"], name="dailyrollup_unique"),
         ]
         indexes = [
-            models.Index(fields=["dimension", "day"], name="dailyrollup_dimension_day"),
+            # One value (or a pair's values, listed: `Cells`) over a period: a seek per value, not a scan of the
+            # dimension's rows (a pair holds ~1,500 a day). Its (dimension, day) predecessor was a prefix of
+            # `dailyrollup_counts`: replaced, not added, so writing a rollup costs no more than before.
+            models.Index(fields=["dimension", "experiment_id", "value", "day"], name="dailyrollup_value"),
             # The reports' distributions (runs, errors, fallbacks per value of a dimension over a period) read
             # this index alone, not the rows with their histograms: ~40 % less time at 30 days (measured).
-            models.Index(fields=["dimension", "day", "experiment_id", "value", "runs", "errors", "fallbacks"],
+            # experiment_id before day: with it last, SQLite's planner took `dailyrollup_value` (two equalities)
+            # for these reads and lost the covering index (intent's distribution: 2.1 ms against 4.9, measured).
+            models.Index(fields=["dimension", "experiment_id", "day", "value", "runs", "errors", "fallbacks"],
                          name="dailyrollup_counts"),
             # The few `other` rows that hold folded values: a filtered report asks whether its period has any.
             models.Index(fields=["dimension", "day"], condition=Q(folded=True), name="dailyrollup_folded"),

@@ -81,10 +81,19 @@ def report_schema(*, summary: str, example: dict[str, Any], csv: bool = False, *
     return decorate
 
 
+@functools.cache
+def _representer(output: type[serializers.Serializer]) -> serializers.Serializer:
+    """One instance per Output serializer, its fields built once: a serializer deep-copies its declared fields (and
+    those of every nested serializer) when first asked for them, about half of serializing a report (measured,
+    bench/analytics.py). `to_representation` only reads the instance, so requests and threads can share it."""
+    return output()
+
+
 def serialized_answer(name: str, output: type[serializers.Serializer], selector: Callable[..., dict[str, Any]],
                       scope: Scope) -> dict[str, Any]:
     """The selector's answer through its Output serializer, cached as such until the next sync."""
-    return answer_cached(scope=scope, name=name, compute=lambda: output(selector(scope=scope)).data)
+    return answer_cached(scope=scope, name=name,
+                         compute=lambda: _representer(output).to_representation(selector(scope=scope)))
 
 
 class ReportBaseApi(APIView):

@@ -1,6 +1,7 @@
 """The board page of the admin (a saved board drawn from /api/analytics/boards/{id}/data) in headless Chromium: each
-widget shows what the API answers, a board reordered and resized on the page reloads as it was saved, the page
-fits a 700 px window; and who may open it, from where it is linked."""
+widget shows what the API answers, a board reordered and resized on the page reloads as it was saved, a widget
+dragged onto another takes its place, a refused save puts the board back as last saved, the page fits a 700 px
+window; and who may open it, from where it is linked."""
 
 from __future__ import annotations
 
@@ -164,3 +165,59 @@ def test_the_board_page_opens_for_staff_who_see_the_board_and_is_linked_from_the
     assert b'href="/admin/analytics/board/"' not in dashboard.content  # the admin's list: for those who may see it
     assert PAGE.format(mine.pk).encode() in listing.content and PAGE.format(team.pk).encode() in listing.content
     assert PAGE.format(mine.pk).encode() in change.content and b"View board" in change.content
+
+
+DRAG = """
+    const [source, target] = [arguments[0], arguments[1]].map(
+        (place) => document.querySelector(`#bd-grid .bd-widget[data-index="${place}"]`));
+    const transfer = new DataTransfer();
+    source.querySelector('.bd-handle').dispatchEvent(new MouseEvent('mousedown', {bubbles: true}));
+    const fire = (element, type) => element.dispatchEvent(
+        new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+    fire(source, 'dragstart');
+    fire(target, 'dragover');
+    fire(target, 'drop');
+    fire(source, 'dragend');
+"""
+
+
+def test_a_widget_dragged_onto_another_takes_its_place_and_a_refused_save_puts_the_board_back(
+        transactional_db, live_server, browser, django_user_model, run_logger):
+    # given: a few runs, mirrored; a board of three widgets owned by the browser's user
+    for second, module in enumerate(["banking", "banking", "travel"]):
+        run_logger.log(start_ms=today_ms(0, seconds=second), intent="balance", module=module)
+    runs_sync()
+    staff_session(live_server, browser, django_user_model)
+    analyst = APIClient()
+    analyst.force_authenticate(django_user_model.objects.get(username="analyst"))
+    created = analyst.post("/api/analytics/boards/", {"name": "Mine", "widgets": WIDGETS[:3]}, format="json")
+    assert created.status_code == 201, created.content
+    board = Board.objects.get(pk=created.json()["id"])
+    browser.get(f"{live_server.url}{PAGE.format(board.pk)}")
+    ready(browser)
+
+    # when: the first widget is dragged by its handle onto the third
+    browser.execute_script(DRAG, 0, 2)
+    ready(browser, saved=1)
+    # then: it takes the third place, on the page and in the saved board
+    order = ["Runs per day", "Confidence per intent", "Banking runs"]
+    assert [w["title"] for w in widgets_shown(browser)] == order
+    assert [w["title"] for w in Board.objects.get(pk=board.pk).widgets] == order
+    widths = [w["width"] for w in widgets_shown(browser)]
+
+    # given: the board now belongs to someone else (shared with all staff: still shown, no longer theirs to change)
+    other = django_user_model.objects.create_user("other", password="pw-other-12345", is_staff=True)
+    Board.objects.filter(pk=board.pk).update(owner=other, visibility=Board.Visibility.STAFF)
+    # when: the page (opened before) drags again and, before that is answered, widens a widget: both are refused
+    browser.execute_script(DRAG + "document.querySelector("
+                           "'.bd-widget[data-index=\"1\"] button[aria-label=\"Wider\"]').click();", 2, 0)
+    wait_for(browser, "return document.getElementById('analytics-board').dataset.saving === 'false'"
+                      " && !document.getElementById('bd-message').hidden;")
+    # then: the page says so and shows the board as last saved (not as after the first refused change); the board
+    # is unchanged
+    message = browser.find_element("id", "bd-message").text
+    assert message == "Not saved: Only its owner, or a user with analytics.change_board, changes this board.", message
+    shown = widgets_shown(browser)
+    assert [w["title"] for w in shown] == order and [w["width"] for w in shown] == widths
+    saved = Board.objects.get(pk=board.pk)
+    assert [w["title"] for w in saved.widgets] == order and saved.owner == other

@@ -10,12 +10,15 @@ import random
 import pandas as pd
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from analytics.boards.services import default_boards_create, widget_data
 from analytics.boards.widgets import WidgetSpec, widget_answer
 from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun
+from analytics.reports import cells
 from tests.analytics.conftest import DAY0_MS, DAY_MS, HOUR_MS
 from tests.analytics.reference import nearest_rank
 
@@ -95,7 +98,11 @@ FILTER_COLUMNS = {"module": "current_module", "user_role": "user_role", "tab": "
                   "experiment": "experiment", "variant": "variant"}
 
 
-def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger):
+@pytest.mark.parametrize("listed", [cells.PAIR_VALUES_LISTED, 0], ids=["pair values listed", "pair rows scanned"])
+def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger, monkeypatch, listed):
+    # A pair's rows under a filter are read by listing every value they can have (a seek each) or, where that list
+    # would be long, by scanning the pair for the filter's part: both ways are held to the raw rows.
+    monkeypatch.setattr(cells, "PAIR_VALUES_LISTED", listed)
     rng = random.Random(17)
     for index in range(400):
         run_logger.log_random(rng, start_ms=DAY0_MS + rng.randrange(3 * DAY_MS) - (index % 2) * HOUR_MS,
@@ -106,6 +113,32 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger):
     choices = {name: sorted({row[column] for row in rows} - {""}) for name, column in FILTER_COLUMNS.items()}
     metrics = ["runs", "error_rate", "out_of_scope_rate", "fallback_rate", "avg_confidence", "latency_p95_ms"]
     paths = []
+    queries = CaptureQueriesContext(connection)
+    with queries:
+        _widgets_checked(rng, rows, choices, metrics, paths)
+    # Which way the pairs were read: their values listed (a seek each) only when listing is on.
+    listed_reads = [query for query in queries.captured_queries if " AND value IN (" in query["sql"]]
+    assert bool(listed_reads) == (listed > 0)
+    assert {"rollups", "raw rows"} <= set(paths)  # both ways of reading were checked
+    # The answer says how it was read: from the rollups (a dimension's rows, or a pair's: a breakdown under one
+    # filter, two filters and a breakdown by one of them) or, where no rollup fits, from the raw rows.
+    until = pd.Timestamp(DAY0_MS + 2 * DAY_MS, unit="ms").date()
+
+    def path(breakdown: str, **filters: str) -> str:
+        return widget_answer(spec=WidgetSpec(metric="runs", breakdown=breakdown, days=3, until=until,
+                                             filters=filters))["path"]
+
+    assert path("intent") == "rollups"
+    assert path("intent", module="banking") == "rollups"
+    assert path("day", module="banking", user_role="admin") == "rollups"
+    assert path("module", module="banking", intent="balance") == "rollups"
+    assert path("intent", module="banking", user_role="admin") == "raw rows"  # no pair holds three dimensions
+    assert path("", experiment="e1", variant="b") == "raw rows"  # arms are rolled up with their experiment only
+
+
+
+def _widgets_checked(rng, rows, choices, metrics, paths: list[str]) -> None:
+    """60 random widgets, each held equal to the aggregate of the raw rows; the path of each appended to `paths`."""
     for _ in range(60):
         filters = dict(rng.sample(sorted((name, rng.choice(values)) for name, values in choices.items()),
                                   rng.randint(0, 2)))
@@ -129,22 +162,6 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger):
             assert keys == {r[column] for r in matching} - ({""} - keys), (filters, breakdown)
             for row in answer["rows"]:
                 _close(row["value"], _reference([r for r in matching if r[column] == row["key"]], metric), metric)
-    assert {"rollups", "raw rows"} <= set(paths)  # both ways of reading were checked
-    # The answer says how it was read: from the rollups (a dimension's rows, or a pair's: a breakdown under one
-    # filter, two filters and a breakdown by one of them) or, where no rollup fits, from the raw rows.
-    until = pd.Timestamp(DAY0_MS + 2 * DAY_MS, unit="ms").date()
-
-    def path(breakdown: str, **filters: str) -> str:
-        return widget_answer(spec=WidgetSpec(metric="runs", breakdown=breakdown, days=3, until=until,
-                                             filters=filters))["path"]
-
-    assert path("intent") == "rollups"
-    assert path("intent", module="banking") == "rollups"
-    assert path("day", module="banking", user_role="admin") == "rollups"
-    assert path("module", module="banking", intent="balance") == "rollups"
-    assert path("intent", module="banking", user_role="admin") == "raw rows"  # no pair holds three dimensions
-    assert path("", experiment="e1", variant="b") == "raw rows"  # arms are rolled up with their experiment only
-
 
 def _close(value, expected, metric: str) -> None:
     if expected is None or value is None:

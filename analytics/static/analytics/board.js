@@ -106,6 +106,13 @@
   let saving = Promise.resolve();
   let saves = 0;
   let pending = 0;
+  let changes = 0;      // changes made on the page, numbered
+  let discarded = 0;    // changes up to this one were refused (or came after a refused one): not sent
+  let confirmed = [];   // the board as the server last saved it: [entry, widget] in order
+
+  function snapshot() {
+    return entries.map((entry) => [entry, entry.widget]);
+  }
 
   function move(entry, by) {
     const from = entries.indexOf(entry);
@@ -115,38 +122,42 @@
   function moveTo(entry, to) {
     const from = entries.indexOf(entry);
     if (from === to || from < 0) return;
-    const before = entries.slice();
     entries.splice(from, 1);
     entries.splice(to, 0, entry);
-    save(before);
+    save();
   }
 
   function resize(entry, by) {
     const width = Math.max(1, Math.min(12, entry.widget.width + by));
     if (width === entry.widget.width) return;
-    const before = entries.slice();
-    const previous = entry.widget;
-    entry.widget = { ...previous, width };
-    save(before, () => { entry.widget = previous; });
+    entry.widget = { ...entry.widget, width };
+    save();
   }
 
-  // Shown at once, saved in order (one PATCH after the other); a refused save puts the board back as it was.
-  function save(before, undo) {
+  // Shown at once, saved in order (one PATCH after the other, each the whole list as it then was). A refused save
+  // puts the board back as the server last saved it, and the changes queued behind it (each list holds the
+  // refused change) are not sent.
+  function save() {
     layout();
+    const change = ++changes;
+    const state = snapshot();
+    const widgets = state.map(([, widget]) => widget);
     pending += 1;
     root.dataset.saving = "true";
-    const widgets = entries.map((entry) => entry.widget);
     saving = saving.then(async () => {
-      try {
-        const board = await AC.request(root.dataset.boardUrl, { method: "PATCH", body: { widgets } });
-        root.dataset.saved = String(++saves);
-        root.dataset.updatedAt = board.updated_at;
-        showMessage("");
-      } catch (error) {
-        entries = before;
-        if (undo) undo();
-        layout();
-        showMessage("Not saved: " + error.message, true);
+      if (change > discarded) {
+        try {
+          const board = await AC.request(root.dataset.boardUrl, { method: "PATCH", body: { widgets } });
+          confirmed = state;
+          root.dataset.saved = String(++saves);
+          root.dataset.updatedAt = board.updated_at;
+          showMessage("");
+        } catch (error) {
+          discarded = changes;
+          entries = confirmed.map(([entry, widget]) => { entry.widget = widget; return entry; });
+          layout();
+          showMessage("Not saved: " + error.message, true);
+        }
       }
       pending -= 1;
       root.dataset.saving = String(pending > 0);
@@ -192,6 +203,7 @@
       editable = Boolean(board.editable);
       describe(board);
       entries = answers.map((answer) => ({ widget: board.widgets[answer.index], data: answer.data, card: null }));
+      confirmed = snapshot();
       entries.forEach(card);
       layout();
       if (!entries.length) {
