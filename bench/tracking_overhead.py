@@ -1,11 +1,13 @@
 """Benchmark: what tracking costs the request, and how fast the worker turns records into MLflow runs.
 
-    python bench/tracking_overhead.py [--requests 1000] [--runs 1000]
+    python bench/tracking_overhead.py [--requests 1000] [--runs 1000]   (--runs 0: requests only)
+    INTENT_LOCAL_ENCODER=none python bench/tracking_overhead.py ...          (the n-gram model: the encoder's cost)
 
 1. p50/p99 latency of POST /api/intent/detect (local backend, CLINC150 catalog, in-process Django test
    client) with tracking on (outbox row + Celery publish on the embedded SQLite broker) and off,
    interleaved in blocks so both see the same machine.
-2. Worker ingest: runs/s of the worker's logging path (`detection_records_log`) into a fresh SQLite
+2. The resident memory of a fresh process that has built the detector and answered once (a web worker's).
+3. Worker ingest: runs/s of the worker's logging path (`detection_records_log`) into a fresh SQLite
    MLflow store, half of the records with their trace (the default, INTENT_TRACE_SAMPLE_RATE=1) and half without,
    against the seed's inline fluent logging (`mlflow.start_run` + 6 tags + 5 params + 5 metrics + `end_run`) on
    the same kind of store, in the same process.
@@ -141,6 +143,24 @@ def worker_ingest(n: int) -> None:
               f"{ours / seed:.1f}x the seed")
 
 
+def worker_memory() -> None:
+    """RSS of a fresh process that does what a web worker does before its first answer: Django set up, the
+    detector built from the cached model (load_intent_catalog fitted it), one message detected."""
+    import subprocess
+
+    code = (
+        "import django; django.setup()\n"
+        "from intent.detectors import detector_get\n"
+        "from intent.program import DetectionInput\n"
+        "detector_get().detect(DetectionInput(message='what is my checking balance'))\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(int(status['VmRSS'].split()[0]) // 1024, int(status['VmHWM'].split()[0]) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    rss, peak = out.stdout.split()[-2:]
+    print(f"a web process after its first detection: RSS {rss} MB (peak {peak} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)
@@ -150,8 +170,11 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     call_command("mlflow_init", verbosity=0)
     call_command("load_intent_catalog", verbosity=0)
+    print(f"INTENT_LM={settings.INTENT_LM}, INTENT_LOCAL_ENCODER={settings.INTENT_LOCAL_ENCODER}")
     request_latency(args.requests)
-    worker_ingest(args.runs)
+    worker_memory()
+    if args.runs:
+        worker_ingest(args.runs)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class IntentDetectApi(APIView):
                 response_only=True,
                 value={"request_id": "6f1c3e0a-8d3b-4c1e-9a57-2d1f0b7a9c11", "intent": "transfer",
                        "confidence": 0.91, "requires_workflow": True, "workflow_template": "money_transfer",
-                       "agent_template": None, "reasoning": "Closest catalog intent by TF-IDF n-grams ...",
+                       "agent_template": None, "reasoning": "Closest catalog intent by TF-IDF n-grams, word vectors and ...",
                        "model_name": "local/tfidf-linear", "answered_by": "local/tfidf-linear",
                        "prompt_version": "3fa2c81d09be",
                        "category_source": "database", "fallback_used": False, "error_category": None,

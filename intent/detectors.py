@@ -183,9 +183,9 @@ def detector_for_version(version: str) -> IntentDetector:
 
 def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None) -> LocalIntentModel:
     """The local model fitted on this catalog: from memory, from the disk cache, or fitted now."""
-    from .program.local_model import LocalIntentModel, LocalModelConfig
+    from .program.local_model import LocalIntentModel
 
-    config = config or LocalModelConfig()
+    config = config or local_config_get()
     cache_key = f"{catalog.version}-{version_hash(config.as_dict())}"
     model = _models.get(cache_key)
     if model is not None:
@@ -207,9 +207,26 @@ def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None)
     return model
 
 
+def local_config_get() -> LocalModelConfig:
+    """The local model's config: the defaults tuned for the encoder INTENT_LOCAL_ENCODER names (`none`: no encoder)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .program.local_encoder import ENCODERS
+    from .program.local_model import LocalModelConfig
+
+    name = settings.INTENT_LOCAL_ENCODER.strip().lower()
+    if name in ("", "none"):
+        return LocalModelConfig.for_encoder(None)
+    if name not in ENCODERS:
+        raise ImproperlyConfigured(f"INTENT_LOCAL_ENCODER={settings.INTENT_LOCAL_ENCODER!r}: use one of "
+                                   f"{sorted(ENCODERS)} or none")
+    return LocalModelConfig.for_encoder(name)
+
+
 def _backend_key() -> tuple:
     return (
         settings.INTENT_LM,
+        settings.INTENT_LOCAL_ENCODER,
         settings.INTENT_LM_API_BASE,
         settings.INTENT_LM_API_KEY,
         settings.INTENT_LM_TIMEOUT_S,

@@ -29,13 +29,17 @@ class LocalIntentDetector(dspy.Module):
             catalog.templates_for(intent, module=current_module) if spec else (None, None)
         )
         ranked = ", ".join(f"{c.intent} {c.probability:.2f}" for c in prediction.candidates[:3])
-        if intent == OUT_OF_SCOPE:
-            reasoning = (
-                f"No intent reached the out-of-scope threshold {self.model.config.oos_threshold:.2f} "
-                f"(best: {ranked})."
-            )
+        if prediction.similarity is None:
+            features, score = "TF-IDF n-grams and word vectors", f"probability {prediction.confidence:.2f}"
         else:
-            reasoning = f"Closest catalog intent by TF-IDF n-grams and word vectors (top: {ranked})."
+            features = "TF-IDF n-grams, word vectors and its sentence embedding"
+            score = (f"probability {prediction.confidence:.2f} x cosine {prediction.similarity:.2f} to the examples "
+                     f"of {prediction.candidates[0].intent} = {prediction.oos_score:.2f}")
+        if intent == OUT_OF_SCOPE:
+            reasoning = (f"Out of scope: {score}, below the threshold {self.model.config.oos_threshold:.2f} "
+                         f"(best: {ranked}).")
+        else:
+            reasoning = f"Closest catalog intent by {features} (top: {ranked}; {score})."
         return dspy.Prediction(
             intent=intent,
             confidence=float(prediction.confidence),

@@ -28,7 +28,8 @@ import dspy
 from .catalog import OUT_OF_SCOPE, Catalog
 from .evaluation import EvaluationReport, LabelledExample, evaluate
 from .lm_detector import LMIntentDetector
-from .local_model import LocalIntentModel, choose_oos_threshold
+from .local_model import LocalIntentModel
+from .local_tuning import choose_oos_threshold
 
 OPTIMIZERS = ("bootstrap", "mipro", "labeled")
 CATALOG_INPUTS = ("intent_catalog", "workflow_templates", "agent_templates")
