@@ -141,6 +141,7 @@ def test_intent_local_encoder_none_serves_the_ngram_model_under_another_prompt_v
     from intent.checks import local_encoder_check
     from intent.detectors import detector_get, local_config_get
 
+    settings.INTENT_LOCAL_ENCODER = "minilm-l6-int8"  # the default (CI's distributed pass runs with none)
     with_encoder = detector_get(fresh=True)
     assert with_encoder.local.model.config.encoder == "minilm-l6-int8"
     settings.INTENT_LOCAL_ENCODER = "none"
