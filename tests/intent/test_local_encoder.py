@@ -38,7 +38,7 @@ def test_the_running_model_is_made_from_the_package_once_and_the_same_each_time(
     assert [p.name for p in (tmp_path / "a").iterdir()] == [first.name]  # no temporary files left behind
 
 
-def test_a_model_file_that_is_not_the_pinned_one_is_refused(tmp_path, monkeypatch):
+def test_a_model_or_tokenizer_file_that_is_not_the_pinned_one_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(ENCODERS, "tampered", replace(ENCODERS[NAME], sha256="0" * 64))
     with pytest.raises(EncoderUnavailable, match="sha256"):
         encoder_model_path(name="tampered", cache_dir=tmp_path)
@@ -46,6 +46,9 @@ def test_a_model_file_that_is_not_the_pinned_one_is_refused(tmp_path, monkeypatc
     monkeypatch.setitem(ENCODERS, "missing", replace(ENCODERS[NAME], model_package="no_such_package_here"))
     with pytest.raises(EncoderUnavailable, match="not installed"):
         encoder_model_path(name="missing", cache_dir=tmp_path)
+    model = encoder_model_path(name=NAME, cache_dir=tmp_path / "cache")
+    with pytest.raises(EncoderUnavailable, match="tokenizer.json: sha256"):
+        SentenceEncoder(replace(ENCODERS[NAME], tokenizer_sha256="0" * 64), model)
 
 
 def test_int8_embeddings_stay_close_to_the_fp32_model(tmp_path, clinc150):
