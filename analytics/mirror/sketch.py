@@ -69,12 +69,13 @@ class LatencySketch:
     lists parse several times faster than an object of the same size). Parts are merged lazily, once, when a
     percentile is asked for."""
 
-    __slots__ = ("_parts", "_texts", "_joined", "_merged")
+    __slots__ = ("_parts", "_texts", "_merged")
 
     def __init__(self, parts: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> None:
         self._parts: list[tuple[Sequence[int], Sequence[int]]] = [part for part in parts if len(part[0])]
-        self._texts: list[str] = []  # stored forms as JSON text, not parsed yet
-        self._joined: list[str] = []  # stored forms' texts joined by commas (a database's group_concat), not parsed yet
+        # stored forms as JSON text, not parsed yet: one form each, or several joined by commas (a database's
+        # group_concat); all of them joined by commas make one JSON array, parsed at once
+        self._texts: list[str] = []
         self._merged: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -101,7 +102,7 @@ class LatencySketch:
         percentile is asked for (a report reads sketches it shows no percentile of: a model's whole runs)."""
         sketch = cls()
         if texts:
-            sketch._joined = [texts]
+            sketch._texts.append(texts)
         return sketch
 
     def add_stored(self, stored: Sequence[Sequence[int]] | str | None) -> None:
@@ -115,18 +116,12 @@ class LatencySketch:
     def add(self, other: LatencySketch) -> None:
         self._parts.extend(other._parts)
         self._texts.extend(other._texts)
-        self._joined.extend(other._joined)
         self._merged = None
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._joined:
-            self._parts.extend((stored[0], stored[1]) for texts in self._joined for stored in orjson.loads(f"[{texts}]")
-                               if stored and len(stored[0]))
-            self._joined = []
-            self._merged = None
         if self._texts:
-            self._parts.extend((stored[0], stored[1]) for stored in map(orjson.loads, self._texts) if stored
-                               and len(stored[0]))
+            self._parts.extend((stored[0], stored[1]) for stored in orjson.loads(f"[{','.join(self._texts)}]")
+                               if stored and len(stored[0]))
             self._texts = []
             self._merged = None
         if self._merged is None:
