@@ -8,10 +8,10 @@ from django.core.checks import Error, register
 
 @register()
 def local_encoder_check(app_configs, **kwargs) -> list[Error]:
-    from .program.local_encoder import ENCODERS
+    from .program.local_encoder import encoder_setting_parse
 
-    name = str(settings.INTENT_LOCAL_ENCODER).strip().lower()
-    if name in ("", "none") or name in ENCODERS:
-        return []
-    return [Error(f"INTENT_LOCAL_ENCODER={settings.INTENT_LOCAL_ENCODER!r} is not an encoder",
-                  hint=f"Use one of {sorted(ENCODERS)}, or none for the n-gram model alone.", id="intent.E001")]
+    try:
+        encoder_setting_parse(settings.INTENT_LOCAL_ENCODER)
+    except ValueError as exc:
+        return [Error(str(exc), hint="none keeps the n-gram model alone.", id="intent.E001")]
+    return []

@@ -211,16 +211,13 @@ def local_config_get() -> LocalModelConfig:
     """The local model's config: the defaults tuned for the encoder INTENT_LOCAL_ENCODER names (`none`: no encoder)."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from .program.local_encoder import ENCODERS
+    from .program.local_encoder import encoder_setting_parse
     from .program.local_model import LocalModelConfig
 
-    name = settings.INTENT_LOCAL_ENCODER.strip().lower()
-    if name in ("", "none"):
-        return LocalModelConfig.for_encoder(None)
-    if name not in ENCODERS:
-        raise ImproperlyConfigured(f"INTENT_LOCAL_ENCODER={settings.INTENT_LOCAL_ENCODER!r}: use one of "
-                                   f"{sorted(ENCODERS)} or none")
-    return LocalModelConfig.for_encoder(name)
+    try:
+        return LocalModelConfig.for_encoder(encoder_setting_parse(settings.INTENT_LOCAL_ENCODER))
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
 
 
 def _backend_key() -> tuple:

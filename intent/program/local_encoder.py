@@ -19,8 +19,8 @@ How it runs (measured in `bench/local_model.py`):
 * `no_padding()`: the shipped tokenizer pads every input to 128 tokens, which costs ~10x per query;
   truncation stays at `MAX_TOKENS` so a long message costs a bounded time;
 * one intra-op thread per session: every web or worker process answers one message at a time, and the
-  processes share the cores. Fitting embeds the catalog's examples in groups of equal token length, so a group
-  is one batch with no padding, and each text goes through the same computation as when it is served;
+  processes share the cores. Every text is run alone, as when it is served (`SentenceEncoder.embed` says why);
+  fitting runs the catalog's examples on one thread per core;
 * `ORT_DISABLE_TELEMETRY=1` before onnxruntime is imported: nothing is written under `~/.cache`;
 * mean pooling over the tokens, then L2 normalisation (sentence-transformers' pipeline for this model).
 """
@@ -84,8 +84,8 @@ class SentenceEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_str(_checked_text(_package_file(spec.tokenizer_package, spec.tokenizer_file),
-                                                     spec.tokenizer_sha256))
+        tokenizer_path = _package_file(spec.tokenizer_package, spec.tokenizer_file)
+        tokenizer = Tokenizer.from_str(_read_checked(tokenizer_path, spec.tokenizer_sha256).decode("utf-8"))
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         options = ort.SessionOptions()
@@ -103,18 +103,15 @@ class SentenceEncoder:
         """(len(texts), dimension) float32, one run per text: the int8 activations are quantised per run, so a
         text in a batch would come out slightly different (up to 0.03 per coordinate) from the same text alone.
         `workers` > 1 runs that many texts at once on threads (a run releases the GIL)."""
-        out = np.zeros((len(texts), self.spec.dimension), dtype=np.float32)
         if not texts:
-            return out
+            return np.zeros((0, self.spec.dimension), dtype=np.float32)
         ids = [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
         if workers > 1 and len(texts) > 1:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for i, row in enumerate(pool.map(self._run, ids, chunksize=64)):
-                    out[i] = row
+                rows = list(pool.map(self._run, ids, chunksize=64))
         else:
-            for i, row in enumerate(map(self._run, ids)):
-                out[i] = row
-        return out
+            rows = [self._run(tokens) for tokens in ids]
+        return np.asarray(rows, dtype=np.float32)
 
     def _run(self, ids: list[int]) -> np.ndarray:
         tokens = np.asarray([ids], dtype=np.int64)
@@ -134,7 +131,7 @@ def _encoder(name: str, cache_dir: Path, threads: int) -> SentenceEncoder:
 
 
 def encoder_load(name: str, *, cache_dir: Path | None = None, threads: int = 1) -> SentenceEncoder:
-    """The process's encoder `name`, made once per process and thread count (~0.3 s and ~70 MB once the model
+    """The process's encoder `name`, made once per process and thread count (~0.3 s and ~50 MB once the model
     file is cached). `cache_dir`: where the quantised model is kept, by default `encoder_cache_dir()`."""
     with _lock:
         return _encoder(name, Path(cache_dir or encoder_cache_dir()), threads)
@@ -157,7 +154,7 @@ def encoder_model_path(*, name: str, cache_dir: Path) -> Path:
     if path.exists():
         return path
     source = _package_file(spec.model_package, spec.model_file)
-    _checked(source.read_bytes(), source, spec.sha256)
+    _read_checked(source, spec.sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".encoder-") as work:
         fp32 = Path(work) / "fp32.onnx"
@@ -211,15 +208,23 @@ def _quantise(source: Path, target: Path) -> None:
         logging.getLogger().disabled = was
 
 
-def _checked(content: bytes, path: Path, sha256: str) -> bytes:
+def _read_checked(path: Path, sha256: str) -> bytes:
+    """The file's bytes, when their sha256 is the pinned one."""
+    content = path.read_bytes()
     digest = hashlib.sha256(content).hexdigest()
     if digest != sha256:
         raise EncoderUnavailable(f"{path}: sha256 {digest}, expected {sha256} (not the pinned package's file)")
     return content
 
 
-def _checked_text(path: Path, sha256: str) -> str:
-    return _checked(path.read_bytes(), path, sha256).decode("utf-8")
+def encoder_setting_parse(value: str) -> str | None:
+    """The encoder an INTENT_LOCAL_ENCODER value names (None for `none` or empty); ValueError for anything else."""
+    name = str(value).strip().lower()
+    if name in ("", "none"):
+        return None
+    if name not in ENCODERS:
+        raise ValueError(f"INTENT_LOCAL_ENCODER={value!r}: use one of {sorted(ENCODERS)} or none")
+    return name
 
 
 def _spec(name: str) -> EncoderSpec:
