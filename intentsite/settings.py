@@ -227,8 +227,8 @@ INTENT_LM_BREAKER_MIN_CALLS = int(os.environ.get("INTENT_LM_BREAKER_MIN_CALLS", 
 # Seconds an open breaker answers from the local backend without calling the LM, before one probe call.
 INTENT_LM_BREAKER_COOLDOWN_S = float(os.environ.get("INTENT_LM_BREAKER_COOLDOWN_S", "30"))
 # The offline model's sentence encoder (intent/program/local_encoder.py): `minilm-l6-int8` (all-MiniLM-L6-v2 in
-# onnxruntime, ~2 ms a message on one core, ~100 MB per process) or `none` (the n-gram model alone, for tiny installs:
-# ~0.6 ms, 4 points less out-of-scope recall). Changing it changes the prompt version.
+# onnxruntime, ~2 ms a message on one core, ~80 MB per process) or `none` (the n-gram model alone, for tiny installs:
+# ~0.3 ms, 20 points less out-of-scope recall). Changing it changes the prompt version.
 INTENT_LOCAL_ENCODER = os.environ.get("INTENT_LOCAL_ENCODER", "minilm-l6-int8")
 # Fitted local models, and the encoder's quantised model file made from its package on first use.
 INTENT_MODEL_CACHE_DIR = Path(os.environ.get("INTENT_MODEL_CACHE_DIR", VAR_DIR / "models"))
