@@ -136,7 +136,6 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger, mon
     assert path("", experiment="e1", variant="b") == "raw rows"  # arms are rolled up with their experiment only
 
 
-
 def _widgets_checked(rng, rows, choices, metrics, paths: list[str]) -> None:
     """60 random widgets, each held equal to the aggregate of the raw rows; the path of each appended to `paths`."""
     for _ in range(60):
