@@ -26,7 +26,7 @@ from intentsite.admin import ReadOnlyAdmin
 
 from .boards import admin as boards_admin  # noqa: F401 - registers Board
 from .boards.services import boards_visible
-from .models import Board, DailyRollup, DetectionAnalytics, MirroredRun, SyncState, compound_parts
+from .models import Board, DailyRollup, DetectionAnalytics, MirroredRun, RollupTripleBuilt, SyncState, compound_parts
 from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
 from .monitors.selectors import monitors_overview
 from .reports.gaps import MESSAGE_PERMISSIONS
@@ -252,6 +252,14 @@ class DailyRollupAdmin(ReadOnlyAdmin):
     list_filter = ("dimension",)
     search_fields = ("value",)
     date_hierarchy = "day"
+
+
+@admin.register(RollupTripleBuilt)
+class RollupTripleBuiltAdmin(ReadOnlyAdmin):
+    """The triples of dimensions the sync rolls up because a saved widget needs them (`analytics.mirror.triples`)."""
+
+    list_display = ("dimension", "experiment_id", "built_from", "built_at", "rows")
+    list_filter = ("experiment_id",)
 
 
 @admin.register(SyncState)

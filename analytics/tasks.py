@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from .boards.services import boards_triples_request
 from .mirror.sources.base import MlflowSourceUnavailable
 from .mirror.sync import SyncResult, runs_refresh, runs_sync
 from .models import Monitor
@@ -39,7 +40,8 @@ def runs_sync_task(self, experiment_name: str | None = None, full: bool = False,
     (`ANALYTICS_EVALUATION_EXPERIMENT_NAME`), whose runs prompt-analysis shows. `triggered`: sent by a worker that
     has just logged runs (`intent.services.recording`): the detection experiment only, re-reading the last
     ANALYTICS_SYNC_TRIGGER_OVERLAP_S; held off by another sync, it tries again shortly (its runs must not wait for
-    beat). A sync that changed the mirror has the monitors evaluated."""
+    beat). A sync that changed the mirror has the monitors evaluated. A periodic one first lists the triples of
+    dimensions the saved boards need (the sync builds them: `analytics.mirror.triples`)."""
     if triggered:
         result = runs_sync(experiment_name=settings.MLFLOW_EXPERIMENT_NAME,
                            overlap_s=settings.ANALYTICS_SYNC_TRIGGER_OVERLAP_S)
@@ -50,6 +52,7 @@ def runs_sync_task(self, experiment_name: str | None = None, full: bool = False,
         return _counts(result)
     if experiment_name is not None:
         return _counts(runs_sync(experiment_name=experiment_name, full=full))
+    boards_triples_request()  # what the saved widgets need, however the boards changed (their owner deleted, ...)
     detection = runs_sync(experiment_name=settings.MLFLOW_EXPERIMENT_NAME, full=full)
     if _evaluation_due(detection):
         self.app.send_task(MONITORS_EVALUATE)

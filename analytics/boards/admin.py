@@ -7,7 +7,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from ..models import Board
-from .services import boards_visible, default_boards_create
+from .services import boards_triples_request, boards_visible, default_boards_create
 
 
 @admin.register(Board)
@@ -17,6 +17,18 @@ class BoardAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     actions = ["create_defaults"]
     change_form_template = "admin/analytics/board/change_form.html"
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        boards_triples_request()
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        boards_triples_request()
+
+    def delete_queryset(self, request, queryset) -> None:
+        super().delete_queryset(request, queryset)
+        boards_triples_request()
 
     @admin.display(description="widgets")
     def widget_count(self, obj):

@@ -16,7 +16,7 @@ from intentsite.serializers import api_schema
 
 from ..monitors.apis import KnownQueryParameters, Pagination
 from .serializers import BoardSerializer, ExportSerializer, board_editable
-from .services import board_data, board_export, boards_visible
+from .services import board_data, board_export, boards_triples_request, boards_visible
 
 READ_ERRORS = (400, 401, 403, 429)
 WRITE_ERRORS = (400, 401, 403, (409, "A group that does not exist or is not one of yours."), 413, 415, 429)
@@ -51,6 +51,7 @@ class BoardListApi(BoardBaseApi, generics.ListCreateAPIView):
 
     def perform_create(self, serializer) -> None:
         serializer.save(owner=self.request.user)
+        boards_triples_request()
 
 
 @extend_schema_view(
@@ -68,6 +69,14 @@ class BoardDetailApi(BoardBaseApi, generics.RetrieveUpdateDestroyAPIView):
         super().check_object_permissions(request, obj)
         if request.method not in ("GET", "HEAD", "OPTIONS") and not board_editable(board=obj, user=request.user):
             raise PermissionDenied("Only its owner, or a user with analytics.change_board, changes this board.")
+
+    def perform_update(self, serializer) -> None:
+        super().perform_update(serializer)
+        boards_triples_request()
+
+    def perform_destroy(self, instance) -> None:
+        super().perform_destroy(instance)
+        boards_triples_request()
 
 
 class WidgetDataSerializer(serializers.Serializer):

@@ -10,9 +10,10 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from ..mirror.triples import triples_request
 from ..models import Board
 from ..reports.scope import answer_cached, scope_get
-from .widgets import WidgetSpec, widget_answer
+from .widgets import WidgetSpec, widget_answer, widget_triples
 
 DEFAULT_BOARDS: list[dict[str, Any]] = [
     {"name": "Support team: banking module", "description": "How the assistant does for banking customers.",
@@ -68,6 +69,17 @@ def widget_data(*, widget: dict[str, Any]) -> dict[str, Any]:
                          compute=lambda: widget_answer(spec=spec))
 
 
+def boards_triples_request() -> list[str]:
+    """Ask the sync for the triples of dimensions the saved widgets need (two filters and a breakdown by a third:
+    `analytics.mirror.triples`), exactly those: call it after boards change. Returns them."""
+    needed = set()
+    for widgets in Board.objects.values_list("widgets", flat=True):
+        for widget in widgets or []:
+            if isinstance(widget, dict):
+                needed |= widget_triples(filters=widget.get("filters") or {}, breakdown=widget.get("breakdown", ""))
+    return triples_request(dimensions=needed)
+
+
 def board_data(*, board: Board) -> list[dict[str, Any]]:
     return [{"index": index, "widget": widget, "data": widget_data(widget=widget)}
             for index, widget in enumerate(board.widgets)]
@@ -109,4 +121,5 @@ def default_boards_create() -> int:
         _, made = Board.objects.get_or_create(name=default["name"], owner=None, defaults={
             "description": default["description"], "visibility": Board.Visibility.STAFF, "widgets": widgets})
         created += made
+    boards_triples_request()
     return created

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from ..models import DailyRollup, compound_parts
+from ..models import DailyRollup, compound_parts, triple_of
 from ..reports.cells import Cell, Cells, ratio
-from ..reports.scope import scope_get
+from ..reports.scope import FILTERS, scope_get
 
 Dimension = DailyRollup.Dimension
 
@@ -78,6 +78,16 @@ def _label(breakdown: str, value: Any) -> str:
         experiment, variant = compound_parts(value)
         return f"{experiment}/{variant}" if experiment else ""
     return value
+
+
+def widget_triples(*, filters: Mapping[str, str], breakdown: str) -> set[str]:
+    """The triple of dimensions a widget reads (two filters and a breakdown by a third), if any: what the sync must
+    roll up for it to answer from the rollups (`analytics.mirror.triples`)."""
+    dimensions = [FILTERS[name][0] for name in filters if name in FILTERS]
+    if len(dimensions) != 2 or len(filters) != 2 or breakdown not in BREAKDOWNS:
+        return set()
+    triple = triple_of(*dimensions, BREAKDOWNS[breakdown])
+    return set() if triple is None else {triple[0]}
 
 
 def widget_answer(*, spec: WidgetSpec) -> dict[str, Any]:

@@ -114,6 +114,10 @@ class Sync:
         if not renewed:
             raise SyncLeaseLost(f"sync of {self.state.experiment_name!r} lost its lease")
 
+    def renew(self) -> None:
+        """Renew the lease (a long step of the sync, between its transactions)."""
+        self._lease_renew()
+
     def _mirrored(self, run_ids: list[str]) -> dict[str, tuple[date, str]]:
         """The mirrored rows among these run ids: run id -> (day, source digest)."""
         found: dict[str, tuple[date, str]] = {}

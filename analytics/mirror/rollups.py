@@ -22,7 +22,16 @@ from django.utils.dateparse import parse_datetime
 
 from intentsite.contract import OUT_OF_SCOPE
 
-from ..models import COMPOUND_SEPARATOR, OTHER, PAIRS, DailyRollup, MirroredRun, compound_parts
+from ..models import (
+    COMPOUND_SEPARATOR,
+    OTHER,
+    PAIRS,
+    TRIPLES,
+    DailyRollup,
+    MirroredRun,
+    RollupTripleBuilt,
+    compound_parts,
+)
 from .bulk import chunked, ids_per_query, rows_upsert
 from .folds import folded_days_of, folds_apply, folds_followed, folds_ranked
 from .sketch import ZERO_KEY, stored_sum
@@ -47,6 +56,10 @@ DIMENSION_COLUMNS: dict[str, tuple[str, ...]] = {
 # The pairs (`PAIRS`): compounds of their two dimensions' columns.
 DIMENSION_COLUMNS |= {pair: DIMENSION_COLUMNS[first] + DIMENSION_COLUMNS[second]
                       for pair, (first, second) in PAIRS.items()}
+# The triples (`TRIPLES`), rolled up only where a saved widget needs them (`triples_kept`): their three dimensions'
+# columns, every one a single column.
+TRIPLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    triple: tuple(DIMENSION_COLUMNS[member][0] for member in members) for triple, members in TRIPLES.items()}
 # The free-text context: its values beyond the day's ANALYTICS_ROLLUP_TOP_VALUES most frequent roll up as `other`,
 # in the dimension's own rows and in its pairs' alike (the runs' values are folded before they are grouped).
 FOLDED_DIMENSIONS = frozenset({Dimension.ROLE, Dimension.MODULE, Dimension.TAB})
@@ -84,6 +97,9 @@ def _values_of(frame, columns: tuple[str, ...], *, dimension: str = ""):
     if dimension in PAIRS:
         first = len(DIMENSION_COLUMNS[PAIRS[dimension][0]])
         return frame[columns[0]].fillna("").str.cat(_values_of(frame, columns[first:]), sep=COMPOUND_SEPARATOR)
+    if dimension in TRIPLES:  # always three parts, as a pair always has two
+        return frame[columns[0]].fillna("").str.cat([frame[column].fillna("") for column in columns[1:]],
+                                                    sep=COMPOUND_SEPARATOR)
     if not columns:
         return pd.Series("", index=frame.index)
     if len(columns) == 1:
@@ -163,7 +179,7 @@ def _dimension_cells(runs: _Runs, dimension: str, *, experiment_id: str, now: da
     import numpy as np
     import pandas as pd
 
-    columns = DIMENSION_COLUMNS[dimension]
+    columns = DIMENSION_COLUMNS[dimension] if dimension in DIMENSION_COLUMNS else TRIPLE_COLUMNS[dimension]
     folding_dimensions = {folded_dimension for _, folded_dimension in folded_days}
     folding = [(position, FOLDED_COLUMNS[column]) for position, column in enumerate(columns)
                if FOLDED_COLUMNS.get(column) in folding_dimensions]
@@ -212,7 +228,7 @@ def runs_aggregate(*, rows: QuerySet, dimensions: Iterable[str]) -> dict[str, li
             for dimension in dimensions}
 
 
-def _cells(runs: _Runs | None, *, experiment_id: str, now: datetime) -> list[dict[str, Any]]:
+def _cells(runs: _Runs | None, *, experiment_id: str, now: datetime, triples: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Rollup rows (dicts of `DailyRollup` fields) aggregating `rows` as whole days, every dimension from one read.
 
     The rows' few columns are read once and grouped by pandas: ~5x faster than a GROUP BY per dimension in
@@ -224,14 +240,14 @@ def _cells(runs: _Runs | None, *, experiment_id: str, now: datetime) -> list[dic
     folds = folds_ranked(frame=runs.frame, day_code=runs.day_code, columns=FOLDED_COLUMNS,
                          top=settings.ANALYTICS_ROLLUP_TOP_VALUES)
     return _cells_folded(runs, folds=folds, folded_days=folded_days_of(folds, FOLDED_COLUMNS),
-                         experiment_id=experiment_id, now=now)
+                         experiment_id=experiment_id, now=now, dimensions=[*DIMENSION_COLUMNS, *triples])
 
 
 def _cells_folded(runs: _Runs, *, folds, folded_days: set[tuple[int, str]], experiment_id: str,
-                  now: datetime) -> list[dict[str, Any]]:
-    """The cells of every dimension, the folded values replaced by `other` first."""
+                  now: datetime, dimensions: Iterable[str]) -> list[dict[str, Any]]:
+    """The cells of these dimensions, the folded values replaced by `other` first."""
     runs = replace(runs, frame=folds_apply(frame=runs.frame, day_code=runs.day_code, folds=folds))
-    return [cell for dimension in DIMENSION_COLUMNS for cell in _dimension_cells(
+    return [cell for dimension in dimensions for cell in _dimension_cells(
         runs, dimension, experiment_id=experiment_id, now=now, folded_days=folded_days)]
 
 
@@ -256,13 +272,19 @@ def _extreme(pick, a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else pick(a, b)
 
 
+def triples_kept(*, experiment_id: str) -> list[str]:
+    """The triples whose rollups the experiment has (built by the sync for a saved widget): every recompute and
+    addition keeps them up to date, as it does the dimensions and pairs."""
+    return sorted(RollupTripleBuilt.objects.filter(experiment_id=experiment_id).values_list("dimension", flat=True))
+
+
 def rollups_compute(*, experiment_id: str, days: Iterable[date]) -> list[dict[str, Any]]:
     """The rollup rows of these days, from their mirrored rows, as dicts of `DailyRollup` fields (not saved)."""
     days = sorted(set(days))
     if not days:
         return []
     return _cells(_runs_read(MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days)),
-                  experiment_id=experiment_id, now=timezone.now())
+                  experiment_id=experiment_id, now=timezone.now(), triples=triples_kept(experiment_id=experiment_id))
 
 
 def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
@@ -275,7 +297,8 @@ def rollups_refresh(*, experiment_id: str, days: Iterable[date]) -> int:
     with transaction.atomic():
         windows_replace(experiment_id=experiment_id, days=days, runs=runs)
         return rollups_replace(experiment_id=experiment_id, days=days,
-                               cells=_cells(runs, experiment_id=experiment_id, now=timezone.now()))
+                               cells=_cells(runs, experiment_id=experiment_id, now=timezone.now(),
+                                            triples=triples_kept(experiment_id=experiment_id)))
 
 
 def rollups_replace(*, experiment_id: str, days: Iterable[date], cells: list[dict[str, Any]]) -> int:
@@ -321,7 +344,8 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
         for column, decided in followed.items():
             folds[column] |= decided
         cells = _cells_folded(runs, folds=folds, folded_days=folded_days | folded_days_of(folds, FOLDED_COLUMNS),
-                              experiment_id=experiment_id, now=now)
+                              experiment_id=experiment_id, now=now,
+                              dimensions=[*DIMENSION_COLUMNS, *triples_kept(experiment_id=experiment_id)])
         # The rows these cells add to (a superset read, then matched by key): not every row of the days, which
         # with the pairs are thousands a day.
         values: dict[str, set[str]] = {}
@@ -339,3 +363,29 @@ def rollups_add(*, experiment_id: str, days: Iterable[date], run_ids: Iterable[s
                     conflict=("experiment_id", "day", "dimension", "value"), update=ROLLUP_FIELDS[4:])
         windows_add(experiment_id=experiment_id, runs=runs)
     return len(changed)
+
+
+def rollups_extend(*, experiment_id: str, days: Iterable[date], dimensions: Iterable[str]) -> int:
+    """Give days whose rollups are done the rows of more dimensions (a triple a widget asked for), from the days' raw
+    rows, folded as the days' own rows fold (`folds_followed`: a value with a row of its own keeps it, the others
+    count under `other`), so that they agree with the dimensions and pairs already there. Rows of these dimensions
+    already in the days are replaced. Returns the rows written."""
+    days, dimensions = sorted(set(days)), list(dimensions)
+    if not days or not dimensions:
+        return 0
+    runs = _runs_read(MirroredRun.objects.filter(experiment_id=experiment_id, day__in=days))
+    cells: list[dict[str, Any]] = []
+    if runs is not None:
+        of_days = DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days,
+                                             dimension__in=[Dimension.ALL, *FOLDED_DIMENSIONS])
+        rows = {(day, dimension, value): folded
+                for day, dimension, value, folded in of_days.values_list("day", "dimension", "value", "folded")}
+        folds, folded_days = folds_followed(
+            frame=runs.frame, day_code=runs.day_code, columns=FOLDED_COLUMNS, days=runs.days, rows=rows,
+            top=settings.ANALYTICS_ROLLUP_TOP_VALUES, only=range(len(runs.days)))
+        cells = _cells_folded(runs, folds=folds, folded_days=folded_days, experiment_id=experiment_id,
+                              now=timezone.now(), dimensions=dimensions)
+    with transaction.atomic():
+        DailyRollup.objects.filter(experiment_id=experiment_id, day__in=days, dimension__in=dimensions).delete()
+        rows_upsert(model=DailyRollup, rows=cells, fields=ROLLUP_FIELDS)
+    return len(cells)

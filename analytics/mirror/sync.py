@@ -11,7 +11,8 @@ finished run), so one sync:
 3. polls again the mirrored runs still RUNNING that started before that window;
 4. now and then (`ANALYTICS_RECONCILE_INTERVAL_S`, or with `full`) compares the whole run-id set with
    MLflow's: runs removed by `mlflow gc` or deleted long ago leave, restored or late runs arrive;
-5. recomputes the rollups of the dirty days from their raw rows, and advances the watermark.
+5. recomputes the rollups of the dirty days from their raw rows, builds the triples a saved widget asked for
+   (`triples`), and advances the watermark.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..models import WORKER_KEY_ENV, DailyRollup, MirroredRun, SyncState, Worker
 from .bulk import chunked, ids_per_query
 from .pages import EPOCH, Progress, Sync, SyncLeaseLost
 from .sources import RunSource, run_source_get
+from .triples import triples_build
 from .windows import windows_purge
 
 logger = logging.getLogger(__name__)
@@ -263,6 +265,7 @@ def _run(sync: Sync, *, name: str, full: bool, started: float, refresh: list[str
     if active_seen is not None or reconcile_due:
         _reconcile(sync, source, experiment_id, active_seen)
     sync.rollups_refresh(experiment_id)
+    triples_build(experiment_id=experiment_id, renew=sync.renew)
     windows_purge(experiment_id=experiment_id)
     return _finish(sync, name=name, experiment_id=experiment_id, source=source, started=started,
                    watermark=watermark, reconciled=active_seen is not None or reconcile_due,

@@ -8,10 +8,13 @@ from .mirror import (  # noqa: F401
     OTHER,
     PAIRED_DIMENSIONS,
     PAIRS,
+    TRIPLES,
     WORKER_KEY_ENV,
     DailyRollup,
     DetectionAnalytics,
     MirroredRun,
+    RollupTriple,
+    RollupTripleBuilt,
     SyncState,
     WorkerHeartbeat,
     WorkerHeartbeatQuerySet,
@@ -19,6 +22,7 @@ from .mirror import (  # noqa: F401
     compound_value,
     heartbeat_stale_after_s,
     pair_of,
+    triple_of,
     worker_key,
 )
 from .monitors import Alert, Monitor, webhook_secret_new  # noqa: F401

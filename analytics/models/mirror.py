@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from itertools import combinations
 
 from django.conf import settings
 from django.db import models
@@ -46,6 +47,14 @@ PAIRS: dict[str, tuple[str, str]] = {
                                                                    *PAIRED_COMPOUNDS)}
 
 
+# Three dimensions rolled up together, for a breakdown under two filters (intents within `module=banking` and
+# `role=agent`): `intent+role+module` holds each day's runs per (intent, role, module), in `PAIRED_DIMENSIONS`' order.
+# Not all of them, always: on uniform data a triple has nearly as many rows a day as there are runs, so only those a
+# saved board's widget needs are kept (`RollupTriple`; built and maintained by the sync: `analytics.mirror.triples`).
+TRIPLES: dict[str, tuple[str, str, str]] = {
+    "+".join(members): members for members in combinations(PAIRED_DIMENSIONS, 3)}
+
+
 def pair_of(first: str, second: str) -> tuple[str, int] | None:
     """The pair dimension holding these two dimensions, and where `first` sits in its value (0 or 1: the part before
     the first separator, or all after it); None: no pair."""
@@ -54,6 +63,14 @@ def pair_of(first: str, second: str) -> tuple[str, int] | None:
     if f"{second}+{first}" in PAIRS:
         return f"{second}+{first}", 1
     return None
+
+
+def triple_of(*dimensions: str) -> tuple[str, tuple[int, ...]] | None:
+    """The triple holding these three dimensions, and where each sits in its value (0, 1, 2); None: no triple."""
+    if len(set(dimensions)) != 3 or not all(dimension in PAIRED_DIMENSIONS for dimension in dimensions):
+        return None
+    members = tuple(sorted(dimensions, key=PAIRED_DIMENSIONS.index))
+    return "+".join(members), tuple(members.index(dimension) for dimension in dimensions)
 
 
 class MirroredRun(models.Model):
@@ -196,9 +213,10 @@ class DailyRollup(RollupAggregates):
 
     experiment_id = models.CharField(max_length=32)
     day = models.DateField()
-    dimension = models.CharField(max_length=40, choices=[*Dimension.choices, *((pair, pair) for pair in PAIRS)])
-    value = models.CharField(max_length=401, blank=True, help_text=(
-        "The dimension's value ('' for all); a pair's: the two values joined by the unit separator."))
+    dimension = models.CharField(max_length=40, choices=[*Dimension.choices, *((pair, pair) for pair in PAIRS),
+                                                         *((triple, triple) for triple in TRIPLES)])
+    value = models.CharField(max_length=700, blank=True, help_text=(
+        "The dimension's value ('' for all); a pair's (a triple's): the values joined by the unit separator."))
     folded = models.BooleanField(default=False, help_text=(
         "An `other` row that holds the values beyond the day's most frequent ones (free-text dimensions)."))
 
@@ -230,6 +248,39 @@ class DailyRollup(RollupAggregates):
 
     def __str__(self) -> str:
         return f"{self.day} {self.dimension}={self.value!r}: {self.runs} runs"
+
+
+class RollupTriple(models.Model):
+    """A triple of dimensions (`TRIPLES`) some saved widget needs (two filters and a breakdown by a third): the sync
+    builds its daily rollups for every experiment it mirrors, and keeps them while the triple is listed here."""
+
+    dimension = models.CharField(max_length=40, unique=True, choices=[(triple, triple) for triple in TRIPLES])
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dimension"]
+
+    def __str__(self) -> str:
+        return self.dimension
+
+
+class RollupTripleBuilt(models.Model):
+    """A triple whose daily rollups the sync built for one experiment (and maintains since): the reports read them.
+    `built_from`: the first day they cover (None: every day with rollups; days whose raw rows were purged before the
+    triple was asked for have none)."""
+
+    experiment_id = models.CharField(max_length=32)
+    dimension = models.CharField(max_length=40, choices=[(triple, triple) for triple in TRIPLES])
+    built_from = models.DateField(null=True, blank=True)
+    built_at = models.DateTimeField()
+    rows = models.PositiveIntegerField(default=0, help_text="Daily rollup rows the build wrote.")
+
+    class Meta:
+        ordering = ["experiment_id", "dimension"]
+        constraints = [models.UniqueConstraint(fields=["experiment_id", "dimension"], name="rolluptriplebuilt_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.dimension} ({self.experiment_id})"
 
 
 class SyncState(models.Model):

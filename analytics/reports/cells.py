@@ -12,7 +12,8 @@ from django.db import connection
 
 from ..mirror.rollups import COUNTS, FOLDED_DIMENSIONS, INTEGER_SUMS, SUMS, runs_aggregate
 from ..mirror.sketch import LatencySketch
-from ..models import COMPOUND_SEPARATOR, DailyRollup, compound_parts, compound_value, pair_of
+from ..mirror.triples import triples_usable
+from ..models import COMPOUND_SEPARATOR, DailyRollup, compound_parts, pair_of, triple_of
 from .scope import FILTERS, Scope
 
 Dimension = DailyRollup.Dimension
@@ -122,34 +123,40 @@ def _number(name: str, value: Any) -> int | float:
 
 @dataclass(frozen=True)
 class Plan:
-    """The rollup rows that answer one dimension of a report: those of `dimension` whose value (or a `match`ed part
-    of a pair's value: 0 or 1) equals each given value; the key reported for a row is its value, a part of it
-    (`report`: 0 or 1), or a fixed label ('' for the total)."""
+    """The rollup rows that answer one dimension of a report: those of `dimension` whose value (or the `match`ed parts
+    of a pair's or triple's value: 0, 1, 2 of `parts`) equals each given value; the key reported for a row is its
+    value, a part of it (`report`), or a fixed label ('' for the total)."""
 
     dimension: str
     match: tuple[tuple[int | None, str], ...] = ()
     report: int | str | None = None
     values: tuple[str, ...] = ()  # when known: every value the match can select (a seek each: `dailyrollup_value`)
+    parts: int = 2
 
     def where(self) -> tuple[str, list[Any]]:
-        """The SQL condition (and its parameters) that selects the plan's rows."""
+        """The SQL condition (and its parameters) that selects the plan's rows (a superset where the known parts are
+        neither leading nor trailing: `reads` keeps the plan's own)."""
         condition, params = "dimension = %s", [self.dimension]
         parts = dict(self.match)
+        leading = [parts[at] for at in range(self.parts) if all(before in parts for before in range(at + 1))]
+        trailing = [parts[at] for at in range(self.parts) if all(after in parts for after in range(at, self.parts))]
         if self.values:
             condition += f" AND value IN ({', '.join(['%s'] * len(self.values))})"
             params += self.values
         elif None in parts:
             condition += " AND value = %s"
             params.append(parts[None])
-        elif len(parts) == 2:
+        elif len(parts) == self.parts:
             condition += " AND value = %s"
-            params.append(compound_value(parts[0], parts[1]))
-        elif 0 in parts:  # the value's first part: it starts with the value and the separator
+            params.append(COMPOUND_SEPARATOR.join(parts[at] for at in range(self.parts)))
+        elif leading:  # the value's first parts: it starts with them and a separator
+            prefix = COMPOUND_SEPARATOR.join(leading) + COMPOUND_SEPARATOR
             condition += " AND substr(value, 1, CAST(%s AS INTEGER)) = %s"
-            params += [len(parts[0]) + 1, parts[0] + COMPOUND_SEPARATOR]
-        elif 1 in parts:  # its second part: it ends with them (shorter values cannot: their substr is shorter)
+            params += [len(prefix), prefix]
+        elif trailing:  # its last parts: it ends with them (shorter values cannot: their substr is shorter)
+            suffix = COMPOUND_SEPARATOR + COMPOUND_SEPARATOR.join(trailing)
             condition += " AND substr(value, length(value) - CAST(%s AS INTEGER)) = %s"
-            params += [len(parts[1]), COMPOUND_SEPARATOR + parts[1]]
+            params += [len(suffix) - 1, suffix]
         return f"({condition})", params
 
     def reads(self, dimension: str, value: str) -> bool:
@@ -159,13 +166,13 @@ class Plan:
             return True
         if self.match[0][0] is None:
             return value == self.match[0][1]
-        parts = compound_parts(value)
+        parts = compound_parts(value, self.parts)
         return all(parts[at] == expected for at, expected in self.match)
 
     def reported(self, value: str) -> str:
         if isinstance(self.report, str):
             return self.report
-        return value if self.report is None else compound_parts(value)[self.report]
+        return value if self.report is None else compound_parts(value, self.parts)[self.report]
 
 
 COUNTED = ("runs", "errors", "fallbacks")
@@ -191,6 +198,7 @@ class Cells:
         self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
         self._folding: dict[str, bool] = {}
         self._values: dict[str, tuple[str, ...]] = {}
+        self._triples: dict[str, date | None] | None = None  # built triples (read once, if a plan needs one)
         self.counts: dict[str, dict[str, Cell]] = {}
         detailed, counted, totalled = list(detailed), list(counted), list(totalled)
         # What no rollup can answer under the filters: the period's matching runs, read once for every such
@@ -206,9 +214,10 @@ class Cells:
 
         No filter: the dimension's own rows. One filter: its dimension's rows for the total (or a breakdown by
         that same dimension), else the pair of the filter's and the breakdown's dimensions (`module+intent`).
-        Two filters: the pair of theirs, for the total or a breakdown by one of the two. Not from the rollups:
-        a filter on a value some day of the period folded into `other`, a filter without a dimension (variant),
-        three filters, or two filters and a third dimension to break down by."""
+        Two filters: the pair of theirs, for the total or a breakdown by one of the two; a breakdown by a third
+        dimension: their triple, where one was built (`_triple_plan`). Not from the rollups: a filter on a value
+        some day of the period folded into `other`, a filter without a dimension (variant), three filters, or two
+        filters and a third dimension without a built triple."""
         filters = [(FILTERS[name][0], value) for name, value in sorted(self.scope.filters.items())]
         if not filters:
             return Plan(dimension)
@@ -223,26 +232,45 @@ class Cells:
             if pair is None:
                 return None
             name, at = pair
-            return Plan(name, ((at, value),), 1 - at, values=self._pair_values(at, value, dimension))
+            return Plan(name, ((at, value),), 1 - at, values=self._pair_values(((at, value),), 1 - at, dimension))
         (first, first_value), (second, second_value) = filters
+        if dimension not in (Dimension.ALL, first, second):
+            return self._triple_plan(((first, first_value), (second, second_value)), dimension)
         pair = pair_of(first, second)
-        if pair is None or dimension not in (Dimension.ALL, first, second):
+        if pair is None:
             return None
         name, at = pair
         match = ((at, first_value), (1 - at, second_value))
         return Plan(name, match, "" if dimension == Dimension.ALL else at if dimension == first else 1 - at)
 
-    def _pair_values(self, at: int, value: str, other: str) -> tuple[str, ...]:
-        """Every value a pair's row can have when its part `at` is `value`: `value` joined with each value the
-        other dimension has in the period (its own rows: the pair's are grouped from the same folded runs). Read
-        as a list, the pair's rows are seeks in `dailyrollup_value`, not a scan of every row of the pair that
-        compares a part: ~3x less time for `module=banking` by intent (bench/analytics.py). () where the list
-        would be long (a free-text dimension over a long period): the scan then."""
+    def _triple_plan(self, filters: tuple[tuple[str, str], ...], dimension: str) -> Plan | None:
+        """Two filters and a breakdown by a third dimension: their triple's rows, where the sync built that triple
+        (a saved widget asked for it: `analytics.mirror.triples`) for the whole period."""
+        triple = triple_of(*(filter_dimension for filter_dimension, _ in filters), dimension)
+        if triple is None:
+            return None
+        name, positions = triple
+        if self._triples is None:
+            self._triples = triples_usable(experiment_id=self.scope.experiment_id)
+        if name not in self._triples or (self._triples[name] or self.scope.since) > self.scope.since:
+            return None
+        match = tuple((at, value) for at, (_, value) in zip(positions, filters, strict=False))
+        return Plan(name, match, positions[-1], values=self._pair_values(match, positions[-1], dimension, parts=3),
+                    parts=3)
+
+    def _pair_values(self, match: tuple[tuple[int, str], ...], at: int, other: str, *, parts: int = 2
+                     ) -> tuple[str, ...]:
+        """Every value a pair's (triple's) row can have when its parts are `match`: those parts joined with each
+        value the `other` dimension (part `at`) has in the period (its own rows: the pair's are grouped from the same
+        folded runs). Read as a list, the pair's rows are seeks in `dailyrollup_value`, not a scan of every row of
+        the pair that compares a part: ~3x less time for `module=banking` by intent (bench/analytics.py). () where
+        the list would be long (a free-text dimension over a long period): the scan then."""
         if other not in self._values:
             found = sorted(row[0] for row in self._dimension_rows("DISTINCT value", other, "LIMIT %s",
                                                                   [PAIR_VALUES_LISTED + 1]))
             self._values[other] = tuple(found) if len(found) <= PAIR_VALUES_LISTED else ()
-        return tuple((value + COMPOUND_SEPARATOR + part) if at == 0 else (part + COMPOUND_SEPARATOR + value)
+        known = dict(match)
+        return tuple(COMPOUND_SEPARATOR.join(part if position == at else known[position] for position in range(parts))
                      for part in self._values[other])
 
     def _folds(self, dimension: str) -> bool:

@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 from analytics.mirror.rollups import DIMENSION_COLUMNS
-from analytics.models import COMPOUND_SEPARATOR, OTHER, PAIRS, MirroredRun, compound_value
+from analytics.models import COMPOUND_SEPARATOR, OTHER, PAIRS, TRIPLES, MirroredRun, compound_value
 
 COUNTS = ("runs", "errors", "fallbacks", "out_of_scope", "template_matches", "confidence_count", "latency_count",
           "prompt_tokens", "completion_tokens", "labelled", "correct")
@@ -66,9 +66,8 @@ def rows_of(*, experiment_id: str, days: Iterable[date] | None = None, **filters
 
 
 def value_of(row: dict[str, Any], dimension: str) -> str:
-    if dimension in PAIRS:
-        first, second = PAIRS[dimension]
-        return COMPOUND_SEPARATOR.join((value_of(row, first), value_of(row, second)))
+    if dimension in PAIRS or dimension in TRIPLES:
+        return COMPOUND_SEPARATOR.join(value_of(row, member) for member in PAIRS.get(dimension) or TRIPLES[dimension])
     columns = DIMENSION_COLUMNS[dimension]
     return compound_value(*(row[column] or "" for column in columns)) if columns else ""
 

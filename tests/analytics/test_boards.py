@@ -17,7 +17,8 @@ from rest_framework.test import APIClient
 from analytics.boards.services import default_boards_create, widget_data
 from analytics.boards.widgets import WidgetSpec, widget_answer
 from analytics.mirror.sync import runs_sync
-from analytics.models import MirroredRun
+from analytics.mirror.triples import triples_request
+from analytics.models import TRIPLES, MirroredRun
 from analytics.reports import cells
 from tests.analytics.conftest import DAY0_MS, DAY_MS, HOUR_MS
 from tests.analytics.reference import nearest_rank
@@ -104,10 +105,27 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger, mon
     # would be long, by scanning the pair for the filter's part: both ways are held to the raw rows.
     monkeypatch.setattr(cells, "PAIR_VALUES_LISTED", listed)
     rng = random.Random(17)
-    for index in range(400):
-        run_logger.log_random(rng, start_ms=DAY0_MS + rng.randrange(3 * DAY_MS) - (index % 2) * HOUR_MS,
-                              extra_tags={"experiment": "e1", "variant": rng.choice(["control", "b"])}
-                              if rng.random() < 0.3 else None)
+    until = pd.Timestamp(DAY0_MS + 2 * DAY_MS, unit="ms").date()
+
+    def path(breakdown: str, **filters: str) -> str:
+        return widget_answer(spec=WidgetSpec(metric="runs", breakdown=breakdown, days=3, until=until,
+                                             filters=filters))["path"]
+
+    def log(count: int) -> None:
+        for index in range(count):
+            run_logger.log_random(rng, start_ms=DAY0_MS + rng.randrange(3 * DAY_MS) - (index % 2) * HOUR_MS,
+                                  extra_tags={"experiment": "e1", "variant": rng.choice(["control", "b"])}
+                                  if rng.random() < 0.3 else None)
+
+    log(250)
+    runs_sync()
+    assert path("intent", module="banking", user_role="admin") == "raw rows"  # no triple asked for yet
+    # Every triple asked for: the next sync builds them from the raw rows (after adding its new runs to the
+    # rollups), the one after adds its runs to them (`rollups_add`).
+    triples_request(dimensions=TRIPLES)
+    log(100)
+    runs_sync()
+    log(50)
     runs_sync()
     rows = list(MirroredRun.objects.values())
     choices = {name: sorted({row[column] for row in rows} - {""}) for name, column in FILTER_COLUMNS.items()}
@@ -119,20 +137,19 @@ def test_every_widget_equals_the_exact_aggregate_of_the_raw_rows(run_logger, mon
     # Which way the pairs were read: their values listed (a seek each) only when listing is on.
     listed_reads = [query for query in queries.captured_queries if " AND value IN (" in query["sql"]]
     assert bool(listed_reads) == (listed > 0)
+    # Random widgets with two filters and a breakdown by a third read their triple's rows.
+    triple_reads = {triple for query in queries.captured_queries for triple in TRIPLES if f"'{triple}'" in query["sql"]}
+    assert len(triple_reads) >= 3, triple_reads
     assert {"rollups", "raw rows"} <= set(paths)  # both ways of reading were checked
-    # The answer says how it was read: from the rollups (a dimension's rows, or a pair's: a breakdown under one
-    # filter, two filters and a breakdown by one of them) or, where no rollup fits, from the raw rows.
-    until = pd.Timestamp(DAY0_MS + 2 * DAY_MS, unit="ms").date()
-
-    def path(breakdown: str, **filters: str) -> str:
-        return widget_answer(spec=WidgetSpec(metric="runs", breakdown=breakdown, days=3, until=until,
-                                             filters=filters))["path"]
-
+    # The answer says how it was read: from the rollups (a dimension's rows, a pair's: a breakdown under one
+    # filter, two filters and a breakdown by one of them; a triple's: two filters and a third dimension) or,
+    # where no rollup fits, from the raw rows.
     assert path("intent") == "rollups"
     assert path("intent", module="banking") == "rollups"
     assert path("day", module="banking", user_role="admin") == "rollups"
     assert path("module", module="banking", intent="balance") == "rollups"
-    assert path("intent", module="banking", user_role="admin") == "raw rows"  # no pair holds three dimensions
+    assert path("intent", module="banking", user_role="admin") == "rollups"  # their triple
+    assert path("variant", module="banking", user_role="admin") == "raw rows"  # no triple holds a compound
     assert path("", experiment="e1", variant="b") == "raw rows"  # arms are rolled up with their experiment only
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 from django.utils import timezone
 
-from analytics.mirror.rollups import DIMENSION_COLUMNS
+from analytics.mirror.rollups import DIMENSION_COLUMNS, triples_kept
 from analytics.mirror.sketch import RELATIVE_ACCURACY, LatencySketch, sketch_key
 from analytics.mirror.sync import runs_sync
 from analytics.models import COMPOUND_SEPARATOR, OTHER, DailyRollup, MirroredRun, SyncState
@@ -30,12 +30,12 @@ def within_sketch_accuracy(estimate: float | None, exact: float | None, low: flo
 
 def assert_rollups_exact(*, skip_days: set | frozenset = frozenset(), top: int | None = None) -> int:
     """Every rollup row (of days not in `skip_days`) against the raw rows; returns how many cells were
-    compared. `top`: the fold of the free-text dimensions to expect."""
+    compared. `top`: the fold of the free-text dimensions to expect. The triples built for a widget too."""
     compared = 0
     experiments = set(MirroredRun.objects.values_list("experiment_id", flat=True)) | set(
         DailyRollup.objects.values_list("experiment_id", flat=True))
     for experiment_id in experiments:
-        for dimension in DIMENSION_COLUMNS:
+        for dimension in [*DIMENSION_COLUMNS, *triples_kept(experiment_id=experiment_id)]:
             exact = {key: cell for key, cell in aggregate_exact(
                 experiment_id=experiment_id, dimension=dimension,
                 top=top).items() if key[0] not in skip_days}
@@ -68,6 +68,17 @@ def assert_rollups_exact(*, skip_days: set | frozenset = frozenset(), top: int |
 def log_days(run_logger, rng: random.Random, *, days: int, per_day: int) -> list[str]:
     return [run_logger.log_random(rng, start_ms=DAY0_MS + d * DAY_MS + rng.randrange(DAY_MS))
             for d in range(days) for _ in range(per_day)]
+
+
+def log_spam(run_logger, rng: random.Random, *, count: int) -> int:
+    """Runs a second apart from DAY0, two of three with a module of their own, roles among 40; returns the last
+    start time (ms)."""
+    clock = DAY0_MS
+    for index in range(count):
+        clock += 1000
+        module = f"spam-{index}" if index % 3 else rng.choice(["banking", "travel"])
+        run_logger.log_random(rng, start_ms=clock, module=module, role=f"role-{index % 40}")
+    return clock
 
 
 def test_rollups_equal_aggregates_of_the_raw_rows(run_logger):
@@ -165,11 +176,7 @@ def test_free_text_values_beyond_the_days_top_fold_into_other_and_filters_stay_e
 
     settings.ANALYTICS_ROLLUP_TOP_VALUES = 5
     rng = random.Random(8)
-    clock = DAY0_MS
-    for index in range(300):
-        clock += 1000
-        module = f"spam-{index}" if index % 3 else rng.choice(["banking", "travel"])
-        run_logger.log_random(rng, start_ms=clock, module=module, role=f"role-{index % 40}")
+    clock = log_spam(run_logger, rng, count=300)
     runs_sync()
 
     modules = DailyRollup.objects.filter(dimension="module")
