@@ -229,9 +229,10 @@ def test_filters_and_any_period_drive_every_chart_and_the_confusion_matrix_like_
     offered = [o.get_attribute("value") for o in
                Select(browser.find_element("css selector", '#ad-filters select[name="intent"]')).options]
     assert set(offered) == {"", "balance", "transfer", "pay_bill", "international_visa", "exchange_rate"}
-    tabs = browser.execute_script("return Array.from(document.querySelectorAll('#ad-tab-values option'), (o) => o.value)")
-    assert sorted(tabs) == ["accounts", "bills", "trips"]  # the tab's free text: suggested from the rollups
-    assert not browser.find_element("css selector", '#ad-filters input[name="experiment"]').is_displayed()  # none ran
+    tabs = [o.get_attribute("value") for o in
+            Select(browser.find_element("css selector", '#ad-filters select[name="tab"]')).options]
+    assert sorted(tabs) == ["", "accounts", "bills", "trips"]  # the tab's free text: offered from the rollups
+    assert not browser.find_element("css selector", '#ad-filters select[name="experiment"]').is_displayed()  # none ran
     Select(browser.find_element("css selector", '#ad-filters select[name="intent"]')).select_by_value("balance")
     params |= {"intent": "balance"}
     balance = shown(browser, report_query(days=7, until=until, module="banking", tab="accounts", intent="balance"))
@@ -359,6 +360,37 @@ def test_the_page_fits_a_700px_window_and_the_theme_repaints_its_charts_without_
     wait_for(browser, "return Chart.getChart(document.getElementById('chart-runs')).options.scales.y.grid.color"
                       " === arguments[0]", dark["hairline"])
     assert chart_colours(browser)["marker"] == "same page"
+
+
+def test_experiment_and_variant_are_chosen_from_dropdowns_of_the_values_that_ran(
+        transactional_db, live_server, browser, django_user_model, run_logger, admin_client):
+    from selenium.webdriver.support.ui import Select
+
+    for i, (experiment, variant) in enumerate([("tone", "control"), ("tone", "short"), ("length", "long")] * 4):
+        run_logger.log(start_ms=today_ms(i % 3, seconds=i), intent="balance", module="banking", tab="accounts",
+                       prompt_version="v1", model=MODELS[0], confidence=0.8, latency_ms=2.0 + i,
+                       extra_tags={"experiment": experiment, "variant": variant})
+    runs_sync()
+    staff_session(live_server, browser, django_user_model)
+    browser.get(f"{live_server.url}{PAGE}")
+    shown(browser, report_query(days=30))
+
+    def offered(name: str) -> list[str]:
+        return [o.get_attribute("value") for o in
+                Select(browser.find_element("css selector", f'#ad-filters select[name="{name}"]')).options]
+
+    assert browser.find_element("css selector", '#ad-filters select[name="experiment"]').is_displayed()
+    assert offered("experiment") == ["", "length", "tone"]
+    assert offered("variant") == ["", "control", "long", "short"]  # every experiment's arms, none chosen
+    Select(browser.find_element("css selector", '#ad-filters select[name="experiment"]')).select_by_value("tone")
+    shown(browser, report_query(days=30, experiment="tone"))
+    assert offered("variant") == ["", "control", "short"]  # the chosen experiment's arms only
+    Select(browser.find_element("css selector", '#ad-filters select[name="variant"]')).select_by_value("short")
+    query = report_query(days=30, experiment="tone", variant="short")
+    charts = shown(browser, query)
+    assert "experiment=tone&variant=short" in browser.execute_script("return location.search")
+    report = admin_client.get("/api/analytics/mlflow/report", {"days": 30, "experiment": "tone", "variant": "short"})
+    assert charts == charts_of(report.json()) and report.json()["overview"]["total_runs"] == 4
 
 
 def test_no_runs_at_all_is_shown_plainly(transactional_db, live_server, browser, django_user_model, mlflow_store):

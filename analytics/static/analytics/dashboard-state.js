@@ -92,14 +92,19 @@
     document.getElementById("ad-since").value = p.error ? "" : p.since;
     document.getElementById("ad-until").value = p.error ? "" : p.until;
     fillSelects(current.filters);
-    root.querySelectorAll("#ad-filters input").forEach((field) => { field.value = current.filters[field.name] || ""; });
-    suggestVariants(current.filters.experiment);
   }
 
   const SERVER_VALUES = JSON.parse(document.getElementById("ad-filter-values").textContent);
 
-  // The values the unfiltered period's report lists for a filter (newest prompt versions, busiest models first).
-  function choiceValues(name) {
+  // The values a filter offers: those the unfiltered period's report lists (newest prompt versions, busiest models
+  // first); for the free text the report does not list (tabs, experiments, the chosen experiment's variants), the
+  // most frequent of the last days' rollups, as the page was served.
+  function choiceValues(name, filters = {}) {
+    const byExperiment = SERVER_VALUES.variant || {};
+    if (name === "tab" || name === "experiment") return SERVER_VALUES[name] || [];
+    if (name === "variant") {
+      return filters.experiment ? byExperiment[filters.experiment] || [] : [].concat(...Object.values(byExperiment));
+    }
     if (!choices) return [];
     const o = choices.overview;
     const lists = {
@@ -116,20 +121,10 @@
   function fillSelects(filters) {
     root.querySelectorAll("#ad-filters select").forEach((select) => {
       const current = filters[select.name];
-      const values = new Set([current, ...choiceValues(select.name)].filter((v) => v !== "" && v !== undefined));
+      const values = new Set([current, ...choiceValues(select.name, filters)].filter((v) => v !== "" && v !== undefined));
       select.replaceChildren(new Option("all", ""), ...Array.from(values).sort().map((v) => new Option(v, v)));
       select.value = current || "";
     });
-  }
-
-  function fillDatalist(id, values) {
-    document.getElementById(id).replaceChildren(...values.map((v) => new Option(v, v)));
-  }
-
-  function suggestVariants(experiment) {
-    const byExperiment = SERVER_VALUES.variant || {};
-    const variants = experiment ? byExperiment[experiment] || [] : [].concat(...Object.values(byExperiment));
-    fillDatalist("ad-variant-values", Array.from(new Set(variants)).sort());
   }
 
   // The values filters offer: those of the period without filters (a filtered report knows only its own).
@@ -141,13 +136,11 @@
 
   // --- Wiring ---------------------------------------------------------------------------------------------------
   function wire() {
-    fillDatalist("ad-tab-values", SERVER_VALUES.tab || []);
-    fillDatalist("ad-experiment-values", SERVER_VALUES.experiment || []);
     // Experiments' filters only where there are experiments (or a link asks for one).
     const current = state().filters;
     const experiments = (SERVER_VALUES.experiment || []).length || current.experiment || current.variant;
     ["experiment", "variant"].forEach((name) => {
-      root.querySelector('#ad-filters input[name="' + name + '"]').parentElement.hidden = !experiments;
+      root.querySelector('#ad-filters select[name="' + name + '"]').parentElement.hidden = !experiments;
     });
     root.querySelectorAll(".ad-period").forEach((button) => {
       button.addEventListener("click", () => navigate({ days: button.dataset.days, since: "", until: "" }));
@@ -158,7 +151,7 @@
     document.getElementById("ad-until").addEventListener("change", (event) => {
       navigate({ until: event.target.value });
     });
-    root.querySelectorAll("#ad-filters select, #ad-filters input").forEach((field) => {
+    root.querySelectorAll("#ad-filters select").forEach((field) => {
       field.addEventListener("change", () => navigate({ [field.name]: field.value.trim() }));
     });
     document.getElementById("ad-filters-clear").addEventListener("click", () => {
