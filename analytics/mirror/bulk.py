@@ -21,6 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, models
 
+from ..models.mirror import SketchField
+
 
 def ids_per_query() -> int:
     """Values one `IN (...)` may hold: SQLite's bound parameters are few."""
@@ -40,6 +42,8 @@ def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
         return ops.adapt_datetimefield_value
     if isinstance(field, models.DateField):
         return ops.adapt_datefield_value
+    if isinstance(field, SketchField):
+        return field.get_prep_value
     if isinstance(field, models.JSONField):
         if connection.vendor == "sqlite":
             return lambda value: json_text(value, encoder=field.encoder)

@@ -69,7 +69,7 @@ class LatencySketch:
     lists parse several times faster than an object of the same size). Parts are merged lazily, once, when a
     percentile is asked for."""
 
-    __slots__ = ("_parts", "_texts", "_merged")
+    __slots__ = ("_parts", "_texts", "_merged", "_cumulative")
 
     def __init__(self, parts: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> None:
         self._parts: list[tuple[Sequence[int], Sequence[int]]] = [part for part in parts if len(part[0])]
@@ -77,6 +77,7 @@ class LatencySketch:
         # group_concat); all of them joined by commas make one JSON array, parsed at once
         self._texts: list[str] = []
         self._merged: tuple[np.ndarray, np.ndarray] | None = None
+        self._cumulative: np.ndarray | None = None  # of the merged counts: several percentiles read one sketch
 
     @classmethod
     def from_keys(cls, keys: Iterable[int | None]) -> LatencySketch:
@@ -125,6 +126,7 @@ class LatencySketch:
             self._texts = []
             self._merged = None
         if self._merged is None:
+            self._cumulative = None
             if not self._parts:
                 self._merged = (np.zeros(0, np.int64), np.zeros(0, np.int64))
             elif len(self._parts) == 1:
@@ -163,11 +165,13 @@ class LatencySketch:
         """The nearest-rank q-quantile (0 < q ≤ 1), within RELATIVE_ACCURACY of exact and clamped into
         [low, high] (the group's observed minimum and maximum, when known). None when empty."""
         keys, counts = self._merge()
-        total = int(counts.sum())
+        if self._cumulative is None:
+            self._cumulative = np.cumsum(counts)
+        total = int(self._cumulative[-1]) if len(counts) else 0
         if total == 0:
             return None
         rank = max(1, math.ceil(q * total))
-        position = int(np.searchsorted(np.cumsum(counts), rank))
+        position = int(np.searchsorted(self._cumulative, rank))
         value = bucket_value(int(keys[position]))
         if low is not None:
             value = max(value, low)

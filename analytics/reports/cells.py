@@ -193,7 +193,7 @@ class Cells:
     aggregated from the raw rows instead, per (day, value) likewise (see the module's docstring)."""
 
     def __init__(self, scope: Scope, *, detailed: Iterable[str] = (), counted: Iterable[str] = (),
-                 totalled: Iterable[str] = (), sketches: bool = False) -> None:
+                 totalled: Iterable[str] = (), sketches: bool | Iterable[str] = False) -> None:
         self.scope = scope
         self.cells: dict[str, list[tuple[date, str, Cell]]] = {}
         self._folding: dict[str, bool] = {}
@@ -207,7 +207,7 @@ class Cells:
         self._raw = runs_aggregate(rows=scope.raw_runs(), dimensions=raw) if raw else {}
         self._detailed_read(detailed)
         self._counted_read(counted)
-        self._totalled_read(totalled, sketches=sketches)
+        self._totalled_read(totalled, sketches=set(totalled) if sketches is True else set(sketches or ()))
 
     def _plan(self, dimension: str) -> Plan | None:
         """Which rollup rows answer this dimension under the filters, or None: the raw rows.
@@ -291,20 +291,35 @@ class Cells:
                            [dimension, adapt(scope.since), adapt(scope.until), scope.experiment_id, *params])
             return cursor.fetchall()
 
-    def _rollups(self, plans: dict[str, Plan], select: str, group_by: str = "") -> list[tuple]:
-        """Rows of `SELECT <select> FROM` the period's rollups that the plans read. Plain SQL: the hot path of every
-        report, where compiling ORM queries cost more than running them (measured)."""
+    def _rollups(self, plans: dict[str, Plan], select: str, group_by: str = "", columns: str = "") -> list[tuple]:
+        """Rows of `SELECT <select> FROM` the period's rollups that the plans read (grouped: `columns` are those that
+        `select` reads). Plain SQL: the hot path of every report, where compiling ORM queries cost more than running
+        them (measured). On PostgreSQL, where each plan reads rows of its own dimension, one SELECT per plan joined by
+        UNION ALL: each an index-only scan of the covering index where it covers the columns (an OR of dimensions is
+        read through a bitmap of the table's rows instead: 3.7 ms against 1.7 for the report's distributions; the
+        report's reads 5.9 ms against 4.9, measured). Otherwise, and on SQLite (whose OR is the faster there: 3.8 ms
+        against 4.5), one SELECT whose condition is their OR (a row two plans read comes once)."""
         scope = self.scope
         adapt = connection.ops.adapt_datefield_value
-        conditions, params = [], [scope.experiment_id, adapt(scope.since), adapt(scope.until)]
+        period = [scope.experiment_id, adapt(scope.since), adapt(scope.until)]
+        where: dict[tuple[str, tuple], str] = {}  # condition, its parameters -> the dimension whose rows it reads
         for plan in sorted(set(plans.values()), key=repr):
             condition, values = plan.where()
-            conditions.append(condition)
-            params += values
-        sql = (f"SELECT {select} FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s "
-               f"AND day <= %s AND ({' OR '.join(conditions)})")
+            where.setdefault((condition, tuple(values)), plan.dimension)
+        table = DailyRollup._meta.db_table
+        head = f"FROM {table} WHERE experiment_id = %s AND day >= %s AND day <= %s AND "
+        if connection.vendor == "postgresql" and len(set(where.values())) == len(where) and len(where) > 1:
+            inner = select if not group_by else columns
+            parts = [f"SELECT {inner} {head}{condition}" for condition, _ in where]
+            params = [value for _, values in where for value in (*period, *values)]
+            sql = " UNION ALL ".join(parts)
+            if group_by:
+                sql = f"SELECT {select} FROM ({sql}) AS picked{group_by}"
+        else:
+            sql = f"SELECT {select} {head}({' OR '.join(condition for condition, _ in where)}){group_by}"
+            params = [*period, *(value for _, values in where for value in values)]
         with connection.cursor() as cursor:
-            cursor.execute(sql + group_by, params)
+            cursor.execute(sql, params)
             return cursor.fetchall()
 
     def _detailed_read(self, dimensions: list[str]) -> None:
@@ -333,7 +348,8 @@ class Cells:
             self.counts[dimension] = {}
         if plans:
             sums = ", ".join(f"SUM({name})" for name in COUNTED)
-            for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value"):
+            for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value",
+                                     columns=f"dimension, value, {', '.join(COUNTED)}"):
                 for dimension, plan in plans.items():
                     if plan.reads(row[0], row[1]):
                         key = plan.reported(row[1])
@@ -346,23 +362,29 @@ class Cells:
                 for name in COUNTED:
                     setattr(counted, name, getattr(counted, name) + cell[name])
 
-    def _totalled_read(self, dimensions: list[str], *, sketches: bool) -> None:
+    def _totalled_read(self, dimensions: list[str], *, sketches: set[str]) -> None:
         """Per value over the whole period, every sum, summed by the database in one GROUP BY (a widget's breakdown:
-        thousands of a pair's rows, not brought to Python one by one); with `sketches`, the latency sketches too,
-        concatenated by the database, parsed here."""
+        thousands of a pair's rows, not brought to Python one by one); for the `sketches` dimensions, the latency
+        sketches too, concatenated by the database (only theirs), parsed here when a percentile is asked for."""
         plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
         for dimension in dimensions:
             self.counts[dimension] = {}
+        sketched = sorted({plans[d].dimension for d in sketches if d in plans})
         if plans:
             sums = ", ".join(f"SUM({name})" for name in SUMMED)
             select = (f"dimension, value, {sums}, MIN(first_start_time), MAX(last_start_time), MIN(latency_min_ms), "
                       "MAX(latency_max_ms)")
-            if sketches:
-                select += (", string_agg(CAST(latency_sketch AS text), ',')" if connection.vendor == "postgresql"
-                           else ", group_concat(latency_sketch, ',')")
-            for row in self._rollups(plans, select, " GROUP BY dimension, value"):
+            if sketched:
+                # Rollup dimension names (ours: `module+model_answer`, never a request's text), so written inline.
+                assert all(name.replace("+", "").replace("_", "").isalpha() for name in sketched), sketched
+                which = ", ".join(f"'{name}'" for name in sketched)
+                select += (f", {'string_agg' if connection.vendor == 'postgresql' else 'group_concat'}"
+                           f"(CASE WHEN dimension IN ({which}) THEN latency_sketch END, ',')")
+            columns = ", ".join(("dimension", "value", *SUMMED, "first_start_time", "last_start_time", "latency_min_ms",
+                                 "latency_max_ms", *(("latency_sketch",) if sketched else ())))
+            for row in self._rollups(plans, select, " GROUP BY dimension, value", columns=columns):
                 sketch = None
-                if sketches:
+                if sketched:
                     *row, texts = row
                     sketch = LatencySketch.from_joined(texts)
                 cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[2:-4],

@@ -218,13 +218,15 @@ def _model_comparison(cells: Cells) -> list[dict[str, Any]]:
 # Read per value over the whole period, summed by the database (the model comparison and the prompt analysis show
 # no series): a few rows, not one per day and value.
 BY_VERSION_AND_MODEL = [Dimension.MODEL, Dimension.MODEL_ANSWER, Dimension.PROMPT_VERSION]
+# Those whose percentiles are shown (a model's latency is that of its own answers: `model_answer`).
+SKETCHED = [Dimension.MODEL_ANSWER, Dimension.PROMPT_VERSION]
 
 
 def model_comparison_get(*, scope: Scope) -> dict[str, Any]:
     """Per configured model: volume, success of the model itself, fallbacks, tokens, cost and accuracy, with
     confidence and latency of its own answers apart from the fallback answers; most runs first."""
     return scope.header() | {"models": _model_comparison(Cells(scope, totalled=BY_VERSION_AND_MODEL[:2],
-                                                                 sketches=True))}
+                                                                 sketches=SKETCHED))}
 
 
 def evaluations_latest_get(*, prompt_versions: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -285,7 +287,7 @@ def _sla(daily: dict[date, Cell]) -> dict[str, Any]:
 def report_get(*, scope: Scope) -> dict[str, Any]:
     """Everything above in one document (each part without its own period and filters), plus the SLA lines:
     how many days with runs had p95 ≤ ANALYTICS_SLA_P95_MS and error rate ≤ ANALYTICS_SLA_ERROR_RATE."""
-    cells = Cells(scope, detailed=[Dimension.ALL], totalled=BY_VERSION_AND_MODEL, sketches=True,
+    cells = Cells(scope, detailed=[Dimension.ALL], totalled=BY_VERSION_AND_MODEL, sketches=SKETCHED,
                   counted=[*OVERVIEW_COUNTED, Dimension.ERROR_CATEGORY, Dimension.ERROR_TYPE])
     daily = cells.by_day()
     return scope.header() | {

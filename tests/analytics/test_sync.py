@@ -16,6 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from analytics.mirror.sketch import LatencySketch
 from analytics.mirror.sync import runs_sync
 from analytics.models import DailyRollup, MirroredRun, SyncState
 from tests.analytics.conftest import DAY0_MS, HOUR_MS
@@ -114,7 +115,7 @@ def snapshot() -> list[tuple]:
         *[f.name for f in MirroredRun._meta.concrete_fields if f.name not in {"id", "mirrored_at", "source_digest"}]))
     rollups = sorted((r.experiment_id, r.day, r.dimension, r.value, r.runs, r.errors, r.latency_count,
                       round(r.latency_sum_ms, 6), r.latency_min_ms, r.latency_max_ms,
-                      tuple(map(tuple, r.latency_sketch)))
+                      tuple(map(tuple, LatencySketch.from_stored(r.latency_sketch).stored())))
                      for r in DailyRollup.objects.all())
     return [tuple(runs), tuple(rollups)]
 
