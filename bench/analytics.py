@@ -10,6 +10,10 @@ labelled with feedback) and bulk-inserted with the sync's own writer (`rows_upse
 COPY on PostgreSQL), 100 k rows per transaction. The rollups are then computed by the sync's own
 `rollups_refresh`, a few days per call: exactly what a full sync leaves behind.
 
+The board widgets' triple (`intent+role+module`, two filters and a breakdown by a third) is asked for by their
+boards and built as the sync builds it (`triples_build`): its build time, rows, and the steady state's rollup step
+with it kept are printed.
+
 Each endpoint is then called in-process through DRF (`APIRequestFactory`, a staff user, the view itself:
 URL routing and authentication aside, everything a request does: validation, selectors, serialization, rendering),
 `--repeats` times after one warm-up; the figure is the median (p50) and the 90th percentile.
