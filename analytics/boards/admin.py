@@ -1,17 +1,38 @@
 """Boards in the admin: list, edit (widgets as JSON), create the default boards, and the page that draws a board."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from rest_framework import serializers
 
 from ..models import Board
+from .serializers import MAX_WIDGETS, WidgetsField
 from .services import boards_triples_request, boards_visible, default_boards_create
+
+
+class BoardForm(forms.ModelForm):
+    """The board's fields; its widgets checked as the API checks them (`WidgetsField`): a widget the API would refuse
+    (an unknown metric, a filter that is not one) cannot be saved here either, and gets the API's defaults."""
+
+    class Meta:
+        model = Board
+        fields = ["name", "description", "owner", "visibility", "group", "widgets"]
+
+    def clean_widgets(self):
+        field = WidgetsField(max_length=MAX_WIDGETS)
+        try:
+            return field.run_validation(self.cleaned_data.get("widgets") or [])
+        except serializers.ValidationError as error:
+            detail = error.detail if isinstance(error.detail, list) else [error.detail]
+            raise forms.ValidationError([str(message) for message in detail]) from error
 
 
 @admin.register(Board)
 class BoardAdmin(admin.ModelAdmin):
+    form = BoardForm
     list_display = ("name", "owner", "visibility", "group", "widget_count", "updated_at", "page_link")
     list_filter = ("visibility",)
     search_fields = ("name",)

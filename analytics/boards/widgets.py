@@ -83,8 +83,10 @@ def _label(breakdown: str, value: Any) -> str:
 def widget_triples(*, filters: Mapping[str, str], breakdown: str) -> set[str]:
     """The triple of dimensions a widget reads (two filters and a breakdown by a third), if any: what the sync must
     roll up for it to answer from the rollups (`analytics.mirror.triples`)."""
-    dimensions = [FILTERS[name][0] for name in filters if name in FILTERS]
-    if len(dimensions) != 2 or len(filters) != 2 or breakdown not in BREAKDOWNS:
+    if not isinstance(filters, Mapping) or not isinstance(breakdown, str) or breakdown not in BREAKDOWNS:
+        return set()  # (a widget saved some other way than through the API: nothing it could read)
+    dimensions = [FILTERS[name][0] for name in filters if isinstance(name, str) and name in FILTERS]
+    if len(dimensions) != 2 or len(filters) != 2:
         return set()
     triple = triple_of(*dimensions, BREAKDOWNS[breakdown])
     return set() if triple is None else {triple[0]}

@@ -212,3 +212,20 @@ def test_a_board_and_a_widget_export_as_csv_and_parquet(run_logger, django_user_
     assert set(frame["widget"]) == {0, 1} and set(only["widget"]) == {1}
     assert ana.get(f"{URL}{board['id']}/export", {"widget": 5}).status_code == 404
     assert ana.get(f"{URL}{board['id']}/export", {"format": "xlsx"}).status_code == 400
+
+
+def test_the_admin_checks_widgets_as_the_api_does(django_user_model):
+    from django.test import Client
+
+    from analytics.models import Board
+
+    admin = Client()
+    admin.force_login(django_user_model.objects.create_superuser("root", password="pw-root-12345"))
+    form = {"name": "by hand", "description": "", "owner": "", "visibility": "staff", "group": ""}
+    refused = admin.post("/admin/analytics/board/add/", form | {"widgets": '[{"metric": "nonsense", "filters": [1]}]'})
+    assert refused.status_code == 200 and not Board.objects.exists()  # the form again, with the API's messages
+    assert "widget 0: metric" in refused.content.decode()
+    saved = admin.post("/admin/analytics/board/add/", form | {"widgets": '[{"metric": "runs", "breakdown": "intent"}]'})
+    assert saved.status_code == 302
+    assert Board.objects.get().widgets == [{"title": "", "metric": "runs", "breakdown": "intent", "filters": {},
+                                            "days": 30, "until": None, "chart": "number", "width": 6, "height": 2}]

@@ -125,3 +125,21 @@ def test_a_board_asks_for_the_triples_of_its_widgets_and_its_widgets_read_them_o
     assert RollupTriple.objects.count() == 1
     assert client.delete(f"/api/analytics/boards/{board}/").status_code == 204
     assert not RollupTriple.objects.exists()
+
+
+def test_the_periodic_sync_task_asks_for_what_the_boards_need_however_they_changed(run_logger):
+    """A board written without the boards' services (a shell, a data migration) or gone with its owner: the next
+    periodic sync task lists the triples the boards need and the sync builds or drops them."""
+    from analytics.models import Board
+    from analytics.tasks import runs_sync_task
+
+    log_days(run_logger, random.Random(2), days=2, per_day=20)
+    board = Board.objects.create(name="made in a shell", widgets=[
+        {"metric": "runs", "breakdown": "tab", "filters": {"intent": "balance", "prompt_version": "v1"}}])
+    runs_sync_task.apply().get()
+    assert list(RollupTripleBuilt.objects.values_list("dimension", flat=True)) == ["intent+tab+prompt_version"]
+    assert _triple_rows("intent+tab+prompt_version") > 0
+    board.delete()
+    runs_sync_task.apply().get()
+    assert not RollupTriple.objects.exists() and not RollupTripleBuilt.objects.exists()
+    assert _triple_rows("intent+tab+prompt_version") == 0
