@@ -175,6 +175,15 @@ class Plan:
         return value if self.report is None else compound_parts(value, self.parts)[self.report]
 
 
+def _readers(plans: dict[str, Plan]) -> dict[str, list[tuple[str, Plan]]]:
+    """Per rollup dimension, the (asked dimension, plan) pairs that read its rows: a row is matched against those
+    alone, not every plan of the report."""
+    readers: dict[str, list[tuple[str, Plan]]] = {}
+    for dimension, plan in plans.items():
+        readers.setdefault(plan.dimension, []).append((dimension, plan))
+    return readers
+
+
 COUNTED = ("runs", "errors", "fallbacks")
 # The most values of a breakdown listed for a seek each (`Cells._pair_values`); more: one scan (SQLite binds at most
 # 32,766 parameters; beyond a few thousand the scan costs less anyway).
@@ -327,6 +336,7 @@ class Cells:
         for dimension in dimensions:
             self.cells[dimension] = []
         if plans:
+            readers = _readers(plans)
             for row in self._rollups(plans, ", ".join(DETAIL_COLUMNS)):
                 sketch = row[-1]
                 cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-5],
@@ -335,7 +345,7 @@ class Cells:
                             latency_min_ms=row[-3], latency_max_ms=row[-2],
                             sketch=LatencySketch.from_stored(sketch))
                 day = row[2] if isinstance(row[2], date) else date.fromisoformat(row[2])
-                for dimension, plan in plans.items():
+                for dimension, plan in readers.get(row[0], ()):
                     if plan.reads(row[0], row[1]):
                         self.cells[dimension].append((day, plan.reported(row[1]), cell))
         for dimension in set(dimensions) - set(plans):
@@ -347,10 +357,11 @@ class Cells:
         for dimension in dimensions:
             self.counts[dimension] = {}
         if plans:
+            readers = _readers(plans)
             sums = ", ".join(f"SUM({name})" for name in COUNTED)
             for row in self._rollups(plans, f"dimension, value, {sums}", " GROUP BY dimension, value",
                                      columns=f"dimension, value, {', '.join(COUNTED)}"):
-                for dimension, plan in plans.items():
+                for dimension, plan in readers.get(row[0], ()):
                     if plan.reads(row[0], row[1]):
                         key = plan.reported(row[1])
                         counted = self.counts[dimension].setdefault(key, Cell(key=key))
@@ -371,6 +382,7 @@ class Cells:
             self.counts[dimension] = {}
         sketched = sorted({plans[d].dimension for d in sketches if d in plans})
         if plans:
+            readers = _readers(plans)
             sums = ", ".join(f"SUM({name})" for name in SUMMED)
             select = (f"dimension, value, {sums}, MIN(first_start_time), MAX(last_start_time), MIN(latency_min_ms), "
                       "MAX(latency_max_ms)")
@@ -391,7 +403,7 @@ class Cells:
                                                                                           strict=True)},
                             first_start_time=_datetime(row[-4]), last_start_time=_datetime(row[-3]),
                             latency_min_ms=row[-2], latency_max_ms=row[-1], sketch=sketch)
-                for dimension, plan in plans.items():
+                for dimension, plan in readers.get(row[0], ()):
                     if plan.reads(row[0], row[1]):
                         key = plan.reported(row[1])
                         self.counts[dimension].setdefault(key, Cell(key=key)).add(cell)

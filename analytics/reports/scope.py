@@ -42,6 +42,8 @@ class Scope:
     filters: Mapping[str, str] = field(default_factory=dict)
     # When each sync last finished: the mirror's version (empty before any sync), part of the cache key.
     version: str = ""
+    # Every mirrored experiment's id by name, as read with the version (the evaluations' experiment: no query more).
+    experiment_ids: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def days(self) -> int:
@@ -82,7 +84,8 @@ def scope_get(*, days: int, until: date | None = None, filters: Mapping[str, str
     version = ";".join(f"{state_name}={finished.isoformat()}" for state_name, _, finished in states
                        if finished is not None)
     return Scope(experiment_id=experiment_id, since=until - timedelta(days=days - 1), until=until,
-                 filters=filters, version=version)
+                 filters=filters, version=version,
+                 experiment_ids={state_name: experiment for state_name, experiment, _ in states if experiment})
 
 
 def answer_cached(*, scope: Scope, name: str, compute: Callable[[], T]) -> T:
