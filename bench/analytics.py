@@ -357,6 +357,14 @@ def seed_baseline(n: int, repeats: int) -> float:
     return statistics.median(times) / n
 
 
+def mirror_clear() -> None:
+    """No mirror, rollups or triples (a PostgreSQL database is reused from run to run): the fill starts from none."""
+    from analytics.models import RollupTriple, RollupTripleBuilt
+
+    for model in (MirroredRun, DailyRollup, RollupTriple, RollupTripleBuilt):
+        model.objects.all().delete()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
@@ -368,8 +376,7 @@ def main() -> None:
     print(f"bench/analytics.py: {args.runs:,} runs over {DAYS} days, {vendor} "
           f"({connection.settings_dict['NAME']}), Python {sys.version.split()[0]}")
     call_command("migrate", verbosity=0)
-    MirroredRun.objects.all().delete()
-    DailyRollup.objects.all().delete()
+    mirror_clear()
     mirror_fill(args.runs)
     print(f"  sync's steady state: rollups_add of 1,000 new runs into today's rollups: "
           f"{rollups_add_timed(1000, 5):.0f} ms (median of 5)")
@@ -411,8 +418,7 @@ def main() -> None:
         p50, p90 = timed(data, {}, staff, args.repeats, pk=pk)
         print(f"  {label:<44} {p50:9.2f} {p90:9.2f}")
     if not args.keep:
-        MirroredRun.objects.all().delete()
-        DailyRollup.objects.all().delete()
+        mirror_clear()
         shutil.rmtree(WORK, ignore_errors=True)
 
 
