@@ -5,7 +5,6 @@ profile). Read back through the server, with the calls its UI makes: the experim
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sys
@@ -44,7 +43,9 @@ def server_store(request, tmp_path, mlflow_template):
         store = f"sqlite:///{tmp_path / 'store.db'}"
     else:
         if not postgres_up():
-            if os.environ.get("CI") == "true":
+            from tests.conftest import IN_CI
+
+            if IN_CI:
                 pytest.fail("PostgreSQL is not listening on 127.0.0.1:5432 (CI starts it: .ci/run)")
             pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432 (start it as .ci/run does)")
         import psycopg
