@@ -26,6 +26,7 @@ from intentsite.admin import ReadOnlyAdmin
 
 from .boards import admin as boards_admin  # noqa: F401 - registers Board
 from .boards.services import boards_visible
+from .mirror.sketch import LatencySketch
 from .models import Board, DailyRollup, DetectionAnalytics, MirroredRun, RollupTripleBuilt, SyncState, compound_parts
 from .monitors import admin as monitors_admin  # noqa: F401 - registers Monitor and Alert
 from .monitors.selectors import monitors_overview
@@ -252,6 +253,17 @@ class DailyRollupAdmin(ReadOnlyAdmin):
     list_filter = ("dimension",)
     search_fields = ("value",)
     date_hierarchy = "day"
+    readonly_fields = ("latency_percentiles",)
+
+    @admin.display(description="Latency percentiles (from the sketch)")
+    def latency_percentiles(self, rollup: DailyRollup) -> str:
+        sketch = LatencySketch.from_stored(rollup.latency_sketch)
+        if not sketch.count:
+            return "-"
+        quantiles = ", ".join(
+            f"p{round(q * 100)} {sketch.quantile(q, low=rollup.latency_min_ms, high=rollup.latency_max_ms):.3g} ms"
+            for q in (0.5, 0.95, 0.99))
+        return f"{quantiles} ({sketch.count} latencies)"
 
 
 @admin.register(RollupTripleBuilt)

@@ -10,11 +10,12 @@ import hashlib
 from datetime import timedelta
 from itertools import combinations
 
-import orjson
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from ..mirror.sketch import stored_bytes
 
 # The value a dimension of the free-text context (role, module, tab) gets in the rollups for the values beyond
 # its ANALYTICS_ROLLUP_TOP_VALUES most frequent of the day (the raw rows keep every value).
@@ -168,16 +169,16 @@ class MirroredRun(models.Model):
         return f"{self.run_id} {self.detected_intent or '?'} ({self.status})"
 
 
-class SketchField(models.TextField):
-    """A latency sketch, `[[bucket keys], [counts]]`, kept as its compact JSON text: read back as that text (parsed
-    once, by `LatencySketch`, only if a percentile is asked for), never as jsonb, which PostgreSQL's driver parses on
-    every row read and a report would cast back to text to concatenate (measured: ~4 ms of a report, ~10 ms of a
-    percentile by intent under a filter). Written from a list (or the text itself)."""
+class SketchField(models.BinaryField):
+    """A latency sketch in its stored form (`analytics.mirror.sketch.STORED`: 6 bytes a bucket), read back as bytes
+    (parsed by `LatencySketch` only if a percentile is asked for; a report has the database concatenate a group's),
+    written from bytes or from `[[bucket keys], [counts]]`."""
 
     def get_prep_value(self, value):
-        if value is None or isinstance(value, str):
-            return value
-        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return None if value is None else stored_bytes(value)
+
+    def from_db_value(self, value, expression, connection):
+        return bytes(value) if isinstance(value, (memoryview, bytearray)) else value
 
 
 class RollupAggregates(models.Model):
@@ -194,8 +195,8 @@ class RollupAggregates(models.Model):
     latency_count = models.PositiveIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0.0)
     latency_sumsq_ms = models.FloatField(default=0.0)
-    latency_sketch = SketchField(default="[]", blank=True, help_text=(
-        "[[bucket keys], [counts]] of `analytics.mirror.sketch.LatencySketch`: percentiles within 1 % of exact."))
+    latency_sketch = SketchField(default=b"", blank=True, help_text=(
+        "The buckets of `analytics.mirror.sketch.LatencySketch` (key, count): percentiles within 1 % of exact."))
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)

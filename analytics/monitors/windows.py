@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from ..mirror.sketch import LatencySketch
+from ..mirror.sketch import STORED, LatencySketch, stored_bytes
 from ..mirror.windows import CONTEXT, COUNTS, SUMS
 from ..models import FINE_MINUTES, HOURLY_MINUTES
 
@@ -93,17 +93,17 @@ class Block:
 
     @classmethod
     def of(cls, grain: int, bucket: int, rows: list[tuple], sketches: list, intents: list) -> Block:
-        """From rows of (context..., numbers...) and each row's parsed sketch and intents."""
-        sketches = [value or [[], []] for value in sketches]
+        """From rows of (context..., numbers...), each row's stored sketch (bytes) and its parsed intents."""
+        sketches = [stored_bytes(value) for value in sketches]
+        buckets = np.frombuffer(b"".join(sketches), STORED)
         intents = [value or {} for value in intents]
         width = len(CONTEXT)
         return cls(
             grain=grain, bucket=bucket,
             context={name: np.array([row[i] for row in rows], dtype=object) for i, name in enumerate(CONTEXT)},
             numbers=np.array([row[width:] for row in rows], dtype=np.float64).reshape(len(rows), len(NUMBERS)),
-            sketch_keys=np.fromiter((k for value in sketches for k in value[0]), dtype=np.int64),
-            sketch_counts=np.fromiter((c for value in sketches for c in value[1]), dtype=np.int64),
-            sketch_lengths=np.array([len(value[0]) for value in sketches], dtype=np.int64),
+            sketch_keys=buckets["key"].astype(np.int64), sketch_counts=buckets["count"].astype(np.int64),
+            sketch_lengths=np.array([len(value) // STORED.itemsize for value in sketches], dtype=np.int64),
             intent_names=np.array([name for value in intents for name in value], dtype=object),
             intent_counts=np.fromiter((c for value in intents for c in value.values()), dtype=np.float64),
             intent_lengths=np.array([len(value) for value in intents], dtype=np.int64))

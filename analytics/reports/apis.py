@@ -14,10 +14,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema_view
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from intentsite.renderers import FastJSONRenderer
 from intentsite.serializers import api_schema
 
 from .calibration import (
@@ -183,7 +184,7 @@ class CSVRenderer(BaseRenderer):
                            "downloads the daily trends table as CSV instead.")
 class ReportApi(ReportBaseApi):
     operation_id = "analytics_report"
-    renderer_classes = [JSONRenderer, CSVRenderer]
+    renderer_classes = [FastJSONRenderer, CSVRenderer]
     FilterSerializer = FullReportFilterSerializer
     OutputSerializer = FullReportSerializer
 
@@ -203,8 +204,8 @@ class ReportApi(ReportBaseApi):
 
     def handle_exception(self, exc):
         # Errors are JSON, whatever format was asked for.
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
+        self.request.accepted_renderer = FastJSONRenderer()
+        self.request.accepted_media_type = FastJSONRenderer.media_type
         return super().handle_exception(exc)
 
 

@@ -135,8 +135,26 @@ class TokensSerializer(serializers.Serializer):
     total = serializers.IntegerField()
 
 
+class ScalarRowsSerializer(serializers.ListSerializer):
+    """A list of rows whose every field is a JSON scalar that the selector already wrote as it is sent (text, an
+    int, a float or null; a day as its ISO text): each row is copied, its declared fields alone, not represented field
+    by field (DRF's call per field is ~1 µs: the full report's 250 such rows cost ~0.5 ms of its ~9, measured).
+    The tests hold the result equal to DRF's own representation (tests/analytics/test_reports.py)."""
+
+    def to_representation(self, data):
+        names = list(self.child.fields)
+        return [{name: row[name] for name in names} for row in data]
+
+
+class ScalarRowSerializer(serializers.Serializer):
+    """A row of JSON scalars (see `ScalarRowsSerializer`), sent in lists."""
+
+    class Meta:
+        list_serializer_class = ScalarRowsSerializer
+
+
 def _share_serializer(name: str) -> type[serializers.Serializer]:
-    return type(f"{name.title().replace('_', '')}ShareSerializer", (serializers.Serializer,), {
+    return type(f"{name.title().replace('_', '')}ShareSerializer", (ScalarRowSerializer,), {
         name: serializers.CharField(), "runs": serializers.IntegerField(), "share": _rate()})
 
 
@@ -169,7 +187,7 @@ class OverviewBodySerializer(serializers.Serializer):
     modules = _share_serializer("module")(many=True)
 
 
-class TrendDaySerializer(serializers.Serializer):
+class TrendDaySerializer(ScalarRowSerializer):
     day = serializers.DateField()
     runs = serializers.IntegerField()
     success_rate = _rate()
@@ -198,7 +216,7 @@ class ErrorTypeSerializer(serializers.Serializer):
     sample_run_id = serializers.CharField(allow_null=True, help_text="The newest failed run of this type.")
 
 
-class ErrorDaySerializer(serializers.Serializer):
+class ErrorDaySerializer(ScalarRowSerializer):
     day = serializers.DateField()
     runs = serializers.IntegerField()
     errors = serializers.IntegerField()

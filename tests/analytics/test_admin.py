@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from analytics.mirror.sync import runs_sync
-from analytics.models import MirroredRun, SyncState
+from analytics.models import DailyRollup, MirroredRun, SyncState
 from tests.admin_pages import result_rows
 from tests.analytics.conftest import DAY0_MS
 from tests.analytics.test_reports_api import at, mirror, mirrored
@@ -64,6 +64,12 @@ def test_sync_state_and_rollups_are_shown(run_logger, admin_client_logged):
     assert states.status_code == 200 and b"intent_detection" in states.content
     assert detail.status_code == 200 and b"lag" in detail.content
     assert rollups.status_code == 200 and b"balance" in rollups.content
+    # A rollup's page reads its sketch: one run, so every percentile is exactly its latency.
+    rollup = DailyRollup.objects.get(dimension="all")
+    page = admin_client_logged.get(f"/admin/analytics/dailyrollup/{rollup.pk}/change/").content.decode()
+    latency = rollup.latency_min_ms
+    assert rollup.latency_max_ms == latency
+    assert f"p50 {latency:.3g} ms, p95 {latency:.3g} ms, p99 {latency:.3g} ms (1 latencies)" in page
 
 
 # --- The runs' list at a glance ------------------------------------------------------------------------------

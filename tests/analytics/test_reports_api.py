@@ -266,6 +266,22 @@ def test_report_holds_every_part_and_the_sla_lines(staff_client, known_runs, set
     assert body["errors"]["by_type"] == get(staff_client, "errors", days=30)["by_type"]
 
 
+def test_rows_copied_as_the_selector_wrote_them_are_what_drf_represents(known_runs, monkeypatch):
+    """The report's lists of scalar rows (shares, days) skip DRF's per-field representation: the same document."""
+    from rest_framework import serializers
+
+    from analytics.reports.scope import scope_get
+    from analytics.reports.selectors import report_get
+    from analytics.reports.serializers import FullReportSerializer, ScalarRowsSerializer
+
+    answer = report_get(scope=scope_get(days=30))
+    assert any(row["success_rate"] is None for row in answer["trends"]["days"])  # nulls among the rows
+    copied = FullReportSerializer().to_representation(answer)
+    monkeypatch.setattr(ScalarRowsSerializer, "to_representation", serializers.ListSerializer.to_representation)
+    assert copied == FullReportSerializer().to_representation(answer)
+    assert len(copied["overview"]["intent_distribution"]) == 3 and len(copied["errors"]["per_day"]) == 30
+
+
 def test_report_as_csv_is_the_daily_table(staff_client, known_runs):
     response = staff_client.get(BASE + "report", {"format": "csv", "days": 5})
     assert response.status_code == 200
