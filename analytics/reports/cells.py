@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection
@@ -13,10 +13,13 @@ from django.db import connection
 from ..mirror.rollups import COUNTS, FOLDED_DIMENSIONS, INTEGER_SUMS, SUMS, runs_aggregate
 from ..mirror.sketch import LatencySketch
 from ..mirror.triples import triples_usable
-from ..models import COMPOUND_SEPARATOR, DailyRollup, compound_parts, pair_of, triple_of
+from ..models import COMPOUND_SEPARATOR, DailyRollup, pair_of, triple_of
+from .plans import Plan, readers_of
 from .scope import FILTERS, Scope
+from .sql import Statement, sql_datetime, sql_rows_many
 
 Dimension = DailyRollup.Dimension
+Read = tuple[Statement, Callable[[list[tuple]], None]]  # a rollup read: its statement, and what takes its rows in
 
 # The rollups' counts and sums a report reads (it derives no variance: the sums of squares stay unread).
 SUMMED = (*COUNTS, *(name for name in SUMS if "sumsq" not in name))
@@ -101,15 +104,6 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def sql_datetime(value: datetime | str | None) -> datetime | None:
-    """A timestamp read with plain SQL: SQLite gives naive UTC (text, or a datetime with its converters)."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _cell_of(cell: dict[str, Any]) -> Cell:
     """A report's cell from a cell of `runs_aggregate` (a rollup row's fields)."""
     return Cell(key=None, **{name: cell[name] for name in SUMMED}, first_start_time=cell["first_start_time"],
@@ -120,89 +114,6 @@ def _cell_of(cell: dict[str, Any]) -> Cell:
 def _number(name: str, value: Any) -> int | float:
     """A sum as a Python number (PostgreSQL's SUM of a bigint is a numeric: a Decimal)."""
     return (float if name in FLOAT_SUMS else int)(value or 0)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The rollup rows that answer one dimension of a report: those of `dimension` whose value (or the `match`ed parts
-    of a pair's or triple's value: 0, 1, 2 of `parts`) equals each given value; the key reported for a row is its
-    value, a part of it (`report`), or a fixed label ('' for the total)."""
-
-    dimension: str
-    match: tuple[tuple[int | None, str], ...] = ()
-    report: int | str | None = None
-    values: tuple[str, ...] = ()  # when known: every value the match can select (a seek each: `dailyrollup_value`)
-    parts: int = 2
-
-    def where(self) -> tuple[str, list[Any]]:
-        """The SQL condition (and its parameters) that selects the plan's rows (a superset where the known parts are
-        neither leading nor trailing: `reads` keeps the plan's own)."""
-        condition, params = "dimension = %s", [self.dimension]
-        parts = dict(self.match)
-        leading = [parts[at] for at in range(self.parts) if all(before in parts for before in range(at + 1))]
-        trailing = [parts[at] for at in range(self.parts) if all(after in parts for after in range(at, self.parts))]
-        if self.values:
-            condition += f" AND value IN ({', '.join(['%s'] * len(self.values))})"
-            params += self.values
-        elif None in parts:
-            condition += " AND value = %s"
-            params.append(parts[None])
-        elif len(parts) == self.parts:
-            condition += " AND value = %s"
-            params.append(COMPOUND_SEPARATOR.join(parts[at] for at in range(self.parts)))
-        elif leading:  # the value's first parts: it starts with them and a separator
-            prefix = COMPOUND_SEPARATOR.join(leading) + COMPOUND_SEPARATOR
-            condition += " AND substr(value, 1, CAST(%s AS INTEGER)) = %s"
-            params += [len(prefix), prefix]
-        elif trailing:  # its last parts: it ends with them (shorter values cannot: their substr is shorter)
-            suffix = COMPOUND_SEPARATOR + COMPOUND_SEPARATOR.join(trailing)
-            condition += " AND substr(value, length(value) - CAST(%s AS INTEGER)) = %s"
-            params += [len(suffix) - 1, suffix]
-        return f"({condition})", params
-
-    def reads(self, dimension: str, value: str) -> bool:
-        if dimension != self.dimension:
-            return False
-        if not self.match:
-            return True
-        if self.match[0][0] is None:
-            return value == self.match[0][1]
-        parts = compound_parts(value, self.parts)
-        return all(parts[at] == expected for at, expected in self.match)
-
-    def reported(self, value: str) -> str:
-        if isinstance(self.report, str):
-            return self.report
-        return value if self.report is None else compound_parts(value, self.parts)[self.report]
-
-
-def _readers(plans: dict[str, Plan]) -> dict[str, list[tuple[str, Plan]]]:
-    """Per rollup dimension, the (asked dimension, plan) pairs that read its rows: a row is matched against those
-    alone, not every plan of the report."""
-    readers: dict[str, list[tuple[str, Plan]]] = {}
-    for dimension, plan in plans.items():
-        readers.setdefault(plan.dimension, []).append((dimension, plan))
-    return readers
-
-
-def sql_rows(sql: str, params: list[Any] | tuple[Any, ...]) -> list[tuple]:
-    """Every row of a report's read, as the driver gives them (no Django converters: SQLite's times are naive, see
-    `sql_datetime`). On PostgreSQL as binary results (bound on the server: psycopg's own cursor on Django's
-    connection, so in its transaction): the sketches' bytea come as they are, not as hex text to decode, and times
-    through psycopg's C loader, not Django's (the report's reads ~1.5 ms faster, measured)."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    import psycopg
-
-    connection.ensure_connection()
-    driver = psycopg.Cursor(connection.connection)
-    driver.format = psycopg.pq.Format.BINARY
-    # Wrapped as Django wraps its own cursors: its errors (a database down is a 503), logging, execute wrappers.
-    with (connection.make_debug_cursor if connection.queries_logged else connection.make_cursor)(driver) as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 COUNTED = ("runs", "errors", "fallbacks")
@@ -237,9 +148,13 @@ class Cells:
         # dimension and aggregated as the rollups are (`runs_aggregate`).
         raw = [dimension for dimension in {*detailed, *counted, *shares, *totalled} if self._plan(dimension) is None]
         self._raw = runs_aggregate(rows=scope.raw_runs(), dimensions=raw) if raw else {}
-        self._detailed_read(detailed)
-        self._counted_read([*counted, *shares], shares=set(shares) - set(counted))
-        self._totalled_read(totalled, sketches=set(totalled) if sketches is True else set(sketches or ()))
+        # The rollup reads, sent at once (`sql_rows_many`), then each one's rows taken in.
+        reads = [read for read in (
+            self._detailed_read(detailed), self._counted_read([*counted, *shares], shares=set(shares) - set(counted)),
+            self._totalled_read(totalled, sketches=set(totalled) if sketches is True else set(sketches or ())),
+        ) if read is not None]
+        for (_, take), rows in zip(reads, sql_rows_many([statement for statement, _ in reads]), strict=True):
+            take(rows)
 
     def _plan(self, dimension: str) -> Plan | None:
         """Which rollup rows answer this dimension under the filters, or None: the raw rows.
@@ -335,8 +250,8 @@ class Cells:
         head = f"FROM {DailyRollup._meta.db_table} WHERE experiment_id = %s AND day >= %s AND day <= %s AND "
         return head, [scope.experiment_id, adapt(scope.since), adapt(scope.until)], where
 
-    def _rollups(self, plans: dict[str, Plan], select: str) -> list[tuple]:
-        """Rows of `SELECT <select> FROM` the period's rollups that the plans read. Plain SQL: the hot path of every
+    def _rollups(self, plans: dict[str, Plan], select: str) -> Statement:
+        """`SELECT <select> FROM` the period's rollups that the plans read. Plain SQL: the hot path of every
         report, where compiling ORM queries cost more than running them (measured). On PostgreSQL, where each plan
         reads rows of its own dimension, one SELECT per plan joined by UNION ALL: each an index scan of its own (an OR
         of dimensions is read through a bitmap of the table's rows instead, measured slower). Otherwise, and on
@@ -349,10 +264,10 @@ class Cells:
         else:
             sql = f"SELECT {select} {head}({' OR '.join(condition for condition, _ in where)})"
             params = [*period, *(value for _, values in where for value in values)]
-        return sql_rows(sql, params)
+        return sql, params
 
-    def _rollups_grouped(self, plans: dict[str, Plan], aggregates: Callable[[str | None], str]) -> list[tuple]:
-        """(dimension, value, *aggregates) of the rollup rows the plans read, grouped by dimension and value;
+    def _rollups_grouped(self, plans: dict[str, Plan], aggregates: Callable[[str | None], str]) -> Statement:
+        """SELECT (dimension, value, *aggregates) of the rollup rows the plans read, grouped by dimension and value;
         `aggregates(dimension)`: the SQL aggregates of the rows of that rollup dimension (None: of several).
 
         Where each plan reads rows of its own dimension, one grouped SELECT per plan, joined by UNION ALL: each
@@ -371,15 +286,21 @@ class Cells:
             sql = (f"SELECT dimension, value, {aggregates(None)} {head}({' OR '.join(c for c, _ in where)}) "
                    "GROUP BY dimension, value")
             params = [*period, *(value for _, values in where for value in values)]
-        return sql_rows(sql, params)
+        return sql, params
 
-    def _detailed_read(self, dimensions: list[str]) -> None:
+    def _detailed_read(self, dimensions: list[str]) -> Read | None:
         plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
         for dimension in dimensions:
             self.cells[dimension] = []
-        if plans:
-            readers = _readers(plans)
-            for row in self._rollups(plans, ", ".join(DETAIL_COLUMNS)):
+        for dimension in set(dimensions) - set(plans):
+            for cell in self._raw[dimension]:
+                self.cells[dimension].append((cell["day"], cell["value"], _cell_of(cell)))
+        if not plans:
+            return None
+        readers = readers_of(plans)
+
+        def take(rows: list[tuple]) -> None:
+            for row in rows:
                 sketch = row[-1]
                 cell = Cell(key=None, **{name: _number(name, value) for name, value in zip(SUMMED, row[3:-5],
                                                                                           strict=True)},
@@ -390,37 +311,39 @@ class Cells:
                 for dimension, plan in readers.get(row[0], ()):
                     if plan.reads(row[0], row[1]):
                         self.cells[dimension].append((day, plan.reported(row[1]), cell))
-        for dimension in set(dimensions) - set(plans):
-            for cell in self._raw[dimension]:
-                self.cells[dimension].append((cell["day"], cell["value"], _cell_of(cell)))
 
-    def _counted_read(self, dimensions: list[str], *, shares: set[str]) -> None:
+        return self._rollups(plans, ", ".join(DETAIL_COLUMNS)), take
+
+    def _counted_read(self, dimensions: list[str], *, shares: set[str]) -> Read | None:
         """Per value over the whole period, runs, errors and fallbacks (`shares`: runs alone, the distributions)."""
         plans = {d: plan for d in dimensions if (plan := self._plan(d)) is not None}
         for dimension in dimensions:
             self.counts[dimension] = {}
-        if plans:
-            readers = _readers(plans)
+        for dimension in set(dimensions) - set(plans):
+            for cell in self._raw[dimension]:
+                counted = self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"]))
+                for name in COUNTED:
+                    setattr(counted, name, getattr(counted, name) + cell[name])
+        if not plans:
+            return None
+        readers = readers_of(plans)
 
-            def aggregates(rollup_dimension: str | None) -> str:
-                runs_alone = rollup_dimension is not None and all(
-                    asked in shares for asked, _ in readers[rollup_dimension])
-                return "SUM(runs), 0, 0" if runs_alone else ", ".join(f"SUM({name})" for name in COUNTED)
+        def aggregates(rollup_dimension: str | None) -> str:
+            runs_alone = rollup_dimension is not None and all(asked in shares for asked, _ in readers[rollup_dimension])
+            return "SUM(runs), 0, 0" if runs_alone else ", ".join(f"SUM({name})" for name in COUNTED)
 
-            for row in self._rollups_grouped(plans, aggregates):
+        def take(rows: list[tuple]) -> None:
+            for row in rows:
                 for dimension, plan in readers.get(row[0], ()):
                     if plan.reads(row[0], row[1]):
                         key = plan.reported(row[1])
                         counted = self.counts[dimension].setdefault(key, Cell(key=key)).__dict__
                         for name, value in zip(COUNTED, row[2:], strict=True):
                             counted[name] += int(value)
-        for dimension in set(dimensions) - set(plans):
-            for cell in self._raw[dimension]:
-                counted = self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"]))
-                for name in COUNTED:
-                    setattr(counted, name, getattr(counted, name) + cell[name])
 
-    def _totalled_read(self, dimensions: list[str], *, sketches: set[str]) -> None:
+        return self._rollups_grouped(plans, aggregates), take
+
+    def _totalled_read(self, dimensions: list[str], *, sketches: set[str]) -> Read | None:
         """Per value over the whole period, every sum, summed by the database (a widget's breakdown: thousands of a
         pair's rows, not brought to Python one by one); for the `sketches` dimensions, the latency sketches too,
         concatenated by the database (only theirs), read here when a percentile is asked for."""
@@ -428,20 +351,26 @@ class Cells:
         for dimension in dimensions:
             self.counts[dimension] = {}
         sketched = sorted({plans[d].dimension for d in sketches if d in plans})
-        if plans:
-            readers = _readers(plans)
-            sums = ", ".join(f"SUM({name})" for name in SUMMED)
-            select = f"{sums}, MIN(first_start_time), MAX(last_start_time), MIN(latency_min_ms), MAX(latency_max_ms)"
-            if sketched:
-                # Rollup dimension names (ours: `module+model_answer`, never a request's text), so written inline.
-                assert all(name.replace("+", "").replace("_", "").isalpha() for name in sketched), sketched
-                which = ", ".join(f"'{name}'" for name in sketched)
-                # Concatenated stored sketches are one stored list of buckets (SQLite's group_concat keeps a
-                # blob's bytes, and says the result is text: cast back).
-                joined = f"CASE WHEN dimension IN ({which}) THEN latency_sketch END"
-                select += (f", string_agg({joined}, ''::bytea)" if connection.vendor == "postgresql"
-                           else f", CAST(group_concat({joined}, '') AS BLOB)")
-            for row in self._rollups_grouped(plans, lambda _: select):
+        for dimension in set(dimensions) - set(plans):
+            for cell in self._raw[dimension]:
+                self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"])).add(_cell_of(cell))
+        if not plans:
+            return None
+        readers = readers_of(plans)
+        sums = ", ".join(f"SUM({name})" for name in SUMMED)
+        select = f"{sums}, MIN(first_start_time), MAX(last_start_time), MIN(latency_min_ms), MAX(latency_max_ms)"
+        if sketched:
+            # Rollup dimension names (ours: `module+model_answer`, never a request's text), so written inline.
+            assert all(name.replace("+", "").replace("_", "").isalpha() for name in sketched), sketched
+            which = ", ".join(f"'{name}'" for name in sketched)
+            # Concatenated stored sketches are one stored list of buckets (SQLite's group_concat keeps a
+            # blob's bytes, and says the result is text: cast back).
+            joined = f"CASE WHEN dimension IN ({which}) THEN latency_sketch END"
+            select += (f", string_agg({joined}, ''::bytea)" if connection.vendor == "postgresql"
+                       else f", CAST(group_concat({joined}, '') AS BLOB)")
+
+        def take(rows: list[tuple]) -> None:
+            for row in rows:
                 sketch = None
                 if sketched:
                     *row, joined = row
@@ -454,9 +383,8 @@ class Cells:
                     if plan.reads(row[0], row[1]):
                         key = plan.reported(row[1])
                         self.counts[dimension].setdefault(key, Cell(key=key)).add(cell)
-        for dimension in set(dimensions) - set(plans):
-            for cell in self._raw[dimension]:
-                self.counts[dimension].setdefault(cell["value"], Cell(key=cell["value"])).add(_cell_of(cell))
+
+        return self._rollups_grouped(plans, lambda _: select), take
 
     def read_raw(self, dimension: str) -> bool:
         """Was this dimension aggregated from the raw rows (no rollup answers it under the filters)?"""

@@ -37,8 +37,9 @@ from django.utils.module_loading import import_string
 from intentsite import contract
 
 from ..models import OTHER, DailyRollup, MirroredRun, SyncState, compound_parts, compound_value
-from .cells import Cell, Cells, ratio, sql_datetime, sql_rows
+from .cells import Cell, Cells, ratio
 from .scope import Scope
+from .sql import sql_datetime, sql_rows
 
 Dimension = DailyRollup.Dimension
 
@@ -133,7 +134,7 @@ def mlflow_run_url(*, experiment_id: str, run_id: str) -> str | None:
 
 
 def _rows(query: QuerySet) -> list[tuple]:
-    """A query's rows as the database driver gives them (`cells.sql_rows`: no field converters)."""
+    """A query's rows as the database driver gives them (`sql.sql_rows`: no field converters)."""
     return sql_rows(*query.query.sql_with_params())
 
 

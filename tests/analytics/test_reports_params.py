@@ -141,3 +141,29 @@ def test_every_answer_is_what_the_schema_documents(staff_client, api_client, ano
     check(staff_client.get(BASE + "report", params | {"format": "csv"}), path=BASE + "report")
     versions = staff_client.get(BASE + "prompt-analysis", {"days": 30}).json()["versions"]
     assert [row["evaluation"]["run_id"] for row in versions if row["evaluation"]] == ["e1"]  # (checked above)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_lost_during_the_reports_rollup_reads_is_a_503(staff_client, known_runs):  # noqa: F811
+    """The rollup reads go out at once (on PostgreSQL in one pipeline, on their own cursors): the database going away
+    under them is Django's OperationalError, so the API's 503 that says so, not a 500."""
+    from django.db import OperationalError, close_old_connections, connection
+
+    def connection_lost(execute, sql, params, many, context):
+        if sql.startswith("SELECT dimension, value, day"):
+            if connection.vendor != "postgresql":
+                raise OperationalError("disk I/O error")
+            import psycopg
+
+            settings = connection.get_connection_params()
+            with psycopg.connect(autocommit=True, **{key: settings[key] for key in ("host", "port", "user", "dbname")
+                                                      if settings.get(key)}) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(connection_lost):
+        response = staff_client.get(BASE + "report")
+    assert response.status_code == 503, response.content
+    assert "database" in response.json()["detail"].lower()
+    close_old_connections()  # what the server does when a request finishes: a connection that failed is dropped
+    assert staff_client.get(BASE + "report").status_code == 200  # and the next request connects again
