@@ -79,17 +79,10 @@ def stored_bytes(stored: Stored | None) -> bytes:
 
 
 def stored_sum(first: Stored | None, second: Stored | None) -> bytes:
-    """Two stored sketches added, as a stored sketch: their buckets concatenated, counted per key with one bincount
-    (the sync's steady state adds a few new runs to each rollup row: 13 µs a row, against 18 for the JSON form's
-    merge in a dict and 24 for the same merge of these bytes, measured on rollup-sized sketches)."""
-    buckets = np.frombuffer(stored_bytes(first) + stored_bytes(second), STORED)
-    if not len(buckets):
-        return b""
-    keys = buckets["key"].astype(np.int64)
-    low = int(keys.min())
-    totals = np.bincount(keys - low, weights=buckets["count"])
-    present = np.flatnonzero(totals)
-    return sketch_encode(present + low, totals[present].astype(np.int64))
+    """Two stored sketches added, as a stored sketch: their buckets concatenated and merged as any sketch's (one
+    bincount: the sync's steady state adds a few new runs to each rollup row, ~15 µs a row against 18 for the JSON
+    form's merge in a dict, measured on rollup-sized sketches)."""
+    return LatencySketch.from_joined(stored_bytes(first) + stored_bytes(second)).encoded()
 
 
 class LatencySketch:
@@ -126,15 +119,14 @@ class LatencySketch:
     def from_joined(cls, blob: bytes | memoryview | None) -> LatencySketch:
         """From stored sketches concatenated, as the database concatenates a group's."""
         sketch = cls()
-        if blob:
-            sketch._blobs.append(bytes(blob) if isinstance(blob, memoryview) else blob)
+        sketch.add_stored(blob)
         return sketch
 
     def add_stored(self, stored: Stored | None) -> None:
         """Add a stored sketch (bytes are read only when a percentile is asked for)."""
         if isinstance(stored, (bytes, bytearray, memoryview)):
             if stored:
-                self._blobs.append(bytes(stored) if not isinstance(stored, bytes) else stored)
+                self._blobs.append(stored_bytes(stored))
         elif stored and len(stored[0]):
             self._parts.append((stored[0], stored[1]))
         self._merged, self._reduced = None, False
@@ -163,9 +155,11 @@ class LatencySketch:
             if len(parts) > 16:  # many small parts: one pass over them all
                 keys = np.fromiter(chain.from_iterable(part[0] for part in parts), np.int64)
                 counts = np.fromiter(chain.from_iterable(part[1] for part in parts), np.int64)
-            else:  # few, maybe long: each converted at once
+            elif len(parts) > 1:  # few, maybe long: each converted at once
                 keys = np.concatenate([np.asarray(part[0], np.int64) for part in parts])
                 counts = np.concatenate([np.asarray(part[1], np.int64) for part in parts])
+            else:  # one, several sketches concatenated (a database's group, two rows added)
+                keys, counts = np.asarray(parts[0][0], np.int64), parts[0][1]
             if len(keys):
                 low = int(keys.min())
                 totals = np.bincount(keys - low, weights=counts)
@@ -183,6 +177,10 @@ class LatencySketch:
     def stored(self) -> list[list[int]]:
         keys, counts = self._merge()
         return [keys.tolist(), counts.tolist()]
+
+    def encoded(self) -> bytes:
+        """The merged sketch in its stored form."""
+        return sketch_encode(*self._merge())
 
     def count_above(self, value: float) -> int:
         """How many values fall in buckets above `value`'s bucket (a value within 1 % of the bucket counts as in it)."""

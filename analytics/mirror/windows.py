@@ -127,7 +127,7 @@ def _merged(row: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
     for intent, count in cell["intents"].items():
         intents[intent] = intents.get(intent, 0) + count
     return cell | {name: row[name] + cell[name] for name in (*COUNTS, *SUMS)} | {
-        "latency_sketch": sketch.stored() if sketch.count else [], "intents": intents}
+        "latency_sketch": sketch.encoded(), "intents": intents}
 
 
 def windows_purge(*, experiment_id: str, now: datetime | None = None) -> int:

@@ -139,7 +139,7 @@ class ScalarRowsSerializer(serializers.ListSerializer):
     """A list of rows whose every field is a JSON scalar that the selector already wrote as it is sent (text, an
     int, a float or null; a day as its ISO text): each row is copied, its declared fields alone, not represented field
     by field (DRF's call per field is ~1 µs: the full report's 250 such rows cost ~0.5 ms of its ~9, measured).
-    The tests hold the result equal to DRF's own representation (tests/analytics/test_reports.py)."""
+    The tests hold the result equal to DRF's own representation (tests/analytics/test_reports_api.py)."""
 
     def to_representation(self, data):
         names = list(self.child.fields)

@@ -48,12 +48,15 @@ def _binary_cursor():
 def sql_rows_many(statements: list[Statement]) -> list[list[tuple]]:
     """Each statement's rows (`sql_rows`), the statements sent at once: on PostgreSQL in one pipeline, one round trip
     for all of a report's rollup reads, not one each (~0.3 ms less, measured)."""
-    if connection.vendor != "postgresql" or len(statements) < 2:
-        return [sql_rows(sql, params) for sql, params in statements]
-    import psycopg
+    if connection.vendor == "postgresql" and len(statements) > 1:
+        import psycopg
 
-    if not psycopg.Pipeline.is_supported():
-        return [sql_rows(sql, params) for sql, params in statements]
+        if psycopg.Pipeline.is_supported():
+            return _pipelined(statements)
+    return [sql_rows(sql, params) for sql, params in statements]
+
+
+def _pipelined(statements: list[Statement]) -> list[list[tuple]]:
     connection.ensure_connection()
     cursors = [_binary_cursor() for _ in statements]
     try:  # (the pipeline's own errors, raised where it syncs, as Django's too: a connection lost is a 503)
