@@ -83,6 +83,23 @@ def detector_get(*, fresh: bool = False) -> IntentDetector:
         return detector
 
 
+def detector_warm() -> bool:
+    """Build the process's detector before it takes requests (a web worker's boot: `post_worker_init` in
+    gunicorn.conf.py), so that no request pays for loading DSPy and fitting or loading the model (seconds; a
+    fresh worker's first detection took 11 s). Returns whether it is ready. A failure (the database not there yet)
+    is logged, not raised: the first request builds it then, or answers 503 while it cannot."""
+    from django.db import connections
+
+    try:
+        detector_get(fresh=True)
+        return True
+    except Exception:
+        logger.warning("Could not build the detector at start-up; the first detection will", exc_info=True)
+        return False
+    finally:
+        connections.close_all()  # opened in the worker's main thread, which serves no request
+
+
 def _active_version() -> tuple[str, str] | None:
     from .models import PromptVersion
 
