@@ -57,6 +57,7 @@ def browser(chromium, tmp_path):
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     # The driver is given explicitly: Selenium Manager never looks for (or downloads) one.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for `wait_dataset`'s failures
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_script_timeout(WAIT_S)
     yield driver
@@ -73,6 +74,33 @@ def staff_session(live_server, driver, django_user_model, *, username: str = "an
                        "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
 
 
+
+
+def wait_dataset(driver, element_id: str, predicate, what: str) -> dict:
+    """Wait until `predicate` holds of the element's dataset (its `data-*` as a dict), and return it. Fail at once
+    when the page says it is in error, or after WAIT_S, with what the page shows: the dataset, its message, and the
+    browser's console (a script's exception, a refused request)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def read(d):
+        return d.execute_script("return Object.assign({}, document.getElementById(arguments[0]).dataset)", element_id)
+
+    def done(d):
+        dataset = read(d)
+        return dataset if predicate(dataset) or "error" in dataset.values() else False
+
+    try:
+        dataset = WebDriverWait(driver, WAIT_S).until(done)
+    except TimeoutException:
+        dataset = read(driver)
+    if not predicate(dataset):
+        message = driver.execute_script("const m = document.querySelector('[role=alert], #ad-message');"
+                                        "return m ? m.textContent : null;")
+        console = [entry["message"] for entry in driver.get_log("browser")]
+        raise AssertionError(f"{what}: not within {WAIT_S} s; dataset {dataset}, message {message!r}, "
+                             f"console {console}")
+    return dataset
 
 
 def narrow_window(driver, width: int = 700) -> dict:

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from intent.models import DetectionDetail, DetectionFeedback
-from tests.browser import WAIT_S, staff_session
+from tests.browser import WAIT_S, staff_session, wait_dataset
 
 MESSAGES = ["what is my bank balance", "transfer 50 dollars to my savings account", "how do i pay my electricity bill"]
 
@@ -69,7 +69,6 @@ def test_the_labelling_page_needs_the_label_permission(transactional_db, live_se
 def test_the_dashboard_draws_calibration_and_drills_down_to_the_detections(
         transactional_db, live_server, browser, django_user_model, api_client, small_catalog, mlflow_store):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from analytics.mirror.sync import runs_sync
     from intent.services import detection_feedback_log, detection_records_log
@@ -88,8 +87,7 @@ def test_the_dashboard_draws_calibration_and_drills_down_to_the_detections(
     django_user_model.objects.get(username="ana").user_permissions.add(  # messages: a permission of their own
         Permission.objects.get(codename="view_detectiondetail"))
     browser.get(f"{live_server.url}/admin/analytics/detectionanalytics/?days=7")
-    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script(
-        "return document.getElementById('analytics-dashboard').dataset.calibration") == "ready")
+    wait_dataset(browser, "analytics-dashboard", lambda s: s.get("calibration") == "ready", "the calibration")
 
     drawn = browser.execute_script("return Chart.getChart(document.getElementById('chart-calibration')).data"
                                    ".datasets[0].data")
