@@ -7,9 +7,12 @@ limit_request_line = 8190
 
 
 def post_worker_init(worker):
-    """Build the detector before this worker accepts a request (`intent.detectors.detector_warm`). The worker tells
-    the arbiter it is alive meanwhile: a first fit on a large catalog may outlast `--timeout`."""
+    """Build the detector before this worker accepts a request (`intent.detectors.detector_warm`), and import every
+    view (the URLconf: ~50 ms otherwise paid by the first request). The worker tells the arbiter it is alive
+    meanwhile: a first fit on a large catalog may outlast `--timeout`."""
     import threading
+
+    from django.urls import get_resolver
 
     from intent.detectors import detector_warm
 
@@ -21,6 +24,7 @@ def post_worker_init(worker):
 
     threading.Thread(target=heartbeat, name="warm-heartbeat", daemon=True).start()
     try:
+        get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view module
         detector_warm()
     finally:
         warmed.set()

@@ -87,11 +87,15 @@ def detector_warm() -> bool:
     """Build the process's detector before it takes requests (a web worker's boot: `post_worker_init` in
     gunicorn.conf.py), so that no request pays for loading DSPy and fitting or loading the model (seconds; a
     fresh worker's first detection took 11 s). Returns whether it is ready. A failure (the database not there yet)
-    is logged, not raised: the first request builds it then, or answers 503 while it cannot."""
+    is logged, not raised: the first request builds it then, or answers 503 while it cannot. One message goes through
+    the local model too (offline, never the LM): that loads its sentence encoder (~0.5 s on a first call)."""
     from django.db import connections
 
+    started = time.perf_counter()
     try:
-        detector_get(fresh=True)
+        detector = detector_get(fresh=True)
+        detector.local(message="warm up", catalog=detector.catalog)
+        logger.info("Detector warmed up in %.1f s", time.perf_counter() - started)
         return True
     except Exception:
         logger.warning("Could not build the detector at start-up; the first detection will", exc_info=True)
