@@ -101,7 +101,7 @@ def detector_warm() -> bool:
         logger.warning("Could not build the detector at start-up; the first detection will", exc_info=True)
         return False
     finally:
-        connections.close_all()  # opened in the worker's main thread, which serves no request
+        connections.close_all()  # requests open their own (a threaded worker's main thread serves none)
 
 
 def _active_version() -> tuple[str, str] | None:

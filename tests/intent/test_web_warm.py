@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 def test_a_fresh_web_worker_has_its_detector_before_the_first_detection(start_web, small_catalog, mlflow_store,
                                                                          django_user_model, tmp_path):
-    # given: a fresh web tier (one worker), up and answering, on a catalog whose model no process has fitted yet
+    # given: a fresh web tier (one worker) on the test's catalog, up and answering
     token = Token.objects.create(user=django_user_model.objects.create_user("warm", password="pw-warm-12345")).key
     url = start_web(workers=1, threads=2)
     log = (tmp_path / f"web-{url.rsplit(':', 1)[1]}.log").read_text()
