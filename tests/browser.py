@@ -94,7 +94,7 @@ def wait_dataset(driver, element_id: str, predicate, what: str) -> dict:
     except TimeoutException:
         dataset = read(driver)
     if not predicate(dataset):
-        message = driver.execute_script("const m = document.querySelector('[role=alert], #ad-message');"
+        message = driver.execute_script("const m = document.querySelector('[role=alert], [role=status], #ad-message');"
                                         "return m ? m.textContent : null;")
         console = [entry["message"] for entry in driver.get_log("browser")]
         raise AssertionError(f"{what}: not within {WAIT_S} s; dataset {dataset}, message {message!r}, "

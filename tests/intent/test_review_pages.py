@@ -8,19 +8,14 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from intent.models import DetectionDetail, DetectionFeedback
-from tests.browser import WAIT_S, staff_session, wait_dataset
+from tests.browser import staff_session, wait_dataset
 
 MESSAGES = ["what is my bank balance", "transfer 50 dollars to my savings account", "how do i pay my electricity bill"]
 
 
 def wait_state(driver, predicate, message: str) -> dict:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def ready(d):
-        state = d.execute_script("return Object.assign({}, document.getElementById('review').dataset)")
-        return state if predicate(state) else False
-
-    return WebDriverWait(driver, WAIT_S).until(ready, message)
+    """The labelling page's state (`#review`'s dataset) once `predicate` holds of it."""
+    return wait_dataset(driver, "review", predicate, message)
 
 
 def test_labelling_with_the_keyboard_saves_feedback_and_brings_the_next(
