@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,26 +23,40 @@ WAIT_S = 30
 def chromium() -> Path:
     """Debian's Chromium and its driver, installed with apt when missing (as root). Skipped, with the reason,
     only outside CI on a machine where they cannot be installed."""
+    problem = None
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        problem = None
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             problem = "chromium/chromium-driver are not installed and this process cannot apt-get install them"
         else:
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
-            done = subprocess.run(install, env=env, capture_output=True, text=True)
-            if done.returncode != 0:  # stale package lists: update once and try again
-                subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
-                done = subprocess.run(install, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                problem = f"apt-get install chromium chromium-driver failed: {done.stderr[-2000:]}"
-        if problem:
-            from tests.conftest import IN_CI
+            problem = _apt_install()
+    if problem:
+        from tests.conftest import IN_CI
 
-            if IN_CI:
-                pytest.fail(problem)
-            pytest.skip(problem)
+        if IN_CI:
+            pytest.fail(problem)
+        pytest.skip(problem)
     return CHROMIUM
+
+
+def _apt_install() -> str | None:
+    """Install Chromium and its driver; None when done, else what went wrong. The suite's xdist workers each ask at
+    once: one installs while the others wait on a file lock (and apt-get waits on dpkg's own lock, if it is held)."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "intentsite-chromium-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if CHROMIUM.exists() and CHROMEDRIVER.exists():  # another worker installed them meanwhile
+            return None
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends",
+                   "chromium", "chromium-driver"]
+        done = subprocess.run(install, env=env, capture_output=True, text=True)
+        if done.returncode != 0:  # stale package lists: update once and try again
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+            done = subprocess.run(install, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"apt-get install chromium chromium-driver failed: {done.stderr[-2000:]}"
+    return None
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from analytics.mirror.sources.base import SourceRun
 from analytics.mirror.sync import runs_sync
 from analytics.models import MirroredRun, SyncState
 from tests.analytics.conftest import MODELS
-from tests.browser import WAIT_S, narrow_window, staff_session
+from tests.browser import WAIT_S, narrow_window, staff_session, wait_dataset
 
 PAGE = "/admin/analytics/detectionanalytics/"
 
@@ -138,13 +138,10 @@ def report_query(**params) -> str:
 
 def shown(driver, query: str, *sections: str) -> dict:
     """Wait until the page (and these sections: confusion, compare) shows `query`, then read every chart's data."""
-    wait_for(driver, "const s = document.getElementById('analytics-dashboard').dataset;"
-                     "if (s.state === 'error') return true;"
-                     "return s.state === 'ready' && s.loadedQuery === arguments[0]"
-                     " && arguments[1].every((name) => s[name] === 'ready' && s[name + 'Query'] === arguments[0]);",
-             query, list(sections))
-    message = driver.execute_script("return document.getElementById('ad-message')").text
-    assert driver.execute_script("return document.getElementById('analytics-dashboard').dataset.state") == "ready", message
+    wait_dataset(driver, "analytics-dashboard",
+                 lambda s: s.get("state") == "ready" and s.get("loadedQuery") == query
+                 and all(s.get(name) == "ready" and s.get(f"{name}Query") == query for name in sections),
+                 f"the dashboard showing {query} {sections or ''}")
     return driver.execute_script("""
         const read = (id) => { const c = Chart.getChart(document.getElementById(id));
             return {labels: c.data.labels, data: c.data.datasets.map((d) => d.data)}; };
