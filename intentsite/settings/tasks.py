@@ -36,53 +36,28 @@ CELERY_WORKER_LOST_WAIT = float(os.environ.get("CELERY_WORKER_LOST_WAIT", "2"))
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 PERIODIC_QUEUE = "periodic"
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in (CELERY_TASK_DEFAULT_QUEUE, PERIODIC_QUEUE))
-CELERY_TASK_ROUTES = {
-    "intent.tasks.detections_flush": {"queue": PERIODIC_QUEUE},
-    "analytics.tasks.runs_sync_task": {"queue": PERIODIC_QUEUE},
-    "analytics.tasks.monitors_evaluate_task": {"queue": PERIODIC_QUEUE},
-    "analytics.tasks.alert_deliver_task": {"queue": PERIODIC_QUEUE},
-    "intent.tasks.expired_data_purge_task": {"queue": PERIODIC_QUEUE},
-    "intent.tasks.gaps_mine_task": {"queue": PERIODIC_QUEUE},
-}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+def _every(task: str, seconds: float) -> dict:
+    """Beat's entry for `task` every `seconds`, on the periodic queue; a message not taken within its own period
+    expires (the next one is on its way). django-celery-beat's DatabaseScheduler stores `expire_seconds` and drops
+    `expires`; Celery's own scheduler reads `expires`: both are set."""
+    return {"task": task, "schedule": seconds,
+            "options": {"expires": seconds, "expire_seconds": seconds, "queue": PERIODIC_QUEUE}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "tracking-flush": {
-        "task": "intent.tasks.detections_flush",
-        "schedule": TRACKING_FLUSH_INTERVAL_S,
-        "options": {"expires": TRACKING_FLUSH_INTERVAL_S, "expire_seconds": TRACKING_FLUSH_INTERVAL_S,
-                    "queue": PERIODIC_QUEUE},
-    },
+    "tracking-flush": _every("intent.tasks.detections_flush", TRACKING_FLUSH_INTERVAL_S),
+    "analytics-sync": _every("analytics.tasks.runs_sync_task", ANALYTICS_SYNC_INTERVAL_S),
+    "monitors-evaluate": _every("analytics.tasks.monitors_evaluate_task", MONITORS_EVALUATE_INTERVAL_S),
+    "experiments-evaluate": _every("intent.tasks.experiments_evaluate_task", EXPERIMENTS_EVALUATE_INTERVAL_S),
+    "gaps-mine": _every("intent.tasks.gaps_mine_task", GAPS_MINE_INTERVAL_S),
+    "expired-data-purge": _every("intent.tasks.expired_data_purge_task", PURGE_INTERVAL_S),
 }
-# django-celery-beat's DatabaseScheduler stores `expire_seconds` and drops `expires`; Celery's own
-# scheduler reads `expires`. The analytics entry sets both.
-CELERY_BEAT_SCHEDULE["analytics-sync"] = {
-    "task": "analytics.tasks.runs_sync_task",
-    "schedule": ANALYTICS_SYNC_INTERVAL_S,
-    "options": {"expires": ANALYTICS_SYNC_INTERVAL_S, "expire_seconds": ANALYTICS_SYNC_INTERVAL_S,
-                "queue": PERIODIC_QUEUE},
-}
-CELERY_BEAT_SCHEDULE["monitors-evaluate"] = {
-    "task": "analytics.tasks.monitors_evaluate_task",
-    "schedule": MONITORS_EVALUATE_INTERVAL_S,
-    "options": {"expires": MONITORS_EVALUATE_INTERVAL_S, "expire_seconds": MONITORS_EVALUATE_INTERVAL_S,
-                "queue": PERIODIC_QUEUE},
-}
-CELERY_BEAT_SCHEDULE["experiments-evaluate"] = {
-    "task": "intent.tasks.experiments_evaluate_task",
-    "schedule": EXPERIMENTS_EVALUATE_INTERVAL_S,
-    "options": {"expires": EXPERIMENTS_EVALUATE_INTERVAL_S, "expire_seconds": EXPERIMENTS_EVALUATE_INTERVAL_S,
-                "queue": PERIODIC_QUEUE},
-}
-CELERY_BEAT_SCHEDULE["gaps-mine"] = {
-    "task": "intent.tasks.gaps_mine_task",
-    "schedule": GAPS_MINE_INTERVAL_S,
-    "options": {"expires": GAPS_MINE_INTERVAL_S, "expire_seconds": GAPS_MINE_INTERVAL_S, "queue": PERIODIC_QUEUE},
-}
-CELERY_BEAT_SCHEDULE["expired-data-purge"] = {
-    "task": "intent.tasks.expired_data_purge_task",
-    "schedule": PURGE_INTERVAL_S,
-    "options": {"expires": PURGE_INTERVAL_S, "expire_seconds": PURGE_INTERVAL_S, "queue": PERIODIC_QUEUE},
-}
+# Beat's tasks, and the alerts' deliveries, go to the periodic queue however they are sent.
+CELERY_TASK_ROUTES = {task: {"queue": PERIODIC_QUEUE} for task in
+                      [entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()] + ["analytics.tasks.alert_deliver_task"]}
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     # An unacknowledged message (its worker died) is delivered again after this long.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "600"))}
