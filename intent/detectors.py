@@ -204,8 +204,10 @@ def detector_for_version(version: str) -> IntentDetector:
 
 def local_model_get(*, catalog: Catalog, config: LocalModelConfig | None = None) -> LocalIntentModel:
     """The local model fitted on this catalog: from memory, from the disk cache, or fitted now."""
+    from .program.local_encoder import encoder_cache_dir_use
     from .program.local_model import LocalIntentModel
 
+    encoder_cache_dir_use(settings.INTENT_MODEL_CACHE_DIR)  # its encoder, fitted or loaded, beside the model
     config = config or local_config_get()
     cache_key = f"{catalog.version}-{version_hash(config.as_dict())}"
     model = _models.get(cache_key)

@@ -137,9 +137,21 @@ def encoder_load(name: str, *, cache_dir: Path | None = None, threads: int = 1) 
         return _encoder(name, Path(cache_dir or encoder_cache_dir()), threads)
 
 
+_cache_dir: Path | None = None
+
+
+def encoder_cache_dir_use(path: Path | str | None) -> None:
+    """Keep this process's quantised encoders in `path` from now on: the service passes its INTENT_MODEL_CACHE_DIR
+    setting (this package reads no Django settings). None: back to `encoder_cache_dir()`'s default."""
+    global _cache_dir
+    _cache_dir = Path(path) if path else None
+
+
 def encoder_cache_dir() -> Path:
-    """Where the quantised encoders are kept: $INTENT_MODEL_CACHE_DIR, as for the fitted models (the service's
-    setting reads the same variable), else `var/models` of the checkout."""
+    """Where the quantised encoders are kept: the folder `encoder_cache_dir_use` gave, else $INTENT_MODEL_CACHE_DIR
+    (what the service's setting reads by default), else `var/models` of the checkout."""
+    if _cache_dir is not None:
+        return _cache_dir
     configured = os.environ.get("INTENT_MODEL_CACHE_DIR")
     if configured:
         return Path(configured)

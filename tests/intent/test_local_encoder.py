@@ -102,3 +102,26 @@ def test_the_encoder_writes_nothing_under_home(tmp_path, monkeypatch):
                          check=True, cwd=django_settings.BASE_DIR)
     assert "(1, 384)" in out.stdout
     assert list(home.rglob("*")) == []
+
+
+def test_the_service_keeps_its_encoder_where_its_setting_says(small_catalog, settings, tmp_path, monkeypatch):
+    """INTENT_MODEL_CACHE_DIR set in Django's settings (not in the environment) holds the encoder's model file beside
+    the fitted local model: the folder a deployment points at is the only one written."""
+    from intent import detectors
+
+    monkeypatch.delenv("INTENT_MODEL_CACHE_DIR", raising=False)
+    settings.INTENT_MODEL_CACHE_DIR = tmp_path / "models"
+    settings.INTENT_LOCAL_ENCODER = NAME  # the distributed pass runs the n-gram model alone
+    detectors.detector_reset()
+    monkeypatch.setattr(detectors, "_models", {})  # no model (and encoder) of an earlier test in memory
+    try:
+        detector = detectors.detector_get(fresh=True)
+        answer = detector.local(message="how much money is in my checking account", catalog=detector.catalog)
+        made = sorted(path.name for path in (tmp_path / "models").iterdir())
+    finally:
+        local_encoder.encoder_cache_dir_use(None)
+        local_encoder._encoder.cache_clear()  # this test's encoder (~50 MB) is not kept for the process
+        detectors.detector_reset()
+    assert answer.intent == "balance"
+    assert [name for name in made if name.startswith(f"encoder-{NAME}-")] != []
+    assert [name for name in made if name.startswith("local-")] != []
