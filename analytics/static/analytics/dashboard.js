@@ -173,9 +173,9 @@
       if (DETAIL_FILTERS[name]) params.set(DETAIL_FILTERS[name], value);
     });
     Object.entries(filters).forEach(([name, value]) => params.set(name, value));
-    if (shownPeriod) {
-      params.set("created_at__gte", shownPeriod.since);
-      params.set("created_at__lt", AD.addDays(shownPeriod.until, 1));
+    if (shownPeriod) {  // UTC instants: a bare date is a naive datetime to the admin's filter
+      params.set("created_at__gte", shownPeriod.since + "T00:00:00+00:00");
+      params.set("created_at__lt", AD.addDays(shownPeriod.until, 1) + "T00:00:00+00:00");
     }
     return root.dataset.detailsUrl + "?" + params.toString();
   }
