@@ -89,7 +89,6 @@ def staff_session(live_server, driver, django_user_model, *, username: str = "an
                        "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
 
 
-
 def wait_dataset(driver, element_id: str, predicate, what: str) -> dict:
     """Wait until `predicate` holds of the element's dataset (its `data-*` as a dict), and return it. Fail at once
     when the page says it is in error, or after WAIT_S, with what the page shows: the dataset, its message, and the

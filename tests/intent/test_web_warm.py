@@ -19,7 +19,8 @@ def test_a_fresh_web_worker_has_its_detector_before_the_first_detection(start_we
     # given: a fresh web tier (one worker) on the test's catalog, up and answering
     token = Token.objects.create(user=django_user_model.objects.create_user("warm", password="pw-warm-12345")).key
     url = start_web(workers=1, threads=2)
-    log = (tmp_path / f"web-{url.rsplit(':', 1)[1]}.log").read_text()
+    log_path = tmp_path / f"web-{url.rsplit(':', 1)[1]}.log"  # start_web's log of this worker
+    log = log_path.read_text()
 
     # then: it built the detector for this catalog while booting, and ran the local model once (its encoder
     # loaded), before any detection reached it
@@ -35,6 +36,6 @@ def test_a_fresh_web_worker_has_its_detector_before_the_first_detection(start_we
         body = json.loads(answer.read())
     elapsed = time.monotonic() - started
     assert body["intent"] == "transfer"
-    after = (tmp_path / f"web-{url.rsplit(':', 1)[1]}.log").read_text()
+    after = log_path.read_text()
     assert after.count("Detector ready") == log.count("Detector ready")  # not built again for the request
     assert elapsed < 2.0, f"the first detection took {elapsed:.1f} s"
